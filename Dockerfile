@@ -1,0 +1,10 @@
+# One image for every inferq service: worker, Flower, model builder, producers.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY tasks tasks
+COPY workers workers
+COPY producers producers
+RUN pip install --no-cache-dir ".[worker,tf,flower]"
+ENV INFERQ_MODELS_DIR=/models
+ENTRYPOINT ["inferq"]

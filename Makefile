@@ -1,0 +1,8 @@
+# Shortcuts for the scripts (which need nothing but bash on a fresh machine).
+.PHONY: demo test bench models
+demo:
+	bash scripts/demo.sh
+test:
+	bash scripts/test.sh
+models:
+	bash scripts/bootstrap.sh && .venv/bin/inferq models build-examples

@@ -1,0 +1,36 @@
+"""What a web backend imports to submit inference jobs and read their results.
+
+    from producers import Client
+    client = Client.from_env()
+    job = client.submit("digits", x, variant="int8")
+    res = job.wait(timeout=10)
+
+Never imports TensorFlow or LiteRT.
+"""
+
+from producers.client import Client, Job
+from tasks.errors import (
+    BadInput,
+    Expired,
+    InferqError,
+    ModelNotFound,
+    PayloadTooLarge,
+    Timeout,
+    TransientError,
+)
+from tasks.schema import JobStatus, Result, Timing
+
+__all__ = [
+    "BadInput",
+    "Client",
+    "Expired",
+    "InferqError",
+    "Job",
+    "JobStatus",
+    "ModelNotFound",
+    "PayloadTooLarge",
+    "Result",
+    "Timeout",
+    "Timing",
+    "TransientError",
+]

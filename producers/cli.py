@@ -1,0 +1,193 @@
+"""The ``inferq`` command line.
+
+Producer commands (submit, result, status, flower, demo) live here; ``worker`` and
+``models`` are handed to ``workers.cli``, imported only when asked for, so that a
+web backend's ``inferq submit`` never pays for TensorFlow or LiteRT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import InferqError
+from tasks.settings import Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inferq", description="Queue-based ML inference on Celery + Redis.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    w = sub.add_parser("worker", help="run a worker serving some models")
+    w.add_argument(
+        "--models", help="comma list of MODEL or MODEL:VARIANT (default: all in the models folder)"
+    )
+    w.add_argument("--threads", type=int, help="XNNPACK/TensorFlow threads per process (INFERQ_THREADS)")
+    w.add_argument("--concurrency", type=int, help="worker processes (INFERQ_CONCURRENCY)")
+    w.add_argument("--hostname", help="Celery node name (default inferq-PID@host)")
+
+    m = sub.add_parser("models", help="build, add and list models")
+    msub = m.add_subparsers(dest="models_cmd", required=True)
+    b = msub.add_parser("build-examples", help="build digits and mobilenet_v2 locally (needs the tf extra)")
+    b.add_argument("--only", help="comma list: digits, mobilenet_v2")
+    b.add_argument("--force", action="store_true", help="rebuild even if present")
+    a = msub.add_parser("add", help="register a .tflite file or SavedModel folder")
+    a.add_argument("name")
+    a.add_argument("path")
+    a.add_argument("--variant")
+    a.add_argument("--version")
+    ls = msub.add_parser("list", help="list models and variants")
+    ls.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("submit", help="submit one input to MODEL[:VARIANT]")
+    s.add_argument("model", metavar="MODEL[:VARIANT]")
+    s.add_argument("--input", required=True, type=Path, help=".npy, .json, .png or .jpg")
+    s.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    s.add_argument("--timeout", type=float, default=30.0)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--no-cache", action="store_true", help="compute even if a result is cached")
+
+    r = sub.add_parser("result", help="show a job's status or result")
+    r.add_argument("job_id")
+    r.add_argument("--wait", action="store_true")
+    r.add_argument("--timeout", type=float, default=30.0)
+    r.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("status", help="workers online, models, queue depths")
+    st.add_argument("--json", action="store_true")
+
+    f = sub.add_parser("flower", help="run Flower for this app on 127.0.0.1 with basic auth")
+    f.add_argument("--port", type=int)
+
+    d = sub.add_parser("demo", help="local Redis + worker + Flower, a digits workload, a latency report")
+    d.add_argument("--keep", action="store_true", help="leave Redis, worker and Flower running")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for name in ("threads", "concurrency"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    try:
+        settings = Settings.from_env(**overrides)
+        return _dispatch(args, settings)
+    except InferqError as exc:
+        print(f"inferq: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.cmd == "worker":
+        from workers.cli import cmd_worker
+
+        return cmd_worker(args, settings)
+    if args.cmd == "models":
+        from workers.cli import cmd_models
+
+        return cmd_models(args, settings)
+    if args.cmd == "flower":
+        return cmd_flower(args, settings)
+    if args.cmd == "demo":
+        from producers.demo import run_demo
+
+        # Only a Redis the user configured is used; the default address may belong to
+        # someone else, so without INFERQ_BROKER_URL the demo starts its own.
+        return run_demo(settings, keep=args.keep, use_configured="INFERQ_BROKER_URL" in os.environ)
+    from producers.client import Client
+
+    with Client(settings) as client:
+        if args.cmd == "submit":
+            return cmd_submit(args, client)
+        if args.cmd == "result":
+            return cmd_result(args, client)
+        if args.cmd == "status":
+            from producers.status import print_status
+
+            return print_status(client, as_json=args.json)
+    raise SystemExit(f"unknown command {args.cmd}")
+
+
+def cmd_submit(args: argparse.Namespace, client: Any) -> int:
+    from producers.inputs import read_input
+
+    model, _, variant = args.model.partition(":")
+    info = client.model_info(model, variant or None)
+    x = read_input(args.input, info)
+    job = client.submit(model, x, variant=info.variant, no_cache=args.no_cache)
+    if not args.wait:
+        doc = {
+            "job_id": job.id,
+            "model": info.name,
+            "variant": info.variant,
+            "cached": job.cached,
+            "enqueued": job.enqueued,
+        }
+        print(json.dumps(doc) if args.json else f"{job.id} ({'cached' if job.cached else 'queued'})")
+        return 0
+    _print_result(job.wait(timeout=args.timeout), info.labels, as_json=args.json)
+    return 0
+
+
+def cmd_result(args: argparse.Namespace, client: Any) -> int:
+    if not args.wait:
+        status = client.status(args.job_id)
+        if status.value not in ("success", "failure", "expired"):
+            print(json.dumps({"job_id": args.job_id, "status": status.value}) if args.json else status.value)
+            return 0
+    res = client.result(args.job_id, wait=args.wait, timeout=args.timeout)
+    _print_result(res, (), as_json=args.json)
+    return 0
+
+
+def _print_result(res: Any, labels: tuple[str, ...], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(res.to_json()))
+        return
+    t = res.timing
+    print(f"job {res.job_id}: {res.model}:{res.variant} v{res.version}{' (cached)' if res.cached else ''}")
+    for name, arr in res.outputs.items():
+        flat = arr.reshape(-1)
+        top = (
+            f"  top-1 {labels[int(flat.argmax())] if labels else int(flat.argmax())}" if flat.size > 1 else ""
+        )
+        print(
+            f"  {name} {list(arr.shape)} {arr.dtype}{top}: {flat[:10].round(4).tolist()}{' ...' if flat.size > 10 else ''}"
+        )
+    e2e = f"{t.end_to_end_ms:.1f}" if t.end_to_end_ms is not None else "?"
+    print(
+        f"  queue {t.queue_ms:.1f} ms, batch wait {t.batch_wait_ms:.1f} ms, compute {t.compute_ms:.1f} ms, "
+        f"processing {t.processing_ms:.1f} ms, end to end {e2e} ms, batch {t.batch_size}"
+    )
+
+
+def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
+    """Exec Flower bound to 127.0.0.1 with basic auth; secrets go by environment, not argv."""
+    password = settings.flower_password
+    if not password:
+        import secrets
+
+        password = secrets.token_urlsafe(12)
+        print(f"INFERQ_FLOWER_PASSWORD is not set; this run's password: {password}", flush=True)
+    port = args.port or settings.flower_port
+    print(f"Flower: http://{settings.flower_address}:{port}  (user {settings.flower_user})", flush=True)
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": settings.broker_url,
+        "CELERY_RESULT_BACKEND": settings.result_backend,
+        "FLOWER_BASIC_AUTH": f"{settings.flower_user}:{password}",
+    }
+    cmd = [sys.executable, "-m", "celery", "flower", f"--address={settings.flower_address}", f"--port={port}"]
+    os.execve(sys.executable, cmd, env)
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""The client a web backend imports: submit jobs, poll or wait for results.
+
+Imports Celery, redis, numpy and msgpack only: never TensorFlow or LiteRT.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from celery import Celery
+
+from producers.waiter import READY, ResultListener, parse_meta
+from tasks import constants as C
+from tasks.app import create_app
+from tasks.codec import encode_inputs
+from tasks.errors import BadInput, Expired, InferqError, ModelNotFound, PayloadTooLarge, error_from_wire
+from tasks.keys import check_name, inflight_key, job_id, queue_name, random_job_id, result_key
+from tasks.schema import JobStatus, ModelInfo, Request, Result
+from tasks.settings import Settings
+from tasks.validation import validate_inputs
+
+# One round trip for the cache check and the in-flight claim:
+#   {1, meta}  a result (or a state) is stored under this id
+#   {0}        nothing stored, and we claimed the id: enqueue it
+#   {2}        nothing stored, but someone else already queued it
+_CHECK_AND_CLAIM = """
+local r = redis.call('GET', KEYS[1])
+if r then return {1, r} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return {0} end
+return {2}
+"""
+
+_CACHEABLE_FAILURES = frozenset(
+    name for name, cls in (("BadInput", BadInput), ("PayloadTooLarge", PayloadTooLarge)) if cls.cacheable
+)
+
+
+def result_from_meta(job: str, meta: Mapping[str, Any], *, cached: bool) -> Result:
+    """A stored Celery meta document as a ``Result``, or the error it records, raised."""
+    status = meta.get("status")
+    if status == "SUCCESS":
+        return Result.from_wire(job, meta["result"], cached=cached)
+    if status == "REVOKED":
+        raise Expired(f"job {job} expired before it ran")
+    if status == "FAILURE":
+        exc = meta.get("result") or {}
+        raise error_from_wire(str(exc.get("exc_type", "InferqError")), exc.get("exc_message", ""))
+    raise InferqError(f"job {job} is not finished (state {status})")
+
+
+@dataclass
+class Job:
+    """A submitted job. ``wait`` returns its ``Result`` or raises the job's error."""
+
+    id: str
+    client: Client
+    model: str
+    variant: str
+    enqueued_at: float
+    cached: bool = False
+    enqueued: bool = True
+    _meta: dict[str, Any] | None = field(default=None, repr=False)
+    _result: Result | None = field(default=None, repr=False)
+    _arrived: float | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self._meta is not None
+
+    def wait(self, timeout: float | None = None) -> Result:
+        if self._meta is None:
+            meta, arrived = self.client.listener.wait([self.id], timeout)[self.id]
+            self._settle(meta, arrived)
+        return self._finish()
+
+    def _settle(self, meta: dict[str, Any], arrived: float) -> None:
+        self._meta = meta
+        self._arrived = arrived
+
+    def _finish(self) -> Result:
+        """The result, or the job's error raised; end-to-end stamped on first read."""
+        if self._result is None:
+            assert self._meta is not None
+            self._result = result_from_meta(self.id, self._meta, cached=self.cached)
+            arrived = self._arrived or time.time()
+            self._result.timing.end_to_end_ms = (arrived - self.enqueued_at) * 1e3
+        return self._result
+
+    def status(self) -> JobStatus:
+        return self.client.status(self.id)
+
+
+class Client:
+    """Submits inference jobs to the workers through Redis and reads their results."""
+
+    def __init__(self, settings: Settings, *, app: Celery | None = None) -> None:
+        self.settings = settings
+        self.app = app or create_app(settings)
+        self.backend = redis.Redis.from_url(settings.result_backend)
+        self._claim = self.backend.register_script(_CHECK_AND_CLAIM)
+        #: Watches submitted jobs so results are seen (and timed) as they arrive.
+        self.listener = ResultListener(self.backend)
+        self._models: dict[str, ModelInfo] = {}
+        self._models_read_at = 0.0
+
+    @classmethod
+    def from_env(cls) -> Client:
+        return cls(Settings.from_env())
+
+    def close(self) -> None:
+        self.listener.close()
+        self.backend.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- models ---------------------------------------------------------------------
+
+    def models(self, refresh: bool = False) -> dict[str, ModelInfo]:
+        """Model variants announced by workers (``name:variant`` -> ``ModelInfo``)."""
+        if refresh or not self._models or time.monotonic() - self._models_read_at > 5.0:
+            raw = self.backend.hgetall(C.MODELS_KEY)
+            self._models = {k.decode(): ModelInfo.from_dict(json.loads(v)) for k, v in raw.items()}
+            self._models_read_at = time.monotonic()
+        return self._models
+
+    def model_info(self, model: str, variant: str | None = None) -> ModelInfo:
+        """What the workers (or, failing that, the local models folder) say of a model."""
+        check_name("model", model)
+        if variant is not None:
+            check_name("variant", variant)
+        variants: list[str] = []
+        for refresh in (False, True):
+            announced = [k.split(":", 1)[1] for k in self.models(refresh) if k.split(":", 1)[0] == model]
+            variants = sorted(set(announced) | set(self._local_variants(model)))
+            if variants and (variant is None or variant in variants):
+                break
+        if not variants:
+            names = sorted({k.split(":", 1)[0] for k in self.models()})
+            raise ModelNotFound(
+                f"unknown model {model!r}: no worker has announced it and it is not in "
+                f"{self.settings.models_dir}; known models: {names or 'none'}"
+            )
+        variant = variant or _default_variant(variants)
+        info = self.models().get(f"{model}:{variant}") or self._local_info(model, variant)
+        if info is None:
+            raise ModelNotFound(f"model {model!r} has no variant {variant!r}; it has {variants}")
+        return info
+
+    def _local_variants(self, model: str) -> list[str]:
+        folder = self.settings.models_dir / model
+        return sorted(p.parent.name for p in folder.glob("*/meta.json")) if folder.is_dir() else []
+
+    def _local_info(self, model: str, variant: str) -> ModelInfo | None:
+        meta = self.settings.models_dir / model / variant / "meta.json"
+        if not meta.is_file():
+            return None
+        return ModelInfo.from_dict(json.loads(Path(meta).read_text()))
+
+    # --- jobs -----------------------------------------------------------------------
+
+    def prepare_inputs(self, info: ModelInfo, x: Any) -> dict[str, np.ndarray]:
+        """One input (array) or named inputs (mapping) as a name -> array dict."""
+        if isinstance(x, Mapping):
+            return {str(k): np.asarray(v) for k, v in x.items()}
+        if len(info.inputs) != 1:
+            raise BadInput(
+                f"{info.key} has inputs {[s.name for s in info.inputs]}; pass a dict of name -> array"
+            )
+        return {info.inputs[0].name: np.asarray(x)}
+
+    def submit(
+        self,
+        model: str,
+        x: Any,
+        *,
+        variant: str | None = None,
+        no_cache: bool = False,
+        validate: bool = True,
+    ) -> Job:
+        """Send one input (without batch axis) or ``{input_name: array}`` to ``model``.
+
+        Returns at once. A stored result for the same model, variant, version and
+        input comes back as a finished, ``cached`` job, and nothing is enqueued; a job
+        for the same input already queued or running is not enqueued again.
+        """
+        info = self.model_info(model, variant)
+        inputs = self.prepare_inputs(info, x)
+        if validate:
+            inputs = validate_inputs(inputs, info.inputs)
+        payload = encode_inputs(inputs)
+        if len(payload) > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"input payload is {len(payload)} bytes, over the limit of "
+                f"{self.settings.max_payload_bytes} bytes"
+            )
+        t0 = time.time()
+        if no_cache:
+            return self._enqueue(random_job_id(), info, payload, t0, cache=False)
+        jid = job_id(info.name, info.variant, info.version, inputs)
+        found = self._claim(keys=[result_key(jid), inflight_key(jid)], args=[t0, self._inflight_ttl])
+        if found[0] == 1:
+            meta = parse_meta(found[1])
+            if meta is not None and _usable(meta):
+                job = Job(
+                    jid, self, info.name, info.variant, t0,
+                    cached=True, enqueued=False, _meta=meta, _arrived=time.time(),
+                )  # fmt: skip
+                return job
+            if meta is not None and meta.get("status") not in READY:
+                # Queued or running under this id already: share it.
+                self.listener.watch([jid])
+                return Job(jid, self, info.name, info.variant, t0, enqueued=False)
+            # A transient failure (or an unreadable entry) is not a cache hit: redo it.
+            self.backend.set(inflight_key(jid), t0, ex=self._inflight_ttl)
+        elif found[0] == 2:
+            self.listener.watch([jid])
+            return Job(jid, self, info.name, info.variant, t0, enqueued=False)
+        return self._enqueue(jid, info, payload, t0, cache=True)
+
+    @property
+    def _inflight_ttl(self) -> int:
+        # Long enough to cover a redelivery after a lost worker's visibility timeout.
+        return 2 * self.settings.visibility_timeout_s + 60
+
+    def _enqueue(self, jid: str, info: ModelInfo, payload: bytes, t0: float, *, cache: bool) -> Job:
+        request = Request(
+            model=info.name,
+            variant=info.variant,
+            inputs=payload,
+            version=info.version,
+            enqueued_at=t0,
+            cache=cache,
+        )
+        self.listener.watch([jid])  # before sending: the result cannot beat the watch
+        self.app.send_task(
+            C.PREDICT_TASK,
+            args=[request.to_wire()],
+            task_id=jid,
+            queue=queue_name(info.name, info.variant),
+        )
+        return Job(jid, self, info.name, info.variant, t0)
+
+    def status(self, job_id: str) -> JobStatus:
+        """Where a job is, without blocking."""
+        meta = parse_meta(self.backend.get(result_key(job_id)))
+        if meta is not None:
+            state = meta.get("status")
+            if state == "SUCCESS":
+                return JobStatus.SUCCESS
+            if state == "FAILURE":
+                exc = meta.get("result") or {}
+                return JobStatus.EXPIRED if exc.get("exc_type") == "Expired" else JobStatus.FAILURE
+            if state == "REVOKED":
+                return JobStatus.EXPIRED
+            if state in ("STARTED", "RETRY"):
+                return JobStatus.RUNNING
+        if self.backend.exists(inflight_key(job_id)):
+            return JobStatus.QUEUED
+        return JobStatus.PENDING
+
+    def result(self, job_id: str, *, wait: bool = False, timeout: float | None = None) -> Result:
+        """A job's result by id; with ``wait``, block until it is ready."""
+        if wait:
+            meta, _ = self.listener.wait([job_id], timeout)[job_id]
+        else:
+            found = parse_meta(self.backend.get(result_key(job_id)))
+            if found is None:
+                raise InferqError(f"job {job_id} has no result yet (status {self.status(job_id).value})")
+            meta = found
+        return result_from_meta(job_id, meta, cached=False)
+
+    def wait_all(self, jobs: Iterable[Job], timeout: float | None = None) -> list[Result | InferqError]:
+        """Wait for many jobs on one subscription; each entry is a result or its error."""
+        jobs = list(jobs)
+        metas = self.listener.wait([j.id for j in jobs if not j.done], timeout)
+        out: list[Result | InferqError] = []
+        for j in jobs:
+            if not j.done:
+                j._settle(*metas[j.id])
+            try:
+                out.append(j._finish())
+            except InferqError as exc:
+                out.append(exc)
+        return out
+
+
+def _usable(meta: Mapping[str, Any]) -> bool:
+    """A stored state that may be served as a cache hit: a result, or a bad-input failure."""
+    if meta.get("status") == "SUCCESS":
+        return True
+    if meta.get("status") == "FAILURE":
+        exc = meta.get("result") or {}
+        return exc.get("exc_type") in _CACHEABLE_FAILURES
+    return False
+
+
+def _default_variant(variants: list[str]) -> str:
+    return "fp32" if "fp32" in variants else variants[0]

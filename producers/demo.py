@@ -1,0 +1,178 @@
+"""``inferq demo``: the whole path on one machine, with a latency report.
+
+Uses the configured Redis when it answers (never flushing it), or starts a private
+one; builds the digits example if absent; starts a worker and Flower; submits the
+held-out digits to ``digits`` fp32 and int8, then the same again to show cache hits;
+prints accuracy, a latency table, throughput and cache hit ratios; stops what it
+started.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from contextlib import ExitStack
+from typing import Any
+
+import numpy as np
+
+from producers.client import Client
+from producers.local_redis import LocalRedis, redis_answers
+from producers.stats import latency_table, summarize
+from producers.status import wait_for_workers
+from tasks.errors import InferqError
+from tasks.settings import Settings, redact_url
+
+VARIANTS = ("fp32", "int8")
+
+
+def _spawn(args: list[str], settings: Settings, log_name: str) -> subprocess.Popen[bytes]:
+    log_dir = settings.models_dir.parent / ".run"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / log_name, "wb")  # noqa: SIM115 - lives as long as the child
+    env = {**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "producers.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_pass(client: Client, x: np.ndarray, variant: str) -> tuple[list[Any], float]:
+    t0 = time.perf_counter()
+    jobs = [client.submit("digits", xi, variant=variant) for xi in x]
+    results = client.wait_all(jobs, timeout=300)
+    return results, time.perf_counter() - t0
+
+
+def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = True) -> int:
+    with ExitStack() as stack:
+        if use_configured and redis_answers(settings.broker_url) and redis_answers(settings.result_backend):
+            print(f"using the configured Redis at {redact_url(settings.broker_url)} (nothing is flushed)")
+        else:
+            local = LocalRedis().start()
+            if not keep:
+                stack.callback(local.stop)
+            why = "did not answer" if use_configured else "is not configured (INFERQ_BROKER_URL)"
+            print(
+                f"the broker {redact_url(settings.broker_url)} {why}; started a private Redis at {local.url}"
+            )
+            settings = settings.with_(broker_url=local.url, result_backend=local.url)
+
+        if not (settings.models_dir / "digits" / "fp32" / "meta.json").is_file():
+            print(f"building the digits example models in {settings.models_dir} ...", flush=True)
+            subprocess.run(
+                [sys.executable, "-m", "producers.cli", "models", "build-examples", "--only", "digits"],
+                env={**os.environ, **settings.env()},
+                check=True,
+            )
+        password = settings.flower_password or base64.urlsafe_b64encode(os.urandom(9)).decode()
+        settings = settings.with_(flower_password=password)
+        models = [f"digits:{v}" for v in VARIANTS]
+        worker = _spawn(["worker", "--models", ",".join(models)], settings, "worker.log")
+        flower = _spawn(["flower"], settings, "flower.log")
+        if not keep:
+            stack.callback(_stop, worker)
+            stack.callback(_stop, flower)
+        client = stack.enter_context(Client(settings))
+        print("starting a worker (TFLite only: digits fp32 + int8) and Flower ...", flush=True)
+        workers = wait_for_workers(client, models, timeout=120)
+        print(f"worker up: {workers[0]['hostname']}, RSS {workers[0].get('rss_bytes', 0) / 2**20:.0f} MiB")
+        _wait_for_flower(settings, password)
+        print(
+            f"Flower:  http://127.0.0.1:{settings.flower_port}  user {settings.flower_user}  password {password}"
+        )
+
+        data = settings.models_dir / "digits" / "data"
+        x = np.load(data / "heldout_x.npy")
+        y = np.load(data / "heldout_y.npy")
+        report(client, x, y)
+        _flower_count(settings, password)
+        if keep:
+            print("--keep: Redis, worker and Flower are left running")
+    return 0
+
+
+def report(client: Client, x: np.ndarray, y: np.ndarray) -> None:
+    top1: dict[str, np.ndarray] = {}
+    for pass_no in (1, 2):
+        print(f"\n== pass {pass_no}: {len(x)} held-out digits to each of {', '.join(VARIANTS)} ==")
+        for variant in VARIANTS:
+            results, wall = run_pass(client, x, variant)
+            ok = [r for r in results if not isinstance(r, InferqError)]
+            errors = len(results) - len(ok)
+            hits = sum(r.cached for r in ok)
+            pred = np.array([int(r.outputs["probs"].argmax()) for r in ok])
+            top1[variant] = pred
+            acc = float((pred == y[: len(pred)]).mean()) if len(pred) == len(y) else float("nan")
+            print(
+                f"\ndigits:{variant}  accuracy {acc:.4f}  errors {errors}  "
+                f"cache hits {hits}/{len(ok)} ({hits / max(1, len(ok)):.0%})  "
+                f"throughput {len(results) / wall:.0f} jobs/s ({wall:.2f} s)"
+            )
+            computed = [r for r in ok if not r.cached]
+            rows = {}
+            if computed:
+                rows = {
+                    "queue": summarize(r.timing.queue_ms for r in computed),
+                    "processing": summarize(r.timing.processing_ms for r in computed),
+                    "compute": summarize(r.timing.compute_ms for r in computed),
+                    "end-to-end": summarize(r.timing.end_to_end_ms or 0.0 for r in computed),
+                }
+            cached = [r for r in ok if r.cached]
+            if cached:
+                rows["cache-hit round trip"] = summarize(r.timing.end_to_end_ms or 0.0 for r in cached)
+            print(latency_table(rows))
+    agree = float((top1["int8"] == top1["fp32"]).mean())
+    print(f"\nint8 top-1 agrees with fp32 on {agree:.2%} of the held-out digits")
+    print(
+        "note: the whole set is submitted at once, so end-to-end is mostly queue time; "
+        "processing is what one job costs a worker."
+    )
+
+
+def _flower_get(settings: Settings, password: str, path: str) -> bytes:
+    url = f"http://127.0.0.1:{settings.flower_port}{path}"
+    token = base64.b64encode(f"{settings.flower_user}:{password}".encode()).decode()
+    req = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        body: bytes = resp.read()
+        return body
+
+
+def _wait_for_flower(settings: Settings, password: str, timeout: float = 60) -> None:
+    """Flower learns jobs from live events only: start the workload once it listens."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _flower_get(settings, password, "/api/workers")
+            time.sleep(1.0)  # its event receiver connects just after the web server
+            return
+        except OSError:
+            time.sleep(0.3)
+    print("Flower did not come up; see .run/flower.log")
+
+
+def _flower_count(settings: Settings, password: str) -> None:
+    """Ask Flower's API how many tasks it saw (it learns them from worker events)."""
+    try:
+        tasks = json.loads(_flower_get(settings, password, "/api/tasks?limit=100000"))
+    except OSError as exc:
+        print(f"Flower API not reachable ({exc}); see .run/flower.log")
+        return
+    states = Counter(t.get("state") for t in tasks.values())
+    print(f"Flower saw {len(tasks)} tasks: {dict(states)}")

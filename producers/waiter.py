@@ -1,0 +1,193 @@
+"""Wait for results without polling lag.
+
+Celery's Redis backend publishes every state it stores on a channel named like the
+result key. A ``ResultListener`` owns one pub/sub connection and one thread: jobs are
+watched from the moment they are submitted, so a result is seen (and its end-to-end
+time stamped) within a round trip of being stored, instead of Celery's classic 0.5 s
+polling interval, and however late the caller gets round to ``wait``.
+
+No result is missed: after Redis confirms a subscription, the listener reads the key
+once, so a result stored before the subscription took effect is found by the read,
+one stored after it by the subscription.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from tasks.constants import RESULT_KEY_PREFIX
+from tasks.errors import Timeout
+from tasks.keys import result_key
+
+READY = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+
+Arrival = tuple[dict[str, Any], float]  # (Celery meta document, unix time it was seen)
+
+
+def parse_meta(raw: bytes | str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+class ResultListener:
+    """One background thread that watches job ids and records when each result arrives."""
+
+    #: How long the thread blocks on the socket per turn; also the longest a new
+    #: watch waits before it is subscribed.
+    TICK_S = 0.01
+    #: A result nobody waited for is dropped after this long (a web backend may submit
+    #: here and poll from elsewhere); so is a watch that never saw a result.
+    KEEP_ARRIVED_S = 300.0
+    KEEP_WATCH_S = 3600.0
+
+    def __init__(self, client: redis.Redis[bytes]) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._arrived: dict[str, Arrival] = {}
+        self._events: dict[str, threading.Event] = {}
+        self._watched_at: dict[str, float] = {}
+        self._pruned_at = time.monotonic()
+        self._to_subscribe: list[str] = []
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+
+    def watch(self, job_ids: Iterable[str]) -> None:
+        """Start watching ids (cheap; call it before the job is sent)."""
+        self._ensure_thread()
+        with self._lock:
+            for jid in job_ids:
+                if jid not in self._events and jid not in self._arrived:
+                    self._events[jid] = threading.Event()
+                    self._watched_at[jid] = time.monotonic()
+                    self._to_subscribe.append(jid)
+
+    def wait(self, job_ids: Iterable[str], timeout: float | None) -> dict[str, Arrival]:
+        """Block until every id has a ready state; raises ``Timeout`` naming how many did not."""
+        ids = list(dict.fromkeys(job_ids))
+        self.watch(ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out: dict[str, Arrival] = {}
+        for jid in ids:
+            with self._lock:
+                event = self._events.get(jid)
+            while event is not None and not event.is_set():
+                if self._error is not None:
+                    raise Timeout(f"result listener failed: {self._error}")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    missing = sum(1 for i in ids if i not in self._arrived)
+                    raise Timeout(f"timed out after {timeout} s waiting for {missing} of {len(ids)} job(s)")
+                event.wait(0.5 if left is None else min(left, 0.5))
+            with self._lock:
+                if jid not in self._arrived:  # pruned while we waited: read it again
+                    self._events.pop(jid, None)
+                    self._watched_at.pop(jid, None)
+                    return {**out, **self.wait(ids[ids.index(jid) :], timeout)}
+                out[jid] = self._arrived.pop(jid)
+                self._events.pop(jid, None)
+                self._watched_at.pop(jid, None)
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._pid == os.getpid():
+            self._thread.join(timeout=2)
+
+    # --- the listener thread --------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        # A client created before a fork (gunicorn, Celery prefork) has no thread in the
+        # child: start one per process.
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+                return
+            self._pid = os.getpid()
+            self._to_subscribe = [j for j in self._events if j not in self._arrived]
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="inferq-results", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    subs, self._to_subscribe = self._to_subscribe, []
+                if subs:
+                    pubsub.subscribe(*[result_key(j) for j in subs])
+                if not pubsub.subscribed:
+                    self._stop.wait(self.TICK_S)
+                    continue
+                confirmed: list[str] = []
+                msg = pubsub.get_message(timeout=self.TICK_S)
+                while msg is not None:
+                    channel = _text(msg["channel"])
+                    if msg["type"] == "subscribe":
+                        confirmed.append(channel)
+                    elif msg["type"] == "message":
+                        self._offer(pubsub, channel, parse_meta(msg.get("data")))
+                    msg = pubsub.get_message(timeout=0)
+                if confirmed:
+                    for channel, raw in zip(confirmed, self._client.mget(confirmed), strict=True):
+                        self._offer(pubsub, channel, parse_meta(raw))
+                if time.monotonic() - self._pruned_at > 5.0:
+                    self._prune(pubsub)
+        except Exception as exc:  # surfaced to waiters instead of dying silently
+            self._error = exc
+            with self._lock:
+                for event in self._events.values():
+                    event.set()
+        finally:
+            pubsub.close()
+
+    def _prune(self, pubsub: Any) -> None:
+        now = time.monotonic()
+        self._pruned_at = now
+        stale: list[str] = []
+        with self._lock:
+            for jid, (_, arrived) in list(self._arrived.items()):
+                if time.time() - arrived > self.KEEP_ARRIVED_S:
+                    del self._arrived[jid]
+                    self._events.pop(jid, None)
+                    self._watched_at.pop(jid, None)
+            for jid, since in list(self._watched_at.items()):
+                if jid not in self._arrived and now - since > self.KEEP_WATCH_S:
+                    stale.append(jid)
+                    self._watched_at.pop(jid)
+                    event = self._events.pop(jid, None)
+                    if event is not None:
+                        event.set()  # a waiter (if any) re-reads the key
+        if stale:
+            pubsub.unsubscribe(*[result_key(j) for j in stale])
+
+    def _offer(self, pubsub: Any, channel: str, meta: dict[str, Any] | None) -> None:
+        if meta is None or meta.get("status") not in READY:
+            return
+        jid = channel.removeprefix(RESULT_KEY_PREFIX)
+        with self._lock:
+            event = self._events.get(jid)
+            if event is None or event.is_set():
+                return
+            self._arrived[jid] = (meta, time.time())
+            event.set()
+        pubsub.unsubscribe(channel)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,38 @@
+"""The contract producers and workers share: names, settings, codec, keys, schema, errors.
+
+Light on purpose: importing ``tasks`` pulls in Celery, numpy and msgpack, never
+TensorFlow or LiteRT.
+"""
+
+from tasks.app import create_app
+from tasks.errors import (
+    BadInput,
+    ConfigError,
+    Expired,
+    InferqError,
+    ModelNotFound,
+    PayloadTooLarge,
+    Timeout,
+    TransientError,
+)
+from tasks.schema import JobStatus, ModelInfo, Request, Result, TensorSpec, Timing
+from tasks.settings import Settings
+
+__all__ = [
+    "BadInput",
+    "ConfigError",
+    "Expired",
+    "InferqError",
+    "JobStatus",
+    "ModelInfo",
+    "ModelNotFound",
+    "PayloadTooLarge",
+    "Request",
+    "Result",
+    "Settings",
+    "TensorSpec",
+    "Timeout",
+    "Timing",
+    "TransientError",
+    "create_app",
+]

@@ -1,0 +1,44 @@
+"""The Celery app factory both sides build from the same settings."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from tasks.settings import Settings
+
+
+def create_app(settings: Settings, *, name: str = "inferq") -> Celery:
+    """A Celery app configured for inferq.
+
+    Choices that matter:
+    - msgpack for job messages (arrays travel as raw bytes), JSON for results (so a
+      plain Celery client with default settings can read them); pickle is never
+      accepted, in either direction.
+    - ``acks_late`` + ``reject_on_worker_lost``: a message is acknowledged only after
+      its result is stored, so a killed worker's jobs go back to the queue.
+    - the result backend's TTL is the cache TTL: a result *is* the cache entry.
+    - task events on, so Flower sees every job.
+    """
+    app = Celery(name, broker=settings.broker_url, backend=settings.result_backend)
+    app.conf.update(
+        task_serializer="msgpack",
+        accept_content=["msgpack", "json"],
+        result_serializer="json",
+        result_accept_content=["json"],
+        result_expires=settings.cache_ttl_s,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        worker_prefetch_multiplier=settings.prefetch,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        redis_backend_health_check_interval=10,
+        task_default_queue="inferq.default",
+        worker_disable_rate_limits=True,
+        enable_utc=True,
+    )
+    return app

@@ -1,0 +1,53 @@
+"""Names and defaults both sides of the queue agree on.
+
+Everything a producer and a worker must spell the same way lives here, so that a
+rename is one edit and a reader can see the whole wire vocabulary in one screen.
+"""
+
+from __future__ import annotations
+
+#: Celery task name of the inference job. Producers send it by name; only workers
+#: register a function for it.
+PREDICT_TASK = "inferq.predict"
+
+#: Version of the request/result payload layout. Bumped on incompatible changes.
+WIRE_VERSION = 1
+
+#: Queue names are ``inferq.<model>.<variant>``: a worker subscribes to the variants it
+#: loaded, so a job never lands on a worker that cannot run it.
+QUEUE_PREFIX = "inferq"
+
+#: Celery's Redis result backend key layout; the result backend doubles as the cache,
+#: so the cache key *is* this key for the job's content-hash id.
+RESULT_KEY_PREFIX = "celery-task-meta-"
+
+#: Marks a job id as queued or running so the same input is not enqueued twice.
+INFLIGHT_KEY_PREFIX = "inferq:inflight:"
+
+#: Hash of model descriptions that workers announce at start-up (field ``model:variant``).
+MODELS_KEY = "inferq:models"
+
+#: Hash of worker heartbeats (hostname -> JSON with ``seen_at``) for ``inferq status``.
+WORKERS_KEY = "inferq:workers"
+WORKER_HEARTBEAT_S = 5.0
+
+# --- defaults (each overridable through Settings / INFERQ_* variables) ---------------
+
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_MODELS_DIR = "models"
+#: One day: long enough for a web backend to poll a job, short enough that a cache
+#: for changing traffic does not grow without bound.
+DEFAULT_CACHE_TTL_S = 86_400
+#: 16 MiB: a 1024x1024x4 float32 image fits; anything bigger is almost surely a bug.
+DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+#: Inference jobs are short; a lost worker's jobs should come back within minutes,
+#: not after Celery's default hour.
+DEFAULT_VISIBILITY_TIMEOUT_S = 300
+#: Bounded prefetch: a worker holds at most this many unacked messages per process.
+DEFAULT_PREFETCH = 4
+DEFAULT_FLOWER_PORT = 5555
+DEFAULT_FLOWER_USER = "inferq"
+DEFAULT_METRICS_PORT = 9808
+
+#: Names of the variants ``inferq models build-examples`` produces.
+VARIANTS = ("fp32", "fp16", "int8", "savedmodel")

@@ -1,0 +1,60 @@
+"""Job ids, queue names and Redis keys.
+
+The job id is a content hash, so the id *is* the cache key: the same model, variant,
+version and input always map to the same Celery result key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Mapping
+
+import numpy as np
+
+from tasks import constants as C
+from tasks.codec import contiguous
+from tasks.errors import BadInput
+
+#: Model and variant names: no path separators, no dots (they delimit queue names).
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    """Refuse names that could escape the models folder or break queue names."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise BadInput(f"{kind} name must match {NAME_RE.pattern} (letters, digits, _ and -), got {name!r}")
+    return name
+
+
+def job_id(model: str, variant: str, version: str, inputs: Mapping[str, np.ndarray]) -> str:
+    """Content hash of what determines a result: model, variant, version and the input.
+
+    Inputs are hashed by name, dtype, shape and raw bytes in name order, so the same
+    logical input hashes the same whatever dict order or memory layout it came in.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"v{C.WIRE_VERSION}\0{model}\0{variant}\0{version}\0".encode())
+    for name in sorted(inputs):
+        arr = contiguous(inputs[name])
+        h.update(f"{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
+        h.update(arr.reshape(-1).view(np.uint8).data)
+    return h.hexdigest()
+
+
+def random_job_id() -> str:
+    """An id for a job that opted out of the cache: it must never collide with one."""
+    return "nc-" + uuid.uuid4().hex
+
+
+def queue_name(model: str, variant: str) -> str:
+    return f"{C.QUEUE_PREFIX}.{model}.{variant}"
+
+
+def result_key(job_id: str) -> str:
+    return f"{C.RESULT_KEY_PREFIX}{job_id}"
+
+
+def inflight_key(job_id: str) -> str:
+    return f"{C.INFLIGHT_KEY_PREFIX}{job_id}"

@@ -1,0 +1,110 @@
+"""The one settings object, read once from ``INFERQ_*`` variables and passed in.
+
+No other module reads the environment: a process builds ``Settings.from_env()`` at
+its entry point and hands it down, which keeps tests hermetic (they build their own).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from tasks import constants as C
+from tasks.errors import ConfigError
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a ``redis://user:password@host`` URL for logs and status."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of inferq. Field docs are the README's settings table."""
+
+    broker_url: str = C.DEFAULT_BROKER_URL
+    #: Defaults to the broker URL; point it at a separate Redis (LRU, no AOF) in production.
+    result_backend: str = ""
+    models_dir: Path = field(default_factory=lambda: Path(C.DEFAULT_MODELS_DIR))
+    cache_ttl_s: int = C.DEFAULT_CACHE_TTL_S
+    #: XNNPACK / TensorFlow intra-op threads per worker process.
+    threads: int = 1
+    #: Worker processes started by ``inferq worker``.
+    concurrency: int = 1
+    max_payload_bytes: int = C.DEFAULT_MAX_PAYLOAD_BYTES
+    visibility_timeout_s: int = C.DEFAULT_VISIBILITY_TIMEOUT_S
+    prefetch: int = C.DEFAULT_PREFETCH
+    #: Flower binds here; 127.0.0.1 unless a container publishes it (docker-compose).
+    flower_address: str = "127.0.0.1"
+    flower_port: int = C.DEFAULT_FLOWER_PORT
+    flower_user: str = C.DEFAULT_FLOWER_USER
+    flower_password: str = ""
+    metrics_port: int = C.DEFAULT_METRICS_PORT
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.result_backend:
+            object.__setattr__(self, "result_backend", self.broker_url)
+        for name in ("cache_ttl_s", "threads", "concurrency", "max_payload_bytes", "prefetch"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"setting {name} must be > 0, got {getattr(self, name)}")
+        for name in ("broker_url", "result_backend"):
+            scheme = urlsplit(getattr(self, name)).scheme
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ConfigError(
+                    f"setting {name} must be a redis://, rediss:// or unix:// URL, got scheme {scheme!r}"
+                )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``INFERQ_*`` variables (``environ`` defaults to ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in cls.__dataclass_fields__.values():
+            var = f"INFERQ_{f.name.upper()}"
+            # Accept the short, conventional name too.
+            if var not in env and f.name == "cache_ttl_s":
+                var = "INFERQ_CACHE_TTL"
+            if var not in env:
+                continue
+            values[f.name] = _coerce(var, f.type, env[var])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def public(self) -> dict[str, Any]:
+        """Settings as shown to people: URLs without passwords, no secrets."""
+        out = asdict(self)
+        out["broker_url"] = redact_url(self.broker_url)
+        out["result_backend"] = redact_url(self.result_backend)
+        out["models_dir"] = str(self.models_dir)
+        out["flower_password"] = "***" if self.flower_password else ""
+        return out
+
+    def env(self) -> dict[str, str]:
+        """The ``INFERQ_*`` variables that rebuild these settings in a child process."""
+        return {f"INFERQ_{k.upper()}": str(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
+def _coerce(var: str, typ: Any, raw: str) -> Any:
+    typ_name = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    if typ_name == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{var} must be an integer, got {raw!r}") from None
+    if typ_name == "Path":
+        return Path(raw)
+    return raw

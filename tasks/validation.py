@@ -1,0 +1,59 @@
+"""Check decoded inputs against a model's input specs, before any batching.
+
+Pure logic, shared by producers (fail fast, before a round trip) and workers (the
+authority: a raw Celery client can send anything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tasks.errors import BadInput
+from tasks.schema import TensorSpec
+
+
+def validate_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """Return the inputs in spec order, or raise ``BadInput`` naming expected vs got."""
+    expected = {s.name for s in specs}
+    got = set(inputs)
+    if got != expected:
+        raise BadInput(
+            f"expected inputs {sorted(expected)}, got {sorted(got)}"
+            + (f" (missing {sorted(expected - got)})" if expected - got else "")
+            + (f" (unexpected {sorted(got - expected)})" if got - expected else "")
+        )
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        arr = inputs[spec.name]
+        want = np.dtype(spec.dtype)
+        if arr.dtype != want:
+            raise BadInput(
+                f"input {spec.name!r}: expected dtype {want.name}, got "
+                f"{arr.dtype.name if arr.dtype.name != want.name else arr.dtype.str}"
+                + (f" (cast with x.astype(np.{want.name}))" if arr.dtype.kind in "iuf" else "")
+            )
+        if arr.size == 0:
+            raise BadInput(
+                f"input {spec.name!r}: expected shape {_fmt(spec.shape)}, got an empty array {arr.shape}"
+            )
+        if arr.ndim != len(spec.shape) or any(
+            s is not None and s != d for s, d in zip(spec.shape, arr.shape, strict=False)
+        ):
+            hint = ""
+            if arr.ndim == len(spec.shape) + 1 and arr.shape[0] == 1:
+                hint = " (send one input without the batch axis)"
+            raise BadInput(
+                f"input {spec.name!r}: expected shape {_fmt(spec.shape)}, got {list(arr.shape)}{hint}"
+            )
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            n_nan = int(np.isnan(arr).sum())
+            n_inf = int(np.isinf(arr).sum())
+            raise BadInput(f"input {spec.name!r}: expected finite values, got {n_nan} NaN and {n_inf} inf")
+        out[spec.name] = arr
+    return out
+
+
+def _fmt(shape: Sequence[int | None]) -> str:
+    return "[" + ", ".join("?" if s is None else str(s) for s in shape) + "]"

@@ -1,0 +1,116 @@
+"""Shared fixtures: a private redis-server, example models, worker processes.
+
+Every integration test runs against a ``redis-server`` this session starts on a free
+port and stops at the end; no test touches a Redis it did not start.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producers.client import Client
+from producers.local_redis import LocalRedis
+from producers.status import wait_for_workers
+from tasks.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[LocalRedis]:
+    server = LocalRedis().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits example models, built once per test session (about 15 s)."""
+    cached = os.environ.get("INFERQ_TEST_MODELS_DIR")
+    if cached and (Path(cached) / "digits" / "fp32" / "meta.json").is_file():
+        return Path(cached)
+    out = tmp_path_factory.mktemp("models")
+    subprocess.run(
+        [sys.executable, "-m", "producers.cli", "models", "build-examples", "--only", "digits"],
+        env={**os.environ, "INFERQ_MODELS_DIR": str(out)},
+        check=True,
+        cwd=ROOT,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def settings(redis_server: LocalRedis, models_dir: Path) -> Settings:
+    return Settings(broker_url=redis_server.url, models_dir=models_dir, log_level="INFO")
+
+
+class WorkerProcess:
+    """An ``inferq worker`` child process with its log in a file."""
+
+    def __init__(self, settings: Settings, models: list[str], log: Path, *extra: str) -> None:
+        self.settings = settings
+        self.models = models
+        self.log = log
+        self.hostname = f"test{os.getpid()}-{time.monotonic_ns()}@localhost"
+        cmd = [sys.executable, "-m", "producers.cli", "worker", "--models", ",".join(models), *extra]
+        if "--concurrency" not in extra:
+            cmd += ["--hostname", self.hostname]
+        self._fh = log.open("wb")
+        self.proc = subprocess.Popen(
+            cmd,
+            env={**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1"},
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+    def wait_ready(self, client: Client, timeout: float = 90, count: int = 1) -> None:
+        keys = [m for m in self.models if ":" in m] or [
+            k for k in client.models(refresh=True) if k.split(":")[0] in self.models
+        ]
+        try:
+            wait_for_workers(client, keys, timeout=timeout, count=count)
+        except Exception:
+            print(self.log.read_text()[-5000:])
+            raise
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._fh.close()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def digits_worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    """One worker serving digits fp32, int8 and SavedModel (fp16 is left unserved on purpose)."""
+    log = tmp_path_factory.mktemp("logs") / "worker.log"
+    w = WorkerProcess(settings, ["digits:fp32", "digits:int8", "digits:savedmodel"], log)
+    with Client(settings) as c:
+        w.wait_ready(c)
+    yield w
+    w.stop()
+
+
+@pytest.fixture()
+def client(settings: Settings) -> Iterator[Client]:
+    with Client(settings) as c:
+        yield c

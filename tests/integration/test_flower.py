@@ -1,0 +1,81 @@
+"""Flower, started by ``inferq flower``, sees our jobs and asks for a password."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from producers.client import Client
+from producers.local_redis import free_port
+from tasks.settings import Settings
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def get(url: str, auth: tuple[str, str] | None) -> tuple[int, bytes]:
+    headers = {}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, b""
+
+
+@pytest.fixture()
+def flower(settings: Settings, tmp_path: Path):
+    s = settings.with_(flower_port=free_port(), flower_password="s3cret-pw")
+    log = (tmp_path / "flower.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "producers.cli", "flower"],
+        env={**os.environ, **s.env()}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{s.flower_port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if get(base + "/healthcheck", None)[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    yield base, s
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+    assert "s3cret-pw" not in (tmp_path / "flower.log").read_text()
+
+
+def test_flower_requires_basic_auth_and_sees_every_job(
+    flower, digits_worker, client: Client, settings: Settings
+) -> None:
+    base, s = flower
+    assert get(base + "/api/tasks", None)[0] == 401
+    assert get(base + "/api/tasks", (s.flower_user, "wrong"))[0] == 401
+    time.sleep(1.0)  # let Flower subscribe to the event stream
+    x = np.load(settings.models_dir / "digits" / "data" / "heldout_x.npy")[:5]
+    jobs = [client.submit("digits", xi, variant="int8", no_cache=True) for xi in x]
+    client.wait_all(jobs, timeout=30)
+    deadline = time.monotonic() + 15
+    seen: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        status, body = get(base + "/api/tasks?limit=1000", (s.flower_user, s.flower_password))
+        assert status == 200
+        seen = json.loads(body)
+        if all(seen.get(j.id, {}).get("state") == "SUCCESS" for j in jobs):
+            break
+        time.sleep(0.5)
+    for j in jobs:
+        assert seen.get(j.id, {}).get("state") == "SUCCESS", f"Flower did not see {j.id} succeed"
+        assert seen[j.id]["runtime"] is not None

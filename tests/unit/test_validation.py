@@ -1,0 +1,139 @@
+"""tasks/validation.py: inputs are checked against a model's specs, naming expected vs got."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.errors import BadInput
+from tasks.schema import TensorSpec
+from tasks.validation import validate_inputs
+
+IMAGE = TensorSpec(name="image", shape=(28, 28, 1), dtype="float32")
+MASK = TensorSpec(name="mask", shape=(4,), dtype="int32")
+
+
+def image(**kw) -> np.ndarray:
+    return np.zeros((28, 28, 1), dtype=kw.get("dtype", np.float32))
+
+
+def test_valid_inputs_come_back_unchanged_in_spec_order():
+    x, m = image(), np.arange(4, dtype=np.int32)
+    out = validate_inputs({"mask": m, "image": x}, [IMAGE, MASK])
+    assert list(out) == ["image", "mask"]
+    assert out["image"] is x
+    assert out["mask"] is m
+
+
+def test_wrong_dtype_names_expected_float32_and_got_float64_with_a_cast_hint():
+    with pytest.raises(
+        BadInput,
+        match=r"input 'image': expected dtype float32, got float64 \(cast with x\.astype\(np\.float32\)\)",
+    ):
+        validate_inputs({"image": image(dtype=np.float64)}, [IMAGE])
+
+
+def test_wrong_dtype_bool_gets_no_cast_hint():
+    with pytest.raises(BadInput, match=r"expected dtype float32, got bool$"):
+        validate_inputs({"image": image(dtype=np.bool_)}, [IMAGE])
+
+
+def test_int_input_for_float_model_is_refused_not_silently_cast():
+    with pytest.raises(BadInput, match="expected dtype float32, got int32"):
+        validate_inputs({"image": image(dtype=np.int32)}, [IMAGE])
+
+
+def test_wrong_shape_names_expected_and_got():
+    with pytest.raises(BadInput, match=r"input 'image': expected shape \[28, 28, 1\], got \[28, 28\]$"):
+        validate_inputs({"image": np.zeros((28, 28), dtype=np.float32)}, [IMAGE])
+
+
+def test_wrong_dimension_size_is_refused():
+    with pytest.raises(BadInput, match=r"expected shape \[28, 28, 1\], got \[28, 27, 1\]"):
+        validate_inputs({"image": np.zeros((28, 27, 1), dtype=np.float32)}, [IMAGE])
+
+
+def test_extra_leading_batch_axis_gets_a_hint():
+    with pytest.raises(
+        BadInput,
+        match=r"expected shape \[28, 28, 1\], got \[1, 28, 28, 1\] \(send one input without the batch axis\)",
+    ):
+        validate_inputs({"image": np.zeros((1, 28, 28, 1), dtype=np.float32)}, [IMAGE])
+
+
+def test_batch_of_several_gets_no_batch_axis_hint():
+    with pytest.raises(BadInput, match=r"got \[2, 28, 28, 1\]$"):
+        validate_inputs({"image": np.zeros((2, 28, 28, 1), dtype=np.float32)}, [IMAGE])
+
+
+@pytest.mark.parametrize(
+    ("values", "n_nan", "n_inf"),
+    [
+        ([np.nan, 0.0, 0.0, 0.0], 1, 0),
+        ([np.inf, -np.inf, 0.0, 0.0], 0, 2),
+        ([np.nan, np.nan, np.inf, 1.0], 2, 1),
+    ],
+)
+def test_nan_and_inf_are_refused_with_counts(values, n_nan, n_inf):
+    spec = TensorSpec(name="v", shape=(4,), dtype="float32")
+    with pytest.raises(
+        BadInput, match=rf"input 'v': expected finite values, got {n_nan} NaN and {n_inf} inf"
+    ):
+        validate_inputs({"v": np.array(values, dtype=np.float32)}, [spec])
+
+
+def test_large_finite_values_are_accepted():
+    spec = TensorSpec(name="v", shape=(2,), dtype="float32")
+    arr = np.array([np.finfo(np.float32).max, np.finfo(np.float32).min], dtype=np.float32)
+    assert validate_inputs({"v": arr}, [spec])["v"] is arr
+
+
+def test_empty_array_is_refused():
+    spec = TensorSpec(name="v", shape=(None,), dtype="float32")
+    with pytest.raises(BadInput, match=r"input 'v': expected shape \[\?\], got an empty array \(0,\)"):
+        validate_inputs({"v": np.zeros((0,), dtype=np.float32)}, [spec])
+
+
+def test_missing_input_is_named():
+    with pytest.raises(
+        BadInput, match=r"expected inputs \['image', 'mask'\], got \['image'\] \(missing \['mask'\]\)$"
+    ):
+        validate_inputs({"image": image()}, [IMAGE, MASK])
+
+
+def test_unexpected_input_is_named():
+    with pytest.raises(
+        BadInput, match=r"expected inputs \['image'\], got \['extra', 'image'\] \(unexpected \['extra'\]\)$"
+    ):
+        validate_inputs({"image": image(), "extra": image()}, [IMAGE])
+
+
+def test_missing_and_unexpected_inputs_are_both_named():
+    with pytest.raises(BadInput, match=r"\(missing \['image'\]\) \(unexpected \['img'\]\)"):
+        validate_inputs({"img": image()}, [IMAGE])
+
+
+def test_dynamic_dims_accept_any_size():
+    spec = TensorSpec(name="seq", shape=(None, 3), dtype="float32")
+    for n in (1, 5, 17):
+        arr = np.ones((n, 3), dtype=np.float32)
+        assert validate_inputs({"seq": arr}, [spec])["seq"] is arr
+
+
+def test_dynamic_dims_still_check_the_fixed_dims_and_rank():
+    spec = TensorSpec(name="seq", shape=(None, 3), dtype="float32")
+    with pytest.raises(BadInput, match=r"expected shape \[\?, 3\], got \[5, 4\]"):
+        validate_inputs({"seq": np.ones((5, 4), dtype=np.float32)}, [spec])
+    with pytest.raises(BadInput, match=r"expected shape \[\?, 3\], got \[5\]"):
+        validate_inputs({"seq": np.ones((5,), dtype=np.float32)}, [spec])
+
+
+def test_scalar_spec_accepts_a_zero_dimensional_array():
+    spec = TensorSpec(name="t", shape=(), dtype="float32")
+    arr = np.array(0.5, dtype=np.float32)
+    assert validate_inputs({"t": arr}, [spec])["t"] is arr
+
+
+def test_int_inputs_skip_the_finiteness_check():
+    arr = np.array([np.iinfo(np.int32).max, 0, -1, 7], dtype=np.int32)
+    assert validate_inputs({"mask": arr}, [MASK])["mask"] is arr

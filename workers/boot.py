@@ -1,0 +1,138 @@
+"""Worker start-up: load models once, announce them, consume their queues.
+
+``inferq worker`` runs one Celery worker process per ``--concurrency`` (each with the
+solo pool and its own interpreters), so a model is loaded exactly once per process,
+after the process starts, and never per job. Loading fails fast, before the worker
+connects, with the model's path in the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+from tasks.app import create_app
+from tasks.keys import queue_name
+from tasks.settings import Settings, redact_url
+from workers.announce import Heartbeat, announce_models
+from workers.pipeline import Pipeline
+from workers.registry import Registry
+from workers.runtimes import Runtime, load_runtime
+from workers.task import Counters, register_predict
+
+log = logging.getLogger("inferq.worker")
+
+
+def rss_bytes() -> int:
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def load_models(settings: Settings, specs: list[str] | None) -> dict[str, Runtime]:
+    registry = Registry(settings.models_dir)
+    runtimes: dict[str, Runtime] = {}
+    for entry in registry.select(specs):
+        t0 = time.perf_counter()
+        runtimes[entry.key] = load_runtime(entry, threads=settings.threads)
+        log.info(
+            "loaded %s (%s, version %s) from %s in %.0f ms",
+            entry.key,
+            entry.info.runtime,
+            entry.info.version,
+            entry.path,
+            (time.perf_counter() - t0) * 1e3,
+        )
+    return runtimes
+
+
+def run_worker(settings: Settings, specs: list[str] | None, hostname: str | None = None) -> None:
+    """Run one worker process in the foreground until it is told to stop."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runtimes = load_models(settings, specs)
+    app = create_app(settings)
+    counters = Counters()
+    register_predict(app, Pipeline(runtimes, max_payload_bytes=settings.max_payload_bytes), counters)
+    hostname = hostname or f"inferq-{os.getpid()}@{socket.gethostname()}"
+    infos = [r.info for r in runtimes.values()]
+    backend = redis.Redis.from_url(settings.result_backend)
+    announce_models(backend, infos)
+    heartbeat = Heartbeat(
+        backend,
+        hostname,
+        infos,
+        lambda: {
+            "succeeded": counters.succeeded,
+            "failed": counters.failed,
+            "rss_bytes": rss_bytes(),
+        },
+    )
+    heartbeat.start()
+    queues = sorted({queue_name(i.name, i.variant) for i in infos})
+    log.info("worker %s: broker %s, queues %s", hostname, redact_url(settings.broker_url), queues)
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=solo",
+                f"--queues={','.join(queues)}",
+                f"--hostname={hostname}",
+                f"--loglevel={settings.log_level}",
+                "--task-events",
+                "--without-gossip",
+                "--without-mingle",
+                "--concurrency=1",
+            ]
+        )
+    finally:
+        heartbeat.stop()
+
+
+def supervise(settings: Settings, specs: list[str] | None, concurrency: int) -> int:
+    """Run ``concurrency`` worker processes; forward SIGINT/SIGTERM; restart the dead.
+
+    Separate processes rather than Celery's prefork pool: each needs its own
+    interpreters and (later) its own batcher, and a crash of one must not take the
+    others' buffered jobs with it.
+    """
+    host = socket.gethostname()
+    argv_models = ["--models", ",".join(specs)] if specs else []
+
+    def spawn(i: int) -> subprocess.Popen[bytes]:
+        cmd = [
+            sys.executable, "-m", "producers.cli", "worker", "--concurrency", "1",
+            "--hostname", f"inferq{i}-{os.getpid()}@{host}", *argv_models,
+        ]  # fmt: skip
+        return subprocess.Popen(cmd, env={**os.environ, **settings.env()})
+
+    children = {i: spawn(i) for i in range(concurrency)}
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in children.values():
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        time.sleep(0.5)
+        if stopping:
+            return max((p.wait() for p in children.values()), default=0)
+        for i, p in list(children.items()):
+            if p.poll() is not None:
+                log.warning("worker process %d exited with %s; restarting", p.pid, p.returncode)
+                time.sleep(1.0)
+                children[i] = spawn(i)

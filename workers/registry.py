@@ -1,0 +1,165 @@
+"""The model registry: a folder of models, each with variants and a ``meta.json``.
+
+Layout::
+
+    models/<name>/<variant>/meta.json       # ModelInfo + file, sha256, created_at
+    models/<name>/<variant>/model.tflite    # or saved_model/ for a SavedModel
+    models/<name>/data/*.npy                # optional held-out data (examples)
+
+Reading the registry needs neither TensorFlow nor LiteRT; only ``add`` (which reads
+a file's tensors) and loading a runtime do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import BadInput, ConfigError, ModelNotFound
+from tasks.keys import check_name
+from tasks.schema import ModelInfo
+
+META_FILE = "meta.json"
+TFLITE_FILE = "model.tflite"
+SAVEDMODEL_DIR = "saved_model"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model variant on disk."""
+
+    info: ModelInfo
+    path: Path  # the .tflite file or the SavedModel folder
+    sha256: str
+
+    @property
+    def key(self) -> str:
+        return self.info.key
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and bytes, sorted)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def size_of(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+class Registry:
+    """Reads and writes the models folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def entries(self) -> list[ModelEntry]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for meta in sorted(self.root.glob(f"*/*/{META_FILE}")):
+            out.append(self._load(meta))
+        return out
+
+    def get(self, name: str, variant: str) -> ModelEntry:
+        check_name("model", name)
+        check_name("variant", variant)
+        meta = self.root / name / variant / META_FILE
+        if not meta.is_file():
+            known = ", ".join(e.key for e in self.entries()) or "none"
+            raise ModelNotFound(f"no model {name}:{variant} in {self.root} (known: {known})")
+        return self._load(meta)
+
+    def select(self, specs: list[str] | None) -> list[ModelEntry]:
+        """Entries for ``["digits", "mobilenet_v2:int8"]``; all of them for ``None``."""
+        if not specs:
+            found = self.entries()
+            if not found:
+                raise ConfigError(f"no models in {self.root.resolve()}; run `inferq models build-examples`")
+            return found
+        out: list[ModelEntry] = []
+        for spec in specs:
+            name, _, variant = spec.partition(":")
+            if variant:
+                out.append(self.get(name, variant))
+                continue
+            check_name("model", name)
+            variants = sorted((self.root / name).glob(f"*/{META_FILE}"))
+            if not variants:
+                known = sorted({e.info.name for e in self.entries()})
+                raise ModelNotFound(f"no model {name!r} in {self.root.resolve()} (known: {known})")
+            out.extend(self._load(m) for m in variants)
+        return out
+
+    def data_dir(self, name: str) -> Path:
+        return self.root / check_name("model", name) / "data"
+
+    def write(
+        self,
+        info: ModelInfo,
+        source: Path,
+        *,
+        move: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> ModelEntry:
+        """Place a model file or folder under ``<root>/<name>/<variant>/`` with its meta."""
+        check_name("model", info.name)
+        check_name("variant", info.variant)
+        dest_dir = self.root / info.name / info.variant
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / (SAVEDMODEL_DIR if source.is_dir() else TFLITE_FILE)
+        if dest.exists():
+            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+        if move:
+            shutil.move(str(source), dest)
+        elif source.is_dir():
+            shutil.copytree(source, dest)
+        else:
+            shutil.copyfile(source, dest)
+        digest = sha256_of(dest)
+        meta = info.to_dict()
+        meta.update(
+            {
+                "file": dest.name,
+                "sha256": digest,
+                "size_bytes": size_of(dest),
+                "version": info.version or digest[:12],
+                "created_at": time.time(),
+            }
+        )
+        meta.update(extra or {})
+        (dest_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return self._load(dest_dir / META_FILE)
+
+    def _load(self, meta_path: Path) -> ModelEntry:
+        try:
+            meta = json.loads(meta_path.read_text())
+            info = ModelInfo.from_dict(meta)
+            path = meta_path.parent / meta["file"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"broken model metadata {meta_path}: {exc}") from None
+        if not path.exists():
+            raise ConfigError(f"model file {path} named by {meta_path} does not exist")
+        return ModelEntry(info=info, path=path, sha256=str(meta.get("sha256", "")))
+
+
+def resolve_inside(root: Path, name: str) -> Path:
+    """``root/name`` if it stays inside ``root``; refuse ``../`` and absolute names."""
+    candidate = (root / name).resolve()
+    if root.resolve() not in candidate.parents:
+        raise BadInput(f"{name!r} escapes the models folder {root}")
+    return candidate
