@@ -44,9 +44,10 @@ def parse_meta(raw: bytes | str | None) -> dict[str, Any] | None:
 class ResultListener:
     """One background thread that watches job ids and records when each result arrives."""
 
-    #: How long the thread blocks on the socket per turn; also the longest a new
-    #: watch waits before it is subscribed.
-    TICK_S = 0.01
+    #: How long the thread blocks on the socket per turn while it has subscriptions;
+    #: also the longest a new watch waits before it is subscribed (when the thread is
+    #: idle, a watch wakes it at once).
+    TICK_S = 0.002
     #: A result nobody waited for is dropped after this long (a web backend may submit
     #: here and poll from elsewhere); so is a watch that never saw a result.
     KEEP_ARRIVED_S = 300.0
@@ -63,6 +64,7 @@ class ResultListener:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._error: BaseException | None = None
 
     def watch(self, job_ids: Iterable[str]) -> None:
@@ -74,6 +76,7 @@ class ResultListener:
                     self._events[jid] = threading.Event()
                     self._watched_at[jid] = time.monotonic()
                     self._to_subscribe.append(jid)
+        self._wake.set()
 
     def wait(self, job_ids: Iterable[str], timeout: float | None) -> dict[str, Arrival]:
         """Block until every id has a ready state; raises ``Timeout`` naming how many did not."""
@@ -104,6 +107,7 @@ class ResultListener:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None and self._pid == os.getpid():
             self._thread.join(timeout=2)
 
@@ -132,7 +136,8 @@ class ResultListener:
                 if subs:
                     pubsub.subscribe(*[result_key(j) for j in subs])
                 if not pubsub.subscribed:
-                    self._stop.wait(self.TICK_S)
+                    self._wake.wait(0.5)
+                    self._wake.clear()
                     continue
                 confirmed: list[str] = []
                 msg = pubsub.get_message(timeout=self.TICK_S)
