@@ -18,7 +18,9 @@ app = Celery(
     broker=os.environ.get("BASELINE_BROKER_URL", "redis://127.0.0.1:6379/15"),
     backend=os.environ.get("BASELINE_BROKER_URL", "redis://127.0.0.1:6379/15"),
 )
-app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"], task_acks_late=True)
+app.conf.update(
+    task_serializer="json", result_serializer="json", accept_content=["json"], task_acks_late=True
+)
 
 _interp: Any = None
 

@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--threads", type=int, help="XNNPACK/TensorFlow threads per process (INFERQ_THREADS)")
     w.add_argument("--concurrency", type=int, help="worker processes (INFERQ_CONCURRENCY)")
     w.add_argument("--hostname", help="Celery node name (default inferq-PID@host)")
+    w.add_argument(
+        "--max-batch-size", type=int, help="override every model's max_batch_size (1: no batching)"
+    )
+    w.add_argument("--max-wait-ms", type=float, help="override every model's max_wait_ms")
+    w.add_argument("--metrics-port", type=int, help="Prometheus port (INFERQ_METRICS_PORT; 0: off)")
 
     m = sub.add_parser("models", help="build, add and list models")
     msub = m.add_subparsers(dest="models_cmd", required=True)

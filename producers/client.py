@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,35 @@ from tasks.schema import JobStatus, ModelInfo, Request, Result
 from tasks.settings import Settings
 from tasks.validation import validate_inputs
 
-# One round trip for the cache check and the in-flight claim:
-#   {1, meta}  a result (or a state) is stored under this id
+# One round trip checks the cache and claims the ids of many jobs. KEYS[1] is the
+# cache-stats hash, then (result key, in-flight key) per job. Per job it returns
+#   {1, meta}  something is stored under this id (a result, a failure or a state)
 #   {0}        nothing stored, and we claimed the id: enqueue it
 #   {2}        nothing stored, but someone else already queued it
+# and counts cache hits and misses for the workers' /metrics.
 _CHECK_AND_CLAIM = """
-local r = redis.call('GET', KEYS[1])
-if r then return {1, r} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', ARGV[2]) then return {0} end
-return {2}
+local out = {}
+local hits, misses = 0, 0
+for i = 2, #KEYS, 2 do
+  local r = redis.call('GET', KEYS[i])
+  if r then
+    local ok, meta = pcall(cjson.decode, r)
+    if ok and type(meta) == 'table' and (meta.status == 'SUCCESS' or (meta.status == 'FAILURE'
+        and type(meta.result) == 'table' and (meta.result.exc_type == 'BadInput'
+        or meta.result.exc_type == 'PayloadTooLarge'))) then
+      hits = hits + 1
+    end
+    out[#out + 1] = {1, r}
+  elseif redis.call('SET', KEYS[i + 1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+    misses = misses + 1
+    out[#out + 1] = {0}
+  else
+    out[#out + 1] = {2}
+  end
+end
+if hits > 0 then redis.call('HINCRBY', KEYS[1], ARGV[3] .. ':hit', hits) end
+if misses > 0 then redis.call('HINCRBY', KEYS[1], ARGV[3] .. ':miss', misses) end
+return out
 """
 
 _CACHEABLE_FAILURES = frozenset(
@@ -194,62 +215,131 @@ class Client:
         input comes back as a finished, ``cached`` job, and nothing is enqueued; a job
         for the same input already queued or running is not enqueued again.
         """
+        return self.submit_many(model, [x], variant=variant, no_cache=no_cache, validate=validate)[0]
+
+    def submit_many(
+        self,
+        model: str,
+        xs: Iterable[Any] | np.ndarray,
+        *,
+        variant: str | None = None,
+        chunk_size: int = 64,
+        no_cache: bool = False,
+        validate: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Job]:
+        """Send many inputs, ``chunk_size`` per message; returns one ``Job`` per input, in order.
+
+        ``xs`` is an array with a leading axis over inputs, or an iterable of inputs
+        (arrays or ``{name: array}``). Each input keeps its own job id and cache entry;
+        inputs already cached (or in flight) are not sent again. ``progress(n)`` is
+        called as inputs are checked and sent.
+        """
+        if chunk_size < 1:
+            raise BadInput(f"chunk_size must be >= 1, got {chunk_size}")
         info = self.model_info(model, variant)
-        inputs = self.prepare_inputs(info, x)
-        if validate:
-            inputs = validate_inputs(inputs, info.inputs)
-        payload = encode_inputs(inputs)
-        if len(payload) > self.settings.max_payload_bytes:
-            raise PayloadTooLarge(
-                f"input payload is {len(payload)} bytes, over the limit of "
-                f"{self.settings.max_payload_bytes} bytes"
-            )
+        prepared: list[tuple[dict[str, np.ndarray], bytes]] = []
+        for x in xs:
+            inputs = self.prepare_inputs(info, x)
+            if validate:
+                inputs = validate_inputs(inputs, info.inputs)
+            payload = encode_inputs(inputs)
+            if len(payload) > self.settings.max_payload_bytes:
+                raise PayloadTooLarge(
+                    f"input payload is {len(payload)} bytes, over the limit of "
+                    f"{self.settings.max_payload_bytes} bytes"
+                )
+            prepared.append((inputs, payload))
+        if not prepared:
+            return []
+        jobs: list[Job] = []
+        for start in range(0, len(prepared), chunk_size):
+            chunk = prepared[start : start + chunk_size]
+            jobs.extend(self._submit_chunk(info, chunk, no_cache=no_cache))
+            if progress is not None:
+                progress(len(chunk))
+        return jobs
+
+    def _submit_chunk(
+        self, info: ModelInfo, chunk: list[tuple[dict[str, np.ndarray], bytes]], *, no_cache: bool
+    ) -> list[Job]:
         t0 = time.time()
         if no_cache:
-            return self._enqueue(random_job_id(), info, payload, t0, cache=False)
-        jid = job_id(info.name, info.variant, info.version, inputs)
-        found = self._claim(keys=[result_key(jid), inflight_key(jid)], args=[t0, self._inflight_ttl])
-        if found[0] == 1:
-            meta = parse_meta(found[1])
-            if meta is not None and _usable(meta):
-                job = Job(
-                    jid, self, info.name, info.variant, t0,
-                    cached=True, enqueued=False, _meta=meta, _arrived=time.time(),
-                )  # fmt: skip
-                return job
-            if meta is not None and meta.get("status") not in READY:
-                # Queued or running under this id already: share it.
-                self.listener.watch([jid])
-                return Job(jid, self, info.name, info.variant, t0, enqueued=False)
-            # A transient failure (or an unreadable entry) is not a cache hit: redo it.
-            self.backend.set(inflight_key(jid), t0, ex=self._inflight_ttl)
-        elif found[0] == 2:
-            self.listener.watch([jid])
-            return Job(jid, self, info.name, info.variant, t0, enqueued=False)
-        return self._enqueue(jid, info, payload, t0, cache=True)
+            ids = [random_job_id() for _ in chunk]
+            codes: list[list[Any]] = [[0]] * len(chunk)
+        else:
+            ids = [job_id(info.name, info.variant, info.version, inputs) for inputs, _ in chunk]
+            keys = [C.CACHE_STATS_KEY]
+            for jid in ids:
+                keys += [result_key(jid), inflight_key(jid)]
+            codes = self._claim(keys=keys, args=[t0, self._inflight_ttl, info.key])
+        jobs: list[Job] = []
+        send: list[tuple[str, bytes]] = []
+        redo: list[str] = []
+        for jid, (_, payload), found in zip(ids, chunk, codes, strict=True):
+            if found[0] == 1:
+                meta = parse_meta(found[1])
+                if meta is not None and _usable(meta):
+                    jobs.append(
+                        Job(
+                            jid,
+                            self,
+                            info.name,
+                            info.variant,
+                            t0,
+                            cached=True,
+                            enqueued=False,
+                            _meta=meta,
+                            _arrived=time.time(),
+                        )
+                    )
+                    continue
+                if meta is not None and meta.get("status") not in READY:
+                    jobs.append(Job(jid, self, info.name, info.variant, t0, enqueued=False))  # shared
+                    continue
+                redo.append(jid)  # a transient failure is not a cache hit: run it again
+            elif found[0] == 2:
+                jobs.append(Job(jid, self, info.name, info.variant, t0, enqueued=False))  # shared
+                continue
+            send.append((jid, payload))
+            jobs.append(Job(jid, self, info.name, info.variant, t0))
+        if redo:
+            pipe = self.backend.pipeline(transaction=False)
+            for jid in redo:
+                pipe.set(inflight_key(jid), t0, ex=self._inflight_ttl)
+            pipe.hincrby(C.CACHE_STATS_KEY, f"{info.key}:miss", len(redo))
+            pipe.execute()
+        # Watch before sending: a result can then never arrive unseen.
+        self.listener.watch([j.id for j in jobs if not j.done])
+        if send:
+            self._send(info, send, t0, cache=not no_cache)
+        return jobs
 
     @property
     def _inflight_ttl(self) -> int:
         # Long enough to cover a redelivery after a lost worker's visibility timeout.
         return 2 * self.settings.visibility_timeout_s + 60
 
-    def _enqueue(self, jid: str, info: ModelInfo, payload: bytes, t0: float, *, cache: bool) -> Job:
-        request = Request(
+    def _send(self, info: ModelInfo, items: list[tuple[str, bytes]], t0: float, *, cache: bool) -> None:
+        """One message: a single job under its own id, or a bulk message of many."""
+        common = Request(
             model=info.name,
             variant=info.variant,
-            inputs=payload,
+            inputs=None,
             version=info.version,
             enqueued_at=t0,
             cache=cache,
         )
-        self.listener.watch([jid])  # before sending: the result cannot beat the watch
+        body = common.to_wire()
+        if len(items) == 1:
+            task_id, body["inputs"] = items[0]
+        else:
+            del body["inputs"]
+            body["items"] = [{"id": jid, "inputs": payload} for jid, payload in items]
+            task_id = "bulk-" + uuid.uuid4().hex
         self.app.send_task(
-            C.PREDICT_TASK,
-            args=[request.to_wire()],
-            task_id=jid,
-            queue=queue_name(info.name, info.variant),
+            C.PREDICT_TASK, args=[body], task_id=task_id, queue=queue_name(info.name, info.variant)
         )
-        return Job(jid, self, info.name, info.variant, t0)
 
     def status(self, job_id: str) -> JobStatus:
         """Where a job is, without blocking."""

@@ -13,13 +13,13 @@ one stored after it by the subscription.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import redis
 
 from tasks.constants import RESULT_KEY_PREFIX
@@ -35,8 +35,8 @@ def parse_meta(raw: bytes | str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        meta = json.loads(raw)
-    except ValueError:
+        meta = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return None
     return meta if isinstance(meta, dict) else None
 
@@ -140,17 +140,21 @@ class ResultListener:
                     self._wake.clear()
                     continue
                 confirmed: list[str] = []
+                finished: list[str] = []
                 msg = pubsub.get_message(timeout=self.TICK_S)
                 while msg is not None:
                     channel = _text(msg["channel"])
                     if msg["type"] == "subscribe":
                         confirmed.append(channel)
-                    elif msg["type"] == "message":
-                        self._offer(pubsub, channel, parse_meta(msg.get("data")))
+                    elif msg["type"] == "message" and self._offer(channel, parse_meta(msg.get("data"))):
+                        finished.append(channel)
                     msg = pubsub.get_message(timeout=0)
                 if confirmed:
                     for channel, raw in zip(confirmed, self._client.mget(confirmed), strict=True):
-                        self._offer(pubsub, channel, parse_meta(raw))
+                        if self._offer(channel, parse_meta(raw)):
+                            finished.append(channel)
+                if finished:  # one command for all of this turn's results
+                    pubsub.unsubscribe(*finished)
                 if time.monotonic() - self._pruned_at > 5.0:
                     self._prune(pubsub)
         except Exception as exc:  # surfaced to waiters instead of dying silently
@@ -181,17 +185,18 @@ class ResultListener:
         if stale:
             pubsub.unsubscribe(*[result_key(j) for j in stale])
 
-    def _offer(self, pubsub: Any, channel: str, meta: dict[str, Any] | None) -> None:
+    def _offer(self, channel: str, meta: dict[str, Any] | None) -> bool:
+        """Record a ready result; True when the channel is no longer needed."""
         if meta is None or meta.get("status") not in READY:
-            return
+            return False
         jid = channel.removeprefix(RESULT_KEY_PREFIX)
         with self._lock:
             event = self._events.get(jid)
             if event is None or event.is_set():
-                return
+                return True
             self._arrived[jid] = (meta, time.time())
             event.set()
-        pubsub.unsubscribe(channel)
+        return True
 
 
 def _text(value: bytes | str) -> str:

@@ -29,7 +29,9 @@ def create_app(settings: Settings, *, name: str = "inferq") -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         task_track_started=True,
-        task_send_sent_event=True,
+        # No task-sent events: they cost the producer a round trip per message, and a
+        # bulk message is not a job; workers send received/started/succeeded per job.
+        task_send_sent_event=False,
         worker_send_task_events=True,
         worker_prefetch_multiplier=settings.prefetch,
         worker_hijack_root_logger=False,

@@ -27,6 +27,9 @@ INFLIGHT_KEY_PREFIX = "inferq:inflight:"
 #: Hash of model descriptions that workers announce at start-up (field ``model:variant``).
 MODELS_KEY = "inferq:models"
 
+#: Hash of cache counters kept by producers: field ``model:variant:hit|miss``.
+CACHE_STATS_KEY = "inferq:cache_stats"
+
 #: Hash of worker heartbeats (hostname -> JSON with ``seen_at``) for ``inferq status``.
 WORKERS_KEY = "inferq:workers"
 WORKER_HEARTBEAT_S = 5.0

@@ -52,6 +52,7 @@ class Settings:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "models_dir", Path(self.models_dir))
         if not self.result_backend:
             object.__setattr__(self, "result_backend", self.broker_url)
         for name in ("cache_ttl_s", "threads", "concurrency", "max_payload_bytes", "prefetch"):

@@ -18,15 +18,21 @@ import time
 from pathlib import Path
 
 import redis
+from celery import bootsteps
 
 from tasks.app import create_app
 from tasks.keys import queue_name
 from tasks.settings import Settings, redact_url
 from workers.announce import Heartbeat, announce_models
+from workers.consumer import BatchLimits, WorkerCore
+from workers.events import EventSink
+from workers.fetcher import Fetcher
+from workers.metrics import Metrics
 from workers.pipeline import Pipeline
 from workers.registry import Registry
 from workers.runtimes import Runtime, load_runtime
-from workers.task import Counters, register_predict
+from workers.store import ResultWriter
+from workers.task import register_predict
 
 log = logging.getLogger("inferq.worker")
 
@@ -56,49 +62,89 @@ def load_models(settings: Settings, specs: list[str] | None) -> dict[str, Runtim
     return runtimes
 
 
-def run_worker(settings: Settings, specs: list[str] | None, hostname: str | None = None) -> None:
+def run_worker(
+    settings: Settings,
+    specs: list[str] | None,
+    hostname: str | None = None,
+    *,
+    limits: BatchLimits | None = None,
+    metrics_port: int | None = None,
+) -> None:
     """Run one worker process in the foreground until it is told to stop."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    limits = limits or BatchLimits()
     runtimes = load_models(settings, specs)
-    app = create_app(settings)
-    counters = Counters()
-    register_predict(app, Pipeline(runtimes, max_payload_bytes=settings.max_payload_bytes), counters)
-    hostname = hostname or f"inferq-{os.getpid()}@{socket.gethostname()}"
     infos = [r.info for r in runtimes.values()]
+    for r in runtimes.values():
+        warmup = getattr(r, "warmup", None)
+        if warmup is not None:  # allocate batch buffers now, not on the first jobs
+            warmup(limits.max_batch_size or r.info.max_batch_size)
+    hostname = hostname or f"inferq-{os.getpid()}@{socket.gethostname()}"
+    app = create_app(settings)
+    pipeline = Pipeline(runtimes, max_payload_bytes=settings.max_payload_bytes)
+    register_predict(app, pipeline)
     backend = redis.Redis.from_url(settings.result_backend)
-    announce_models(backend, infos)
-    heartbeat = Heartbeat(
-        backend,
-        hostname,
-        infos,
-        lambda: {
-            "succeeded": counters.succeeded,
-            "failed": counters.failed,
-            "rss_bytes": rss_bytes(),
-        },
-    )
-    heartbeat.start()
+    broker = redis.Redis.from_url(settings.broker_url)
     queues = sorted({queue_name(i.name, i.variant) for i in infos})
+    # Room for one batch computing and the next one filling, and no more: a worker
+    # never pulls the whole queue into memory.
+    max_batch = max(limits.max_batch_size or i.max_batch_size for i in infos)
+    capacity = max(settings.prefetch, 2 * max_batch)
+    port = settings.metrics_port if metrics_port is None else metrics_port
+    metrics = Metrics(port or None, redis_client=backend)
+    core = WorkerCore(
+        pipeline,
+        ResultWriter(backend, settings.cache_ttl_s),
+        lambda on_deliveries: Fetcher(broker, queues, on_deliveries, capacity=capacity),
+        EventSink(app, hostname),
+        limits=limits,
+        metrics=metrics,
+    )
+    app.steps["worker"].add(_job_path_step(core))
+    announce_models(backend, infos)
+    heartbeat = Heartbeat(backend, hostname, infos, lambda: {**metrics.snapshot(), "rss_bytes": rss_bytes()})
+    heartbeat.start()
     log.info("worker %s: broker %s, queues %s", hostname, redact_url(settings.broker_url), queues)
     try:
         app.worker_main(
             [
                 "worker",
                 "--pool=solo",
-                f"--queues={','.join(queues)}",
+                "--concurrency=1",
+                # Celery's own consumer reads only this worker's control queue; the
+                # model queues are read by the fetcher.
+                f"--queues=inferq.worker.{hostname}",
                 f"--hostname={hostname}",
                 f"--loglevel={settings.log_level}",
                 "--task-events",
                 "--without-gossip",
                 "--without-mingle",
-                "--concurrency=1",
             ]
         )
     finally:
         heartbeat.stop()
+        core.shutdown()
 
 
-def supervise(settings: Settings, specs: list[str] | None, concurrency: int) -> int:
+def _job_path_step(core: WorkerCore) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep (Celery's documented extension point) that runs ``core``."""
+
+    class JobPath(bootsteps.StartStopStep):  # type: ignore[misc]
+        requires = ("celery.worker.components:Pool",)
+
+        def start(self, worker: object) -> None:
+            core.start()
+
+        def stop(self, worker: object) -> None:
+            core.shutdown()
+
+        def terminate(self, worker: object) -> None:
+            core.shutdown()
+
+    return JobPath
+
+
+def supervise(settings: Settings, specs: list[str] | None, concurrency: int, extra_args: list[str]) -> int:
     """Run ``concurrency`` worker processes; forward SIGINT/SIGTERM; restart the dead.
 
     Separate processes rather than Celery's prefork pool: each needs its own
@@ -109,9 +155,11 @@ def supervise(settings: Settings, specs: list[str] | None, concurrency: int) -> 
     argv_models = ["--models", ",".join(specs)] if specs else []
 
     def spawn(i: int) -> subprocess.Popen[bytes]:
+        # Each process gets its own metrics port: base, base + 1, ...
+        port = ["--metrics-port", str(settings.metrics_port + i)] if settings.metrics_port else []
         cmd = [
             sys.executable, "-m", "producers.cli", "worker", "--concurrency", "1",
-            "--hostname", f"inferq{i}-{os.getpid()}@{host}", *argv_models,
+            "--hostname", f"inferq{i}-{os.getpid()}@{host}", *argv_models, *port, *extra_args,
         ]  # fmt: skip
         return subprocess.Popen(cmd, env={**os.environ, **settings.env()})
 

@@ -20,12 +20,19 @@ from workers.registry import Registry, resolve_inside
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.boot import run_worker, supervise
+    from workers.consumer import BatchLimits
 
     specs = [s for s in (args.models or "").split(",") if s] or None
     if settings.concurrency > 1:
         logging.basicConfig(level=settings.log_level)
-        return supervise(settings, specs, settings.concurrency)
-    run_worker(settings, specs, hostname=args.hostname)
+        extra = []
+        if args.max_batch_size is not None:
+            extra += ["--max-batch-size", str(args.max_batch_size)]
+        if args.max_wait_ms is not None:
+            extra += ["--max-wait-ms", str(args.max_wait_ms)]
+        return supervise(settings, specs, settings.concurrency, extra)
+    limits = BatchLimits(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms)
+    run_worker(settings, specs, hostname=args.hostname, limits=limits, metrics_port=args.metrics_port)
     return 0
 
 

@@ -1,4 +1,9 @@
-"""The ``inferq.predict`` Celery task: one job through the pipeline, result to the backend."""
+"""The ``inferq.predict`` Celery task, registered so Celery and Flower know its name.
+
+In a running worker its messages never reach this body: the model queues are read
+by the worker's fetcher (``workers.consumer``), which batches. The body is the
+unbatched path for ``apply()``/eager calls, and documents what one job is.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +13,14 @@ from typing import Any
 from celery import Celery, Task
 
 from tasks.constants import PREDICT_TASK
-from tasks.errors import InferqError
 from workers.pipeline import Pipeline
 
 
-class Counters:
-    """Jobs done by this process, for the heartbeat and ``inferq status``."""
-
-    def __init__(self) -> None:
-        self.succeeded = 0
-        self.failed = 0
-
-
-def register_predict(app: Celery, pipeline: Pipeline, counters: Counters) -> Task:
-    """Bind the task to this process's loaded models (the models are never pickled)."""
-
-    # throws=: our own errors are expected outcomes, logged in one line, not a traceback.
-    @app.task(name=PREDICT_TASK, bind=True, throws=(InferqError,))  # type: ignore[untyped-decorator]
+def register_predict(app: Celery, pipeline: Pipeline) -> Task:
+    @app.task(name=PREDICT_TASK, bind=True)  # type: ignore[untyped-decorator]
     def predict(self: Task, request: Any) -> dict[str, Any]:
-        received_at = time.time()
-        try:
-            job = pipeline.prepare(self.request.id, request, received_at)
-            [result] = pipeline.run([job])
-        except InferqError:
-            counters.failed += 1
-            raise
-        counters.succeeded += 1
+        job = pipeline.prepare(self.request.id, request, time.time())
+        [result] = pipeline.run([job])
         return result.to_wire()
 
     return predict

@@ -1,0 +1,295 @@
+"""A worker process's job path: fetch -> decode -> validate -> batch -> predict -> store -> ack.
+
+The ``Fetcher`` thread takes messages from the model queues many at a time and hands
+them here; each message is parsed and each job decoded and validated on that thread
+(a bad one is answered at once, alone) and then queued for the ``Batcher``, whose
+thread runs a group through the model, stores every job's state in one Redis round
+trip, and only then acknowledges the messages. Flower sees every job, single, batched
+or bulk, through the task events sent here.
+
+Why not celery-batches 0.11: it pins ``celery<5.7``, sends no task events (Flower
+cannot see batched jobs) and leaves a failed batch's jobs PENDING. And why not a
+Celery task strategy over kombu's own consumer: kombu's Redis transport costs a round
+trip per message received and another per ack, which caps a worker at a few hundred
+small jobs per second whatever the batching. Celery still runs the worker around
+this (events, heartbeats, remote control, Flower's view of the worker); a worker
+bootstep starts and stops the job path with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from tasks.constants import PREDICT_TASK
+from tasks.errors import BadInput, InferqError
+from tasks.schema import Result
+from workers.batcher import Batcher
+from workers.events import EventSink
+from workers.fetcher import Delivery, Fetcher
+from workers.metrics import Metrics
+from workers.pipeline import Pipeline, Prepared
+from workers.store import Outcome, ResultWriter
+
+log = logging.getLogger(__name__)
+
+_ITEM_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
+#: Body codecs accepted off the wire. Never pickle, never YAML: such bodies are refused
+#: unread (their bytes are not even decoded).
+ACCEPTED = {"application/x-msgpack": "msgpack", "application/json": "json"}
+#: A model whose last batch took at least this long gets a ``STARTED`` state (and a
+#: ``task-started`` event) for each job before it runs. Faster models skip it: the
+#: state would live for a millisecond and cost a write per job.
+TRACK_STARTED_MS = 20.0
+
+
+@dataclass
+class BatchLimits:
+    """Per-worker overrides of the models' own ``max_batch_size`` / ``max_wait_ms``."""
+
+    max_batch_size: int | None = None
+    max_wait_ms: float | None = None
+
+
+@dataclass
+class _Message:
+    """A delivered message whose jobs are in flight: acked when the last one is stored."""
+
+    delivery: Delivery
+    remaining: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def finish(self, n: int = 1) -> bool:
+        """Count ``n`` jobs done; True when this was the last (time to ack)."""
+        with self.lock:
+            self.remaining -= n
+            return self.remaining == 0
+
+
+@dataclass
+class _Entry:
+    job: Prepared
+    msg: _Message
+
+
+class WorkerCore:
+    """Everything one worker process runs besides Celery's own consumer."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        writer: ResultWriter,
+        fetcher_factory: Any,
+        events: EventSink,
+        *,
+        limits: BatchLimits | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.writer = writer
+        self.events = events
+        self.limits = limits or BatchLimits()
+        self.metrics = metrics or Metrics(None)
+        self.batcher: Batcher[_Entry] = Batcher(self._run_batch)
+        self.fetcher: Fetcher = fetcher_factory(self.on_deliveries)
+        self.pid = os.getpid()
+        self._started = False
+        self._last_compute_ms: dict[str, float] = {}
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self.batcher.start()
+            self.fetcher.start()
+
+    def shutdown(self) -> None:
+        """Finish the batch in hand; put everything else back on its queue."""
+        if not self._started:
+            return
+        self._started = False
+        self.fetcher.stop()
+        self.fetcher.join(timeout=10)
+        left = self.batcher.stop()
+        restore = list({id(e.msg): e.msg.delivery for e in left}.values())
+        if restore:
+            try:
+                self.fetcher.restore(restore)
+                log.info("returned %d buffered message(s) to the queue", len(restore))
+            except Exception as exc:  # the visibility timeout will bring them back
+                log.warning("could not return %d message(s) to the queue: %s", len(restore), exc)
+        self.events.close()
+
+    # --- fetcher thread -------------------------------------------------------------
+
+    def on_deliveries(self, deliveries: list[Delivery]) -> None:
+        failures: list[Outcome] = []
+        done: list[Delivery] = []
+        for d in deliveries:
+            self._take(d, failures, done)
+        if failures:
+            self.writer.store(failures)
+            for o in failures:
+                self._finish_event(o, 0.0)
+            self.metrics.failed_early(failures)
+            self.events.flush()
+        if done:
+            self.fetcher.ack(done)
+
+    def _take(self, d: Delivery, failures: list[Outcome], done: list[Delivery]) -> None:
+        try:
+            items = self._parse(d)
+        except _Rejected as rej:
+            # Not answerable as a job (no id) or refused unread: log without the body.
+            log.warning("rejected message from %s: %s", d.list_key, rej.reason)
+            if rej.job_id:
+                failures.append(Outcome(rej.job_id, error=BadInput(rej.reason)))
+            done.append(d)
+            return
+        msg = _Message(d, remaining=len(items))
+        answered = 0
+        for jid, raw in items:
+            self.events.send(
+                "task-received", jid, name=PREDICT_TASK, args=_describe(raw), kwargs="{}", retries=0
+            )
+            try:
+                prepared = self.pipeline.prepare(jid, raw, d.received_at)
+            except InferqError as exc:
+                failures.append(Outcome(jid, error=exc, key=self._label(raw)))
+                answered += 1
+                continue
+            info = prepared.runtime.info
+            max_size = self.limits.max_batch_size or info.max_batch_size
+            max_wait = self.limits.max_wait_ms if self.limits.max_wait_ms is not None else info.max_wait_ms
+            key: Hashable = prepared.batch_key
+            self.batcher.put(key, _Entry(prepared, msg), max_size=max_size, max_wait_s=max_wait / 1e3)
+        if answered and msg.finish(answered):
+            done.append(d)
+
+    def _parse(self, d: Delivery) -> list[tuple[str, Any]]:
+        """A kombu message as ``[(job id, request)...]``, or ``_Rejected``."""
+        try:
+            envelope = json.loads(d.raw)
+            headers = envelope.get("headers") or {}
+            props = envelope.get("properties") or {}
+        except (ValueError, AttributeError):
+            raise _Rejected("", "not a Celery message (the envelope is not JSON)") from None
+        job_id = headers.get("id")
+        if not isinstance(job_id, str) or not 0 < len(job_id) <= 128:
+            job_id = ""  # cannot be answered under an id; the rejection is logged
+        task = headers.get("task")
+        if task != PREDICT_TASK:
+            raise _Rejected(job_id, f"unknown task {task!r}: this queue only runs {PREDICT_TASK!r}")
+        ctype = envelope.get("content-type")
+        codec = ACCEPTED.get(ctype) if isinstance(ctype, str) else None
+        if codec is None:
+            raise _Rejected(
+                job_id, f"content type {ctype!r} is not accepted (expected one of {sorted(ACCEPTED)})"
+            )
+        try:
+            body = envelope["body"]
+            if props.get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            decoded = msgpack.unpackb(body, raw=False) if codec == "msgpack" else json.loads(body)
+            args = decoded[0]
+        except Exception as exc:
+            raise _Rejected(
+                job_id, f"message body does not decode as {codec} ({type(exc).__name__})"
+            ) from None
+        arg = args[0] if isinstance(args, (list, tuple)) and len(args) == 1 else args
+        if isinstance(arg, dict) and "items" in arg:
+            return self._split_bulk(job_id, arg)
+        if not job_id:
+            raise _Rejected("", "message has no task id")
+        return [(job_id, arg)]
+
+    def _split_bulk(self, msg_id: str, arg: dict[str, Any]) -> list[tuple[str, Any]]:
+        items = arg["items"]
+        if not isinstance(items, list) or not items:
+            raise _Rejected(msg_id, "bulk job 'items' must be a non-empty list of {id, inputs}")
+        common = {k: v for k, v in arg.items() if k != "items"}
+        out = []
+        for it in items:
+            jid = it.get("id") if isinstance(it, dict) else None
+            if not (isinstance(jid, str) and _ITEM_ID.match(jid)):
+                raise _Rejected(
+                    msg_id, "every bulk item needs an 'id' of letters, digits and '-' (at most 64)"
+                )
+            out.append((jid, {**common, "inputs": it.get("inputs")}))
+        return out
+
+    def _label(self, raw: Any) -> str:
+        """The job's model:variant for metrics, if served (senders don't pick labels)."""
+        if isinstance(raw, dict):
+            key = f"{raw.get('model')}:{raw.get('variant')}"
+            if key in self.pipeline.runtimes:
+                return key
+        return "unknown"
+
+    # --- batcher thread -------------------------------------------------------------
+
+    def _run_batch(self, entries: list[_Entry]) -> None:
+        jobs = [e.job for e in entries]
+        ids = [j.job_id for j in jobs]
+        t0 = time.time()
+        key = jobs[0].runtime.info.key
+        if self._last_compute_ms.get(key, TRACK_STARTED_MS) >= TRACK_STARTED_MS:
+            self.writer.started(ids)
+            for i in ids:
+                self.events.send("task-started", i, pid=self.pid)
+            self.events.flush()
+        try:
+            done = self.pipeline.run(jobs)
+            results: list[Result] | None = done
+            outcomes = [Outcome(r.job_id, result=r.to_wire()) for r in done]
+            self._last_compute_ms[key] = done[0].timing.compute_ms
+        except InferqError as exc:
+            results = None
+            outcomes = [Outcome(i, error=exc, key=jobs[0].runtime.info.key) for i in ids]
+        try:
+            self.writer.store(outcomes)
+        except Exception:
+            # Not stored: not acked either; the broker brings the messages back after
+            # the visibility timeout (sooner if this worker stops).
+            log.exception("could not store a batch of %d; leaving it unacknowledged", len(entries))
+            return
+        now = time.time()
+        finished = []
+        for e, o in zip(entries, outcomes, strict=True):
+            self._finish_event(o, now - e.job.received_at)
+            if e.msg.finish():
+                finished.append(e.msg.delivery)
+        if finished:
+            self.fetcher.ack(finished)
+        self.events.flush()
+        self.metrics.batch_done(jobs, results, t0)
+
+    def _finish_event(self, o: Outcome, runtime_s: float) -> None:
+        if o.error is None:
+            self.events.send("task-succeeded", o.job_id, result="<outputs>", runtime=runtime_s)
+        else:
+            exc = f"{type(o.error).__name__}({o.error.message!r})"
+            self.events.send("task-failed", o.job_id, exception=exc, traceback=None)
+
+
+class _Rejected(Exception):
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.job_id = job_id
+        self.reason = reason
+
+
+def _describe(raw: Any) -> str:
+    """What Flower shows as the job's args: model and variant, never the input payload."""
+    if isinstance(raw, dict):
+        return f"({raw.get('model')!r}, {raw.get('variant')!r})"
+    return "(<malformed>)"
