@@ -50,11 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("submit", help="submit one input to MODEL[:VARIANT]")
     s.add_argument("model", metavar="MODEL[:VARIANT]")
-    s.add_argument("--input", required=True, type=Path, help=".npy, .json, .png or .jpg")
+    s.add_argument(
+        "--input",
+        required=True,
+        type=Path,
+        help=".npy, .json, .png or .jpg; an .npy with a leading axis of inputs is sent in bulk",
+    )
     s.add_argument("--wait", action="store_true", help="wait for the result and print it")
     s.add_argument("--timeout", type=float, default=30.0)
     s.add_argument("--json", action="store_true")
     s.add_argument("--no-cache", action="store_true", help="compute even if a result is cached")
+    s.add_argument("--chunk-size", type=int, default=64, help="inputs per message for a many-input .npy")
 
     r = sub.add_parser("result", help="show a job's status or result")
     r.add_argument("job_id")
@@ -121,11 +127,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_submit(args: argparse.Namespace, client: Any) -> int:
-    from producers.inputs import read_input
+    from producers.inputs import is_many, read_input
 
     model, _, variant = args.model.partition(":")
     info = client.model_info(model, variant or None)
     x = read_input(args.input, info)
+    if is_many(x, info):
+        return _submit_many(args, client, info, x)
     job = client.submit(model, x, variant=info.variant, no_cache=args.no_cache)
     if not args.wait:
         doc = {
@@ -139,6 +147,67 @@ def cmd_submit(args: argparse.Namespace, client: Any) -> int:
         return 0
     _print_result(job.wait(timeout=args.timeout), info.labels, as_json=args.json)
     return 0
+
+
+def _submit_many(args: argparse.Namespace, client: Any, info: Any, xs: Any) -> int:
+    """An .npy with one more leading axis than the model's input: bulk messages, progress bars."""
+    from tqdm import tqdm
+
+    quiet = args.json or not sys.stderr.isatty()
+    with tqdm(total=len(xs), desc="submit", unit="job", disable=quiet, file=sys.stderr) as bar:
+        jobs = client.submit_many(
+            info.name,
+            xs,
+            variant=info.variant,
+            chunk_size=args.chunk_size,
+            no_cache=args.no_cache,
+            progress=bar.update,
+        )
+    cached = sum(j.cached for j in jobs)
+    if not args.wait:
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "job_ids": [j.id for j in jobs],
+                        "cached": cached,
+                        "enqueued": sum(j.enqueued for j in jobs),
+                    }
+                )
+            )
+        else:
+            print("\n".join(j.id for j in jobs))
+            print(f"{len(jobs)} jobs ({cached} cached)", file=sys.stderr)
+        return 0
+    with tqdm(total=len(jobs), desc="results", unit="job", disable=quiet, file=sys.stderr) as bar:
+        bar.update(sum(j.done for j in jobs))
+        results = client.wait_all(jobs, timeout=args.timeout, progress=bar.update)
+    errors = [r for r in results if isinstance(r, Exception)]
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    r.to_json()
+                    if not isinstance(r, Exception)
+                    else {"error": type(r).__name__, "message": str(r)}
+                    for r in results
+                ]
+            )
+        )
+    else:
+        for j, r in zip(jobs, results, strict=True):
+            if isinstance(r, Exception):
+                print(f"{j.id}  {type(r).__name__}: {r}")
+            else:
+                flat = next(iter(r.outputs.values())).reshape(-1)
+                top = int(flat.argmax())
+                label = info.labels[top] if info.labels else top
+                print(f"{j.id}  top-1 {label}  {'(cached)' if r.cached else ''}")
+        print(
+            f"{len(results)} jobs: {len(results) - len(errors)} ok, {len(errors)} failed, {cached} cached",
+            file=sys.stderr,
+        )
+    return 1 if errors else 0
 
 
 def cmd_result(args: argparse.Namespace, client: Any) -> int:

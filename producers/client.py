@@ -370,10 +370,12 @@ class Client:
             meta = found
         return result_from_meta(job_id, meta, cached=False)
 
-    def wait_all(self, jobs: Iterable[Job], timeout: float | None = None) -> list[Result | InferqError]:
-        """Wait for many jobs on one subscription; each entry is a result or its error."""
+    def wait_all(
+        self, jobs: Iterable[Job], timeout: float | None = None, progress: Callable[[int], None] | None = None
+    ) -> list[Result | InferqError]:
+        """Wait for many jobs on one subscription; each entry is a result or its error, in order."""
         jobs = list(jobs)
-        metas = self.listener.wait([j.id for j in jobs if not j.done], timeout)
+        metas = self.listener.wait([j.id for j in jobs if not j.done], timeout, progress=progress)
         out: list[Result | InferqError] = []
         for j in jobs:
             if not j.done:

@@ -33,6 +33,17 @@ def read_input(path: Path, info: ModelInfo) -> Any:
     raise BadInput(f"input file must be .npy, .json, .png or .jpg, got {path.name}")
 
 
+def is_many(x: Any, info: ModelInfo) -> bool:
+    """An array with one more leading axis than the model's single input: many inputs."""
+    return (
+        isinstance(x, np.ndarray)
+        and len(info.inputs) == 1
+        and x.ndim == len(info.inputs[0].shape) + 1
+        and x.ndim > 1
+        and all(s is None or s == d for s, d in zip(info.inputs[0].shape, x.shape[1:], strict=True))
+    )
+
+
 def _json_array(value: Any, name: str) -> np.ndarray:
     arr = np.array(value)
     if arr.dtype.kind not in "biuf":

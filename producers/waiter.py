@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -78,7 +78,9 @@ class ResultListener:
                     self._to_subscribe.append(jid)
         self._wake.set()
 
-    def wait(self, job_ids: Iterable[str], timeout: float | None) -> dict[str, Arrival]:
+    def wait(
+        self, job_ids: Iterable[str], timeout: float | None, progress: Callable[[int], None] | None = None
+    ) -> dict[str, Arrival]:
         """Block until every id has a ready state; raises ``Timeout`` naming how many did not."""
         ids = list(dict.fromkeys(job_ids))
         self.watch(ids)
@@ -99,10 +101,12 @@ class ResultListener:
                 if jid not in self._arrived:  # pruned while we waited: read it again
                     self._events.pop(jid, None)
                     self._watched_at.pop(jid, None)
-                    return {**out, **self.wait(ids[ids.index(jid) :], timeout)}
+                    return {**out, **self.wait(ids[ids.index(jid) :], timeout, progress)}
                 out[jid] = self._arrived.pop(jid)
                 self._events.pop(jid, None)
                 self._watched_at.pop(jid, None)
+            if progress is not None:
+                progress(1)
         return out
 
     def close(self) -> None:

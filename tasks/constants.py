@@ -17,6 +17,11 @@ WIRE_VERSION = 1
 #: loaded, so a job never lands on a worker that cannot run it.
 QUEUE_PREFIX = "inferq"
 
+#: kombu's Redis transport keeps a queue's messages in one list per priority step:
+#: ``queue`` (0, served first), then ``queue\x06\x163``, ``\x06\x166``, ``\x06\x169``.
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITY_SEP = "\x06\x16"
+
 #: Celery's Redis result backend key layout; the result backend doubles as the cache,
 #: so the cache key *is* this key for the job's content-hash id.
 RESULT_KEY_PREFIX = "celery-task-meta-"

@@ -203,9 +203,20 @@ class Timing:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if d["end_to_end_ms"] is None:
-            del d["end_to_end_ms"]
+        # By hand: dataclasses.asdict deep-copies, and this runs once per job.
+        d: dict[str, Any] = {
+            "enqueued_at": self.enqueued_at,
+            "received_at": self.received_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "queue_ms": self.queue_ms,
+            "batch_wait_ms": self.batch_wait_ms,
+            "compute_ms": self.compute_ms,
+            "processing_ms": self.processing_ms,
+            "batch_size": self.batch_size,
+        }
+        if self.end_to_end_ms is not None:
+            d["end_to_end_ms"] = self.end_to_end_ms
         return d
 
     @classmethod

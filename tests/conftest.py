@@ -58,10 +58,12 @@ class WorkerProcess:
         self.settings = settings
         self.models = models
         self.log = log
-        self.hostname = f"test{os.getpid()}-{time.monotonic_ns()}@localhost"
+        self.hostname: str | None = f"test{os.getpid()}-{time.monotonic_ns()}@localhost"
         cmd = [sys.executable, "-m", "producers.cli", "worker", "--models", ",".join(models), *extra]
         if "--concurrency" not in extra:
             cmd += ["--hostname", self.hostname]
+        else:
+            self.hostname = None  # the supervisor names its processes
         self._fh = log.open("wb")
         self.proc = subprocess.Popen(
             cmd,
@@ -76,7 +78,7 @@ class WorkerProcess:
             k for k in client.models(refresh=True) if k.split(":")[0] in self.models
         ]
         try:
-            wait_for_workers(client, keys, timeout=timeout, count=count)
+            wait_for_workers(client, keys, timeout=timeout, count=count, hostname=self.hostname)
         except Exception:
             print(self.log.read_text()[-5000:])
             raise

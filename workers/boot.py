@@ -78,7 +78,10 @@ def run_worker(
     for r in runtimes.values():
         warmup = getattr(r, "warmup", None)
         if warmup is not None:  # allocate batch buffers now, not on the first jobs
-            warmup(limits.max_batch_size or r.info.max_batch_size)
+            try:
+                warmup(limits.max_batch_size or r.info.max_batch_size)
+            except Exception as exc:  # an optimization only: the first batch pays instead
+                log.warning("warm-up of %s failed (%s); continuing", r.info.key, exc)
     hostname = hostname or f"inferq-{os.getpid()}@{socket.gethostname()}"
     app = create_app(settings)
     pipeline = Pipeline(runtimes, max_payload_bytes=settings.max_payload_bytes)

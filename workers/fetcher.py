@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 import redis
 
+from tasks.keys import queue_lists
+
 log = logging.getLogger(__name__)
 
-PRIORITY_STEPS = (0, 3, 6, 9)  # kombu.transport.redis.PRIORITY_STEPS
-PRIORITY_SEP = "\x06\x16"  # kombu's Channel.sep
 UNACKED = "unacked"  # kombu's Channel.unacked_key
 UNACKED_INDEX = "unacked_index"  # kombu's Channel.unacked_index_key
 
@@ -43,12 +43,19 @@ for i = 3, #KEYS do
   while #out < n * 3 do
     local item = redis.call('RPOP', KEYS[i])
     if not item then break end
-    local ok, msg = pcall(cjson.decode, item)
-    local tag, ex, rk = nil, '', ''
-    if ok and type(msg) == 'table' and type(msg.properties) == 'table' then
-      tag = msg.properties.delivery_tag
-      local di = msg.properties.delivery_info
-      if type(di) == 'table' then ex = di.exchange or ''; rk = di.routing_key or '' end
+    -- kombu writes these fields itself (json.dumps defaults); a pattern finds them
+    -- without decoding a bulk message's hundreds of kilobytes. Anything unusual
+    -- falls back to a full decode.
+    local tag = string.match(item, '"delivery_tag": "([%w%-]+)"')
+    local ex, rk = string.match(item, '"delivery_info": {"exchange": "([^"]*)", "routing_key": "([^"]*)"}')
+    if not tag or not rk then
+      local ok, msg = pcall(cjson.decode, item)
+      tag, ex, rk = nil, '', ''
+      if ok and type(msg) == 'table' and type(msg.properties) == 'table' then
+        tag = msg.properties.delivery_tag
+        local di = msg.properties.delivery_info
+        if type(di) == 'table' then ex = di.exchange or ''; rk = di.routing_key or '' end
+      end
     end
     if type(tag) ~= 'string' then tag = '' end
     if tag ~= '' then
@@ -88,7 +95,8 @@ class Fetcher(threading.Thread):
     ) -> None:
         super().__init__(name="inferq-fetcher", daemon=True)
         self.client = client
-        self.lists = [q if p == 0 else f"{q}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS for q in queues]
+        # All queues' priority-0 lists first, then priority 3, ...: kombu's BRPOP order.
+        self.lists = [lst for lists in zip(*(queue_lists(q) for q in queues), strict=True) for lst in lists]
         self.on_deliveries = on_deliveries
         self.capacity = capacity
         self.idle_block_s = idle_block_s

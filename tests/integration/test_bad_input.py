@@ -96,7 +96,7 @@ def test_bad_input_failure_is_cached_like_a_result(digits_worker, client: Client
 def test_unknown_model_is_refused_naming_the_known_ones(
     digits_worker, client: Client, models_dir: Path
 ) -> None:
-    with pytest.raises(ModelNotFound, match=r"unknown model 'nosuch'.*known models: \['digits'\]"):
+    with pytest.raises(ModelNotFound, match=r"unknown model 'nosuch'.*known models: \[.*'digits'.*\]"):
         client.submit("nosuch", good_input(models_dir))
 
 

@@ -57,16 +57,19 @@ def flower(settings: Settings, tmp_path: Path):
     assert "s3cret-pw" not in (tmp_path / "flower.log").read_text()
 
 
-def test_flower_requires_basic_auth_and_sees_every_job(
+def test_flower_requires_basic_auth_and_sees_every_single_batched_and_bulk_job(
     flower, digits_worker, client: Client, settings: Settings
 ) -> None:
     base, s = flower
     assert get(base + "/api/tasks", None)[0] == 401
     assert get(base + "/api/tasks", (s.flower_user, "wrong"))[0] == 401
     time.sleep(1.0)  # let Flower subscribe to the event stream
-    x = np.load(settings.models_dir / "digits" / "data" / "heldout_x.npy")[:5]
-    jobs = [client.submit("digits", xi, variant="int8", no_cache=True) for xi in x]
-    client.wait_all(jobs, timeout=30)
+    x = np.load(settings.models_dir / "digits" / "data" / "heldout_x.npy")
+    singles = [client.submit("digits", xi, variant="int8", no_cache=True) for xi in x[:5]]
+    bulk = client.submit_many("digits", x[5:45], variant="int8", chunk_size=16, no_cache=True)
+    jobs = [*singles, *bulk]
+    results = client.wait_all(jobs, timeout=30)
+    assert max(r.timing.batch_size for r in results) > 1  # type: ignore[union-attr]
     deadline = time.monotonic() + 15
     seen: dict[str, dict] = {}
     while time.monotonic() < deadline:

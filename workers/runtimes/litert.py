@@ -182,12 +182,12 @@ class LiteRTRuntime:
         shape changes still re-allocate.
         """
         n = max(1, int(max_batch_size))
+        if any(None in s.shape for s, _ in self._in):
+            return  # dynamic dims: no shape to guess, and a made-up one may not even run
         if self.batch_policy == "resize":
             zeros = {s.name: np.zeros((n, *self._shapes[idx][1:]), s.dtype) for s, idx in self._in}
             self._predict_resize(zeros)
             return
-        if any(None in s.shape for s, _ in self._in):
-            return  # buckets are keyed by shape too: nothing to guess for dynamic dims
         self.max_bucket = max(self.max_bucket, n)
         rest = self._file_rest()
         top = bucket_for(n, self.max_bucket)
