@@ -29,6 +29,12 @@ RESULT_KEY_PREFIX = "celery-task-meta-"
 #: Marks a job id as queued or running so the same input is not enqueued twice.
 INFLIGHT_KEY_PREFIX = "inferq:inflight:"
 
+#: Large inputs travel beside their message, in the broker's Redis, under this prefix
+#: (a "claim check"); the message carries the key. Inputs up to the threshold travel
+#: inside the message.
+INPUT_KEY_PREFIX = "inferq:input:"
+INLINE_INPUT_MAX_BYTES = 32 * 1024
+
 #: Hash of model descriptions that workers announce at start-up (field ``model:variant``).
 MODELS_KEY = "inferq:models"
 

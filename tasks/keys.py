@@ -61,5 +61,10 @@ def result_key(job_id: str) -> str:
     return f"{C.RESULT_KEY_PREFIX}{job_id}"
 
 
+def input_key(job_id: str, nonce: str) -> str:
+    """Where a large input waits beside its message (the nonce keeps resends apart)."""
+    return f"{C.INPUT_KEY_PREFIX}{job_id}:{nonce}"
+
+
 def inflight_key(job_id: str) -> str:
     return f"{C.INFLIGHT_KEY_PREFIX}{job_id}"

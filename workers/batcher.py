@@ -110,3 +110,35 @@ class Batcher(Generic[T]):
             except Exception:  # run_batch answers its own jobs; this is a last resort
                 log.exception("batch of %d failed outside its own error handling", len(batch))
             self.batches += 1
+
+
+class Completer(threading.Thread):
+    """Runs callables in order on one thread: a batch's store, ack and events.
+
+    The batcher hands each computed batch here and starts the next one, so storing
+    results overlaps with computing. The queue is short on purpose: if storing falls
+    behind, the batcher waits instead of piling up results in memory.
+    """
+
+    def __init__(self, depth: int = 4) -> None:
+        super().__init__(name="inferq-completer", daemon=True)
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._queue.put(fn)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish everything submitted so far, then end."""
+        if self.is_alive():
+            self._queue.put(None)
+            self.join(timeout)
+
+    def run(self) -> None:
+        while True:
+            fn = self._queue.get()
+            if fn is None:
+                return
+            try:
+                fn()
+            except Exception:  # each callable answers for its own batch
+                log.exception("completing a batch failed")

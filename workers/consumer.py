@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+import orjson
 
-from tasks.constants import PREDICT_TASK
+from tasks.constants import INPUT_KEY_PREFIX, PREDICT_TASK
 from tasks.errors import BadInput, InferqError
 from tasks.schema import Result
-from workers.batcher import Batcher
+from workers.batcher import Batcher, Completer
 from workers.events import EventSink
 from workers.fetcher import Delivery, Fetcher
 from workers.metrics import Metrics
@@ -68,6 +69,7 @@ class _Message:
     delivery: Delivery
     remaining: int
     lock: threading.Lock = field(default_factory=threading.Lock)
+    refs: list[str] = field(default_factory=list)  # inputs stored beside the message
 
     def finish(self, n: int = 1) -> bool:
         """Count ``n`` jobs done; True when this was the last (time to ack)."""
@@ -101,6 +103,7 @@ class WorkerCore:
         self.limits = limits or BatchLimits()
         self.metrics = metrics or Metrics(None)
         self.batcher: Batcher[_Entry] = Batcher(self._run_batch)
+        self.completer = Completer()
         self.fetcher: Fetcher = fetcher_factory(self.on_deliveries)
         self.pid = os.getpid()
         self._started = False
@@ -109,6 +112,7 @@ class WorkerCore:
     def start(self) -> None:
         if not self._started:
             self._started = True
+            self.completer.start()
             self.batcher.start()
             self.fetcher.start()
 
@@ -120,6 +124,7 @@ class WorkerCore:
         self.fetcher.stop()
         self.fetcher.join(timeout=10)
         left = self.batcher.stop()
+        self.completer.stop()  # stores and acks every batch already computed
         restore = list({id(e.msg): e.msg.delivery for e in left}.values())
         if restore:
             try:
@@ -134,8 +139,21 @@ class WorkerCore:
     def on_deliveries(self, deliveries: list[Delivery]) -> None:
         failures: list[Outcome] = []
         done: list[Delivery] = []
+        parsed: list[tuple[_Message, list[tuple[str, Any]]]] = []
         for d in deliveries:
-            self._take(d, failures, done)
+            try:
+                items = self._parse(d)
+            except _Rejected as rej:
+                # Not answerable as a job (no id) or refused unread: logged without the body.
+                log.warning("rejected message from %s: %s", d.list_key, rej.reason)
+                if rej.job_id:
+                    failures.append(Outcome(rej.job_id, error=BadInput(rej.reason)))
+                done.append(d)
+                continue
+            parsed.append((_Message(d, remaining=len(items)), items))
+        self._claim_inputs(parsed)
+        for msg, items in parsed:
+            self._take(msg, items, failures, done)
         if failures:
             self.writer.store(failures)
             for o in failures:
@@ -143,26 +161,44 @@ class WorkerCore:
             self.metrics.failed_early(failures)
             self.events.flush()
         if done:
-            self.fetcher.ack(done)
+            acked = {id(d) for d in done}
+            refs = [r for msg, _ in parsed if id(msg.delivery) in acked for r in msg.refs]
+            self.fetcher.ack(done, refs)
 
-    def _take(self, d: Delivery, failures: list[Outcome], done: list[Delivery]) -> None:
-        try:
-            items = self._parse(d)
-        except _Rejected as rej:
-            # Not answerable as a job (no id) or refused unread: log without the body.
-            log.warning("rejected message from %s: %s", d.list_key, rej.reason)
-            if rej.job_id:
-                failures.append(Outcome(rej.job_id, error=BadInput(rej.reason)))
-            done.append(d)
+    def _claim_inputs(self, parsed: list[tuple[_Message, list[tuple[str, Any]]]]) -> None:
+        """Fetch inputs that travelled beside their messages, all in one round trip."""
+        wanted: list[tuple[_Message, dict[str, Any]]] = []
+        for msg, items in parsed:
+            for _, raw in items:
+                ref = raw.get("inputs_ref") if isinstance(raw, dict) else None
+                if ref is None:
+                    continue
+                # Only our own prefix: a message must not make us read arbitrary keys.
+                if isinstance(ref, str) and ref.startswith(INPUT_KEY_PREFIX) and len(ref) <= 200:
+                    wanted.append((msg, raw))
+                    msg.refs.append(ref)
+                else:
+                    raw["inputs"] = _MISSING
+        if not wanted:
             return
-        msg = _Message(d, remaining=len(items))
+        blobs = self.fetcher.client.mget([raw["inputs_ref"] for _, raw in wanted])
+        for (_, raw), blob in zip(wanted, blobs, strict=True):
+            raw["inputs"] = blob if blob is not None else _MISSING
+
+    def _take(
+        self, msg: _Message, items: list[tuple[str, Any]], failures: list[Outcome], done: list[Delivery]
+    ) -> None:
         answered = 0
         for jid, raw in items:
             self.events.send(
                 "task-received", jid, name=PREDICT_TASK, args=_describe(raw), kwargs="{}", retries=0
             )
             try:
-                prepared = self.pipeline.prepare(jid, raw, d.received_at)
+                if isinstance(raw, dict) and raw.get("inputs") is _MISSING:
+                    raise BadInput(
+                        "the job's input was not found beside its message (expired, or a bad reference)"
+                    )
+                prepared = self.pipeline.prepare(jid, raw, msg.delivery.received_at)
             except InferqError as exc:
                 failures.append(Outcome(jid, error=exc, key=self._label(raw)))
                 answered += 1
@@ -173,15 +209,15 @@ class WorkerCore:
             key: Hashable = prepared.batch_key
             self.batcher.put(key, _Entry(prepared, msg), max_size=max_size, max_wait_s=max_wait / 1e3)
         if answered and msg.finish(answered):
-            done.append(d)
+            done.append(msg.delivery)
 
     def _parse(self, d: Delivery) -> list[tuple[str, Any]]:
         """A kombu message as ``[(job id, request)...]``, or ``_Rejected``."""
         try:
-            envelope = json.loads(d.raw)
+            envelope = orjson.loads(d.raw)
             headers = envelope.get("headers") or {}
             props = envelope.get("properties") or {}
-        except (ValueError, AttributeError):
+        except (orjson.JSONDecodeError, AttributeError):
             raise _Rejected("", "not a Celery message (the envelope is not JSON)") from None
         job_id = headers.get("id")
         if not isinstance(job_id, str) or not 0 < len(job_id) <= 128:
@@ -224,7 +260,8 @@ class WorkerCore:
                 raise _Rejected(
                     msg_id, "every bulk item needs an 'id' of letters, digits and '-' (at most 64)"
                 )
-            out.append((jid, {**common, "inputs": it.get("inputs")}))
+            own = {k: it[k] for k in ("inputs", "inputs_ref") if k in it}
+            out.append((jid, {**common, **own}))
         return out
 
     def _label(self, raw: Any) -> str:
@@ -238,23 +275,39 @@ class WorkerCore:
     # --- batcher thread -------------------------------------------------------------
 
     def _run_batch(self, entries: list[_Entry]) -> None:
+        """Compute one batch; everything after the model call goes to the completer thread,
+        so the next batch starts at once while this one's results are stored."""
         jobs = [e.job for e in entries]
-        ids = [j.job_id for j in jobs]
-        t0 = time.time()
         key = jobs[0].runtime.info.key
         if self._last_compute_ms.get(key, TRACK_STARTED_MS) >= TRACK_STARTED_MS:
-            self.writer.started(ids)
-            for i in ids:
-                self.events.send("task-started", i, pid=self.pid)
-            self.events.flush()
+            ids = [j.job_id for j in jobs]
+            self.completer.submit(lambda: self._mark_started(ids))
+        t0 = time.time()
         try:
-            done = self.pipeline.run(jobs)
-            results: list[Result] | None = done
-            outcomes = [Outcome(r.job_id, result=r.to_wire()) for r in done]
-            self._last_compute_ms[key] = done[0].timing.compute_ms
+            results: list[Result] | None = self.pipeline.run(jobs)
+            error: InferqError | None = None
+            assert results is not None
+            self._last_compute_ms[key] = results[0].timing.compute_ms
         except InferqError as exc:
-            results = None
-            outcomes = [Outcome(i, error=exc, key=jobs[0].runtime.info.key) for i in ids]
+            results, error = None, exc
+        self.completer.submit(lambda: self._complete(entries, results, error, t0))
+
+    def _mark_started(self, ids: list[str]) -> None:
+        self.writer.started(ids)
+        for i in ids:
+            self.events.send("task-started", i, pid=self.pid)
+        self.events.flush()
+
+    def _complete(
+        self, entries: list[_Entry], results: list[Result] | None, error: InferqError | None, t0: float
+    ) -> None:
+        """On the completer thread: store, then acknowledge, then tell Flower and metrics."""
+        jobs = [e.job for e in entries]
+        if results is not None:
+            outcomes = [Outcome(r.job_id, result=r.to_wire()) for r in results]
+        else:
+            assert error is not None
+            outcomes = [Outcome(j.job_id, error=error, key=jobs[0].runtime.info.key) for j in jobs]
         try:
             self.writer.store(outcomes)
         except Exception:
@@ -263,13 +316,13 @@ class WorkerCore:
             log.exception("could not store a batch of %d; leaving it unacknowledged", len(entries))
             return
         now = time.time()
-        finished = []
+        finished: list[_Message] = []
         for e, o in zip(entries, outcomes, strict=True):
             self._finish_event(o, now - e.job.received_at)
             if e.msg.finish():
-                finished.append(e.msg.delivery)
+                finished.append(e.msg)
         if finished:
-            self.fetcher.ack(finished)
+            self.fetcher.ack([m.delivery for m in finished], [r for m in finished for r in m.refs])
         self.events.flush()
         self.metrics.batch_done(jobs, results, t0)
 
@@ -279,6 +332,9 @@ class WorkerCore:
         else:
             exc = f"{type(o.error).__name__}({o.error.message!r})"
             self.events.send("task-failed", o.job_id, exception=exc, traceback=None)
+
+
+_MISSING = object()
 
 
 class _Rejected(Exception):

@@ -46,8 +46,11 @@ for i = 3, #KEYS do
     -- kombu writes these fields itself (json.dumps defaults); a pattern finds them
     -- without decoding a bulk message's hundreds of kilobytes. Anything unusual
     -- falls back to a full decode.
-    local tag = string.match(item, '"delivery_tag": "([%w%-]+)"')
-    local ex, rk = string.match(item, '"delivery_info": {"exchange": "([^"]*)", "routing_key": "([^"]*)"}')
+    -- The properties close the envelope: look at its last kilobyte only, so a big
+    -- message (megabytes of base64) costs no more than a small one.
+    local tail = string.sub(item, -1024)
+    local tag = string.match(tail, '"delivery_tag": "([%w%-]+)"')
+    local ex, rk = string.match(tail, '"delivery_info": {"exchange": "([^"]*)", "routing_key": "([^"]*)"}')
     if not tag or not rk then
       local ok, msg = pcall(cjson.decode, item)
       tag, ex, rk = nil, '', ''
@@ -108,13 +111,16 @@ class Fetcher(threading.Thread):
 
     # --- called by the batcher thread -----------------------------------------------
 
-    def ack(self, deliveries: list[Delivery]) -> None:
-        """Forget delivered messages (their results are stored): one round trip."""
+    def ack(self, deliveries: list[Delivery], input_keys: list[str] | None = None) -> None:
+        """Forget delivered messages (their results are stored) and their inputs: one round trip."""
         tags = [d.tag for d in deliveries if d.tag]
-        if tags:
+        if tags or input_keys:
             pipe = self.client.pipeline(transaction=False)
-            pipe.zrem(UNACKED_INDEX, *tags)
-            pipe.hdel(UNACKED, *tags)
+            if tags:
+                pipe.zrem(UNACKED_INDEX, *tags)
+                pipe.hdel(UNACKED, *tags)
+            if input_keys:
+                pipe.delete(*input_keys)
             pipe.execute()
         self._release(len(deliveries))
 

@@ -1,0 +1,158 @@
+"""Batching figures for docs/benchmarks.md (issue 3), each part in one run.
+
+    .venv/bin/python benchmarks/batching_bench.py [--part mobilenet|latency|all]
+
+mobilenet: raw in-process LiteRT throughput of mobilenet_v2 fp32 at batch sizes 1-8
+(the same file, the same thread count), then the same model end to end through
+inferq (queue pre-filled, one worker process), drain rate from the worker's stamps
+and the rate at which the client saw results.
+
+latency: digits fp32 under open-loop Poisson load at half of the unbatched worker's
+saturation rate, batching on vs off: p50/p99 of queue, batch wait, compute and
+end to end (from each job's intended send time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.system_bench import cpu_name, spawn, stop, worker_cmd  # noqa: E402
+from producers.client import Client  # noqa: E402
+from producers.loadgen import open_loop  # noqa: E402
+from producers.local_redis import LocalRedis  # noqa: E402
+from producers.stats import summarize  # noqa: E402
+from producers.status import wait_for_workers  # noqa: E402
+from tasks.settings import Settings  # noqa: E402
+from workers.registry import Registry  # noqa: E402
+from workers.runtimes.litert import LiteRTRuntime  # noqa: E402
+
+
+def mobilenet(settings: Settings, threads: int, n: int, logdir: Path, max_batch: int | None = None) -> None:
+    entry = Registry(settings.models_dir).get("mobilenet_v2", "fp32")
+    rt = LiteRTRuntime(entry, threads=threads)
+    rng = np.random.default_rng(0)
+    raw = {}
+    for b in (1, 2, 4, 8):
+        x = rng.uniform(-1, 1, (b, 224, 224, 3)).astype(np.float32)
+        rt.predict({"image": x})
+        reps = max(2, 48 // b)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            rt.predict({"image": x})
+        raw[b] = reps * b / (time.perf_counter() - t0)
+    del rt
+    best_b = max(raw, key=lambda b: raw[b])
+    xs = rng.uniform(-1, 1, (n, 224, 224, 3)).astype(np.float32)
+    with Client(settings) as c:
+        jobs = c.submit_many("mobilenet_v2", xs, variant="fp32", chunk_size=8, no_cache=True)
+        extra = ["--threads", str(threads)] + (["--max-batch-size", str(max_batch)] if max_batch else [])
+        w = spawn(worker_cmd("mobilenet_v2:fp32", *extra), settings.env(), logdir / "mobilenet.log")
+        try:
+            results = c.wait_all(jobs, timeout=900)
+        finally:
+            stop(w)
+    ok = [r for r in results if not isinstance(r, Exception)]
+    assert len(ok) == n
+    drain = n / (max(r.timing.finished_at for r in ok) - min(r.timing.received_at for r in ok))
+    seen = sorted(r.timing.enqueued_at + (r.timing.end_to_end_ms or 0) / 1e3 for r in ok)
+    client_rate = (n - 1) / (seen[-1] - seen[0])
+    sizes = [r.timing.batch_size for r in ok]
+    print(f"\nmobilenet_v2 fp32, {threads} thread(s), {n} jobs")
+    print("| raw in-process batch size | " + " | ".join(str(b) for b in raw) + " |")
+    print("|---|" + "---|" * len(raw))
+    print("| inferences/s | " + " | ".join(f"{v:.1f}" for v in raw.values()) + " |")
+    print(f"best raw: batch {best_b}, {raw[best_b]:.1f}/s")
+    print(f"through inferq: drain {drain:.1f}/s ({drain / raw[best_b]:.2f}x best raw), "
+          f"results seen by the client {client_rate:.1f}/s ({client_rate / raw[best_b]:.2f}x), mean batch {np.mean(sizes):.1f}")  # fmt: skip
+
+
+def latency(settings: Settings, duration: float, logdir: Path) -> None:
+    x0 = np.load(settings.models_dir / "digits" / "data" / "heldout_x.npy")
+    rng = np.random.default_rng(7)
+
+    def make(i: int) -> np.ndarray:
+        return (x0[i % len(x0)] + rng.uniform(0, 1e-3, (28, 28, 1))).astype(np.float32)
+
+    # Saturation of the unbatched worker, measured the same way as system_bench.
+    with Client(settings) as c:
+        xs = np.stack([make(i) for i in range(1500)])
+        jobs = c.submit_many("digits", xs, variant="fp32", chunk_size=1)
+        w = spawn(worker_cmd("digits:fp32", "--max-batch-size", "1"), settings.env(), logdir / "sat.log")
+        try:
+            res = c.wait_all(jobs, timeout=300)
+        finally:
+            stop(w)
+    ok = [r for r in res if not isinstance(r, Exception)]
+    sat = len(ok) / (max(r.timing.finished_at for r in ok) - min(r.timing.received_at for r in ok))
+    rate = sat / 2
+    print(
+        f"\ndigits fp32: unbatched saturation {sat:.0f} jobs/s; open-loop Poisson load at {rate:.0f} jobs/s for {duration:.0f} s"
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    for name, extra in (("batching off", ["--max-batch-size", "1"]), ("batching on (max 64, 2 ms)", [])):
+        w = spawn(worker_cmd("digits:fp32", *extra), settings.env(), logdir / "lat.log")
+        try:
+            with Client(settings) as c:
+                wait_for_workers(c, ["digits:fp32"], timeout=120)
+                samples, late = open_loop(
+                    c, "digits", make, rate=rate, duration_s=duration, variant="fp32", seed=1
+                )
+        finally:
+            stop(w)
+        good = [s for s in samples if not isinstance(s.result, Exception) and s.result is not None]
+        t = [s.result.timing for s in good]  # type: ignore[union-attr]
+        rows[name] = {
+            "queue": summarize(x.queue_ms for x in t),
+            "batch wait": summarize(x.batch_wait_ms for x in t),
+            "compute": summarize(x.compute_ms for x in t),
+            "processing": summarize(x.processing_ms for x in t),
+            "end to end": summarize(s.latency_ms or 0.0 for s in good),
+            "batch": summarize(x.batch_size for x in t),
+            "n": len(good),
+            "late": late,
+        }
+    print("| ms (p50 / p99) | " + " | ".join(rows) + " |\n|---|" + "---|" * len(rows))
+    for m in ("queue", "batch wait", "compute", "processing", "end to end"):
+        print(
+            f"| {m} | " + " | ".join(f"{r[m]['p50']:.2f} / {r[m]['p99']:.2f}" for r in rows.values()) + " |"
+        )
+    print("| mean batch size | " + " | ".join(f"{r['batch']['mean']:.2f}" for r in rows.values()) + " |")
+    print("| jobs (late sends) | " + " | ".join(f"{r['n']} ({r['late']})" for r in rows.values()) + " |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", default="all", choices=["all", "mobilenet", "latency"])
+    ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mobilenet-jobs", type=int, default=600)
+    ap.add_argument(
+        "--mobilenet-max-batch", type=int, help="worker --max-batch-size for mobilenet (default: the model's)"
+    )
+    ap.add_argument("--duration", type=float, default=15.0)
+    args = ap.parse_args()
+    logdir = ROOT / ".run" / "bench"
+    logdir.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores")
+    with LocalRedis() as rs:
+        settings = Settings(
+            broker_url=rs.url, models_dir=args.models_dir, log_level="WARNING", threads=args.threads
+        )
+        if args.part in ("all", "mobilenet"):
+            mobilenet(settings, args.threads, args.mobilenet_jobs, logdir, args.mobilenet_max_batch)
+        if args.part in ("all", "latency"):
+            latency(settings, args.duration, logdir)
+
+
+if __name__ == "__main__":
+    main()
