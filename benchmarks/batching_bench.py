@@ -116,13 +116,21 @@ def latency(settings: Settings, duration: float, logdir: Path) -> None:
             "batch wait": summarize(x.batch_wait_ms for x in t),
             "compute": summarize(x.compute_ms for x in t),
             "processing": summarize(x.processing_ms for x in t),
-            "end to end": summarize(s.latency_ms or 0.0 for s in good),
+            "end to end (from send)": summarize(x.end_to_end_ms or 0.0 for x in t),
+            "end to end (from intended send)": summarize(s.latency_ms or 0.0 for s in good),
             "batch": summarize(x.batch_size for x in t),
             "n": len(good),
             "late": late,
         }
     print("| ms (p50 / p99) | " + " | ".join(rows) + " |\n|---|" + "---|" * len(rows))
-    for m in ("queue", "batch wait", "compute", "processing", "end to end"):
+    for m in (
+        "queue",
+        "batch wait",
+        "compute",
+        "processing",
+        "end to end (from send)",
+        "end to end (from intended send)",
+    ):
         print(
             f"| {m} | " + " | ".join(f"{r[m]['p50']:.2f} / {r[m]['p99']:.2f}" for r in rows.values()) + " |"
         )

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import redis
-from celery import bootsteps
+from celery import bootsteps, signals
 
 from tasks.app import create_app
 from tasks.keys import queue_name
@@ -104,6 +104,9 @@ def run_worker(
         metrics=metrics,
     )
     app.steps["worker"].add(_job_path_step(core))
+    # On SIGTERM/SIGINT stop taking messages at once; the bootstep's stop (later in
+    # Celery's shutdown) finishes the batch in hand and puts the rest back.
+    signals.worker_shutting_down.connect(lambda **_: core.fetcher.stop(), weak=False)
     announce_models(backend, infos)
     heartbeat = Heartbeat(backend, hostname, infos, lambda: {**metrics.snapshot(), "rss_bytes": rss_bytes()})
     heartbeat.start()

@@ -275,3 +275,25 @@ def test_status_shows_depth_rate_and_recent_latency_per_model(
     assert doc["jobs_s"] > 0
     assert 0 <= doc["queue_p50_ms"] <= doc["queue_p99_ms"]
     assert 0 < doc["processing_p50_ms"] <= doc["processing_p99_ms"]
+
+
+def test_sigterm_finishes_the_batch_in_hand_and_requeues_the_rest(
+    settings: Settings, client: Client, tmp_path: Path, fp16_worker_after
+) -> None:
+    base = unique(np.concatenate([heldout(settings)] * 6)[:2000])
+    xs = (base + np.arange(2000, dtype=np.float32)[:, None, None, None] * 1e-5).astype(np.float32)
+    jobs = client.submit_many("digits", xs, variant="fp16", chunk_size=1)
+    broker = redis.Redis.from_url(settings.broker_url)
+    w = start_worker(settings, tmp_path, ["digits:fp16"], "--max-batch-size", "16", "--max-wait-ms", "5")
+    while broker.llen("inferq.digits.fp16") > 1500:
+        time.sleep(0.005)
+    w.stop()  # SIGTERM, waits for exit
+    assert w.proc.returncode == 0, w.log_text()[-2000:]
+    assert broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0, (
+        "buffered jobs were not put back"
+    )
+    done = sum(client.status(j.id).value == "success" for j in jobs)
+    assert 0 < done < 2000
+    assert done + broker.llen("inferq.digits.fp16") == 2000, "a job was lost or duplicated on shutdown"
+    fp16_worker_after.append(start_worker(settings, tmp_path, ["digits:fp16"]))
+    assert all(not isinstance(r, Exception) for r in client.wait_all(jobs, timeout=120))
