@@ -8,7 +8,8 @@
 Never imports TensorFlow or LiteRT.
 """
 
-from producers.client import Client, Job
+from producers.client import Client
+from producers.job import Job
 from tasks.errors import (
     BadInput,
     Expired,

@@ -5,24 +5,23 @@ Imports Celery, redis, numpy and msgpack only: never TensorFlow or LiteRT.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
 from celery import Celery
 
+from producers.catalog import ModelCatalog
+from producers.job import Job, result_from_meta, usable_from_cache
 from producers.waiter import READY, ResultListener, parse_meta
 from tasks import constants as C
 from tasks.app import create_app
 from tasks.codec import encode_inputs
-from tasks.errors import BadInput, Expired, InferqError, ModelNotFound, PayloadTooLarge, error_from_wire
-from tasks.keys import check_name, inflight_key, input_key, job_id, queue_name, random_job_id, result_key
+from tasks.errors import BadInput, InferqError, PayloadTooLarge
+from tasks.keys import inflight_key, input_key, job_id, queue_name, random_job_id, result_key
 from tasks.schema import JobStatus, ModelInfo, Request, Result
 from tasks.settings import Settings
 from tasks.validation import validate_inputs
@@ -58,65 +57,6 @@ if misses > 0 then redis.call('HINCRBY', KEYS[1], ARGV[3] .. ':miss', misses) en
 return out
 """
 
-_CACHEABLE_FAILURES = frozenset(
-    name for name, cls in (("BadInput", BadInput), ("PayloadTooLarge", PayloadTooLarge)) if cls.cacheable
-)
-
-
-def result_from_meta(job: str, meta: Mapping[str, Any], *, cached: bool) -> Result:
-    """A stored Celery meta document as a ``Result``, or the error it records, raised."""
-    status = meta.get("status")
-    if status == "SUCCESS":
-        return Result.from_wire(job, meta["result"], cached=cached)
-    if status == "REVOKED":
-        raise Expired(f"job {job} expired before it ran")
-    if status == "FAILURE":
-        exc = meta.get("result") or {}
-        raise error_from_wire(str(exc.get("exc_type", "InferqError")), exc.get("exc_message", ""))
-    raise InferqError(f"job {job} is not finished (state {status})")
-
-
-@dataclass
-class Job:
-    """A submitted job. ``wait`` returns its ``Result`` or raises the job's error."""
-
-    id: str
-    client: Client
-    model: str
-    variant: str
-    enqueued_at: float
-    cached: bool = False
-    enqueued: bool = True
-    _meta: dict[str, Any] | None = field(default=None, repr=False)
-    _result: Result | None = field(default=None, repr=False)
-    _arrived: float | None = field(default=None, repr=False)
-
-    @property
-    def done(self) -> bool:
-        return self._meta is not None
-
-    def wait(self, timeout: float | None = None) -> Result:
-        if self._meta is None:
-            meta, arrived = self.client.listener.wait([self.id], timeout)[self.id]
-            self._settle(meta, arrived)
-        return self._finish()
-
-    def _settle(self, meta: dict[str, Any], arrived: float) -> None:
-        self._meta = meta
-        self._arrived = arrived
-
-    def _finish(self) -> Result:
-        """The result, or the job's error raised; end-to-end stamped on first read."""
-        if self._result is None:
-            assert self._meta is not None
-            self._result = result_from_meta(self.id, self._meta, cached=self.cached)
-            arrived = self._arrived or time.time()
-            self._result.timing.end_to_end_ms = (arrived - self.enqueued_at) * 1e3
-        return self._result
-
-    def status(self) -> JobStatus:
-        return self.client.status(self.id)
-
 
 class Client:
     """Submits inference jobs to the workers through Redis and reads their results."""
@@ -129,8 +69,7 @@ class Client:
         self._claim = self.backend.register_script(_CHECK_AND_CLAIM)
         #: Watches submitted jobs so results are seen (and timed) as they arrive.
         self.listener = ResultListener(self.backend)
-        self._models: dict[str, ModelInfo] = {}
-        self._models_read_at = 0.0
+        self.catalog = ModelCatalog(self.backend, settings.models_dir)
 
     @classmethod
     def from_env(cls) -> Client:
@@ -151,44 +90,11 @@ class Client:
 
     def models(self, refresh: bool = False) -> dict[str, ModelInfo]:
         """Model variants announced by workers (``name:variant`` -> ``ModelInfo``)."""
-        if refresh or not self._models or time.monotonic() - self._models_read_at > 5.0:
-            raw = self.backend.hgetall(C.MODELS_KEY)
-            self._models = {k.decode(): ModelInfo.from_dict(json.loads(v)) for k, v in raw.items()}
-            self._models_read_at = time.monotonic()
-        return self._models
+        return self.catalog.models(refresh)
 
     def model_info(self, model: str, variant: str | None = None) -> ModelInfo:
         """What the workers (or, failing that, the local models folder) say of a model."""
-        check_name("model", model)
-        if variant is not None:
-            check_name("variant", variant)
-        variants: list[str] = []
-        for refresh in (False, True):
-            announced = [k.split(":", 1)[1] for k in self.models(refresh) if k.split(":", 1)[0] == model]
-            variants = sorted(set(announced) | set(self._local_variants(model)))
-            if variants and (variant is None or variant in variants):
-                break
-        if not variants:
-            names = sorted({k.split(":", 1)[0] for k in self.models()})
-            raise ModelNotFound(
-                f"unknown model {model!r}: no worker has announced it and it is not in "
-                f"{self.settings.models_dir}; known models: {names or 'none'}"
-            )
-        variant = variant or _default_variant(variants)
-        info = self.models().get(f"{model}:{variant}") or self._local_info(model, variant)
-        if info is None:
-            raise ModelNotFound(f"model {model!r} has no variant {variant!r}; it has {variants}")
-        return info
-
-    def _local_variants(self, model: str) -> list[str]:
-        folder = self.settings.models_dir / model
-        return sorted(p.parent.name for p in folder.glob("*/meta.json")) if folder.is_dir() else []
-
-    def _local_info(self, model: str, variant: str) -> ModelInfo | None:
-        meta = self.settings.models_dir / model / variant / "meta.json"
-        if not meta.is_file():
-            return None
-        return ModelInfo.from_dict(json.loads(Path(meta).read_text()))
+        return self.catalog.info(model, variant)
 
     # --- jobs -----------------------------------------------------------------------
 
@@ -281,7 +187,7 @@ class Client:
         for jid, (_, payload), found in zip(ids, chunk, codes, strict=True):
             if found[0] == 1:
                 meta = parse_meta(found[1])
-                if meta is not None and _usable(meta):
+                if meta is not None and usable_from_cache(meta):
                     jobs.append(
                         Job(
                             jid,
@@ -414,17 +320,3 @@ class Client:
             except InferqError as exc:
                 out.append(exc)
         return out
-
-
-def _usable(meta: Mapping[str, Any]) -> bool:
-    """A stored state that may be served as a cache hit: a result, or a bad-input failure."""
-    if meta.get("status") == "SUCCESS":
-        return True
-    if meta.get("status") == "FAILURE":
-        exc = meta.get("result") or {}
-        return exc.get("exc_type") in _CACHEABLE_FAILURES
-    return False
-
-
-def _default_variant(variants: list[str]) -> str:
-    return "fp32" if "fp32" in variants else variants[0]

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from producers.client import Client, Job
+from producers.client import Client
+from producers.job import Job
 from tasks.errors import InferqError
 from tasks.schema import Result
 

@@ -84,3 +84,12 @@ def error_from_wire(exc_type: str, exc_message: Any) -> InferqError:
     if cls is None:
         return TransientError(f"{exc_type}: {message}")
     return cls(message)
+
+
+def is_cacheable(exc_type: str) -> bool:
+    """Whether a stored failure of this type may be served from the cache (the input's fault).
+
+    (The producers' cache-check Lua script names the same types: BadInput, PayloadTooLarge.)
+    """
+    cls = _BY_NAME.get(exc_type)
+    return cls is not None and cls.cacheable

@@ -18,24 +18,19 @@ bootstep starts and stops the job path with it.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-import orjson
-
 from tasks.constants import INPUT_KEY_PREFIX, PREDICT_TASK
 from tasks.errors import BadInput, InferqError
 from tasks.schema import Result
 from workers.batcher import Batcher, Completer
+from workers.envelope import Rejected, parse_message
 from workers.events import EventSink
 from workers.fetcher import Delivery, Fetcher
 from workers.metrics import Metrics
@@ -44,10 +39,6 @@ from workers.store import Outcome, ResultWriter
 
 log = logging.getLogger(__name__)
 
-_ITEM_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
-#: Body codecs accepted off the wire. Never pickle, never YAML: such bodies are refused
-#: unread (their bytes are not even decoded).
-ACCEPTED = {"application/x-msgpack": "msgpack", "application/json": "json"}
 #: A model whose last batch took at least this long gets a ``STARTED`` state (and a
 #: ``task-started`` event) for each job before it runs. Faster models skip it: the
 #: state would live for a millisecond and cost a write per job.
@@ -142,8 +133,8 @@ class WorkerCore:
         parsed: list[tuple[_Message, list[tuple[str, Any]]]] = []
         for d in deliveries:
             try:
-                items = self._parse(d)
-            except _Rejected as rej:
+                items = parse_message(d.raw)
+            except Rejected as rej:
                 # Not answerable as a job (no id) or refused unread: logged without the body.
                 log.warning("rejected message from %s: %s", d.list_key, rej.reason)
                 if rej.job_id:
@@ -210,59 +201,6 @@ class WorkerCore:
             self.batcher.put(key, _Entry(prepared, msg), max_size=max_size, max_wait_s=max_wait / 1e3)
         if answered and msg.finish(answered):
             done.append(msg.delivery)
-
-    def _parse(self, d: Delivery) -> list[tuple[str, Any]]:
-        """A kombu message as ``[(job id, request)...]``, or ``_Rejected``."""
-        try:
-            envelope = orjson.loads(d.raw)
-            headers = envelope.get("headers") or {}
-            props = envelope.get("properties") or {}
-        except (orjson.JSONDecodeError, AttributeError):
-            raise _Rejected("", "not a Celery message (the envelope is not JSON)") from None
-        job_id = headers.get("id")
-        if not isinstance(job_id, str) or not 0 < len(job_id) <= 128:
-            job_id = ""  # cannot be answered under an id; the rejection is logged
-        task = headers.get("task")
-        if task != PREDICT_TASK:
-            raise _Rejected(job_id, f"unknown task {task!r}: this queue only runs {PREDICT_TASK!r}")
-        ctype = envelope.get("content-type")
-        codec = ACCEPTED.get(ctype) if isinstance(ctype, str) else None
-        if codec is None:
-            raise _Rejected(
-                job_id, f"content type {ctype!r} is not accepted (expected one of {sorted(ACCEPTED)})"
-            )
-        try:
-            body = envelope["body"]
-            if props.get("body_encoding") == "base64":
-                body = base64.b64decode(body)
-            decoded = msgpack.unpackb(body, raw=False) if codec == "msgpack" else json.loads(body)
-            args = decoded[0]
-        except Exception as exc:
-            raise _Rejected(
-                job_id, f"message body does not decode as {codec} ({type(exc).__name__})"
-            ) from None
-        arg = args[0] if isinstance(args, (list, tuple)) and len(args) == 1 else args
-        if isinstance(arg, dict) and "items" in arg:
-            return self._split_bulk(job_id, arg)
-        if not job_id:
-            raise _Rejected("", "message has no task id")
-        return [(job_id, arg)]
-
-    def _split_bulk(self, msg_id: str, arg: dict[str, Any]) -> list[tuple[str, Any]]:
-        items = arg["items"]
-        if not isinstance(items, list) or not items:
-            raise _Rejected(msg_id, "bulk job 'items' must be a non-empty list of {id, inputs}")
-        common = {k: v for k, v in arg.items() if k != "items"}
-        out = []
-        for it in items:
-            jid = it.get("id") if isinstance(it, dict) else None
-            if not (isinstance(jid, str) and _ITEM_ID.match(jid)):
-                raise _Rejected(
-                    msg_id, "every bulk item needs an 'id' of letters, digits and '-' (at most 64)"
-                )
-            own = {k: it[k] for k in ("inputs", "inputs_ref") if k in it}
-            out.append((jid, {**common, **own}))
-        return out
 
     def _label(self, raw: Any) -> str:
         """The job's model:variant for metrics, if served (senders don't pick labels)."""
@@ -335,13 +273,6 @@ class WorkerCore:
 
 
 _MISSING = object()
-
-
-class _Rejected(Exception):
-    def __init__(self, job_id: str, reason: str) -> None:
-        super().__init__(reason)
-        self.job_id = job_id
-        self.reason = reason
 
 
 def _describe(raw: Any) -> str:

@@ -19,14 +19,20 @@ from workers.runtimes import litert
 from workers.runtimes.litert import LiteRTRuntime, bucket_for, bucket_sizes
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = ROOT / "models"
 VARIANTS = ["fp32", "int8"]
+_models: Path | None = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _example_models(models_dir: Path) -> None:
+    """The digits example models, built once per test session (tests/conftest.py)."""
+    global _models
+    _models = models_dir
 
 
 def digits(variant: str) -> ModelEntry:
-    if not (MODELS / "digits" / variant / "meta.json").is_file():
-        pytest.skip(f"no models/digits/{variant} (build it: inferq models build-examples --only digits)")
-    return Registry(MODELS).get("digits", variant)
+    assert _models is not None
+    return Registry(_models).get("digits", variant)
 
 
 def images(n: int, seed: int = 0) -> dict[str, np.ndarray]:

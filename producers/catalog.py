@@ -1,0 +1,71 @@
+"""Which models exist, in which variants and versions, with which inputs.
+
+Workers announce the models they load in Redis; a producer reads that (refreshed
+every few seconds) and falls back to a local models folder, so a web backend can
+submit before it has ever seen a worker if it shares the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import redis
+
+from tasks import constants as C
+from tasks.errors import ModelNotFound
+from tasks.keys import check_name
+from tasks.schema import ModelInfo
+
+#: How long a read of the announced models is reused.
+REFRESH_S = 5.0
+
+
+class ModelCatalog:
+    def __init__(self, backend: redis.Redis[bytes], models_dir: Path) -> None:
+        self.backend = backend
+        self.models_dir = models_dir
+        self._models: dict[str, ModelInfo] = {}
+        self._read_at = 0.0
+
+    def models(self, refresh: bool = False) -> dict[str, ModelInfo]:
+        """Model variants announced by workers (``name:variant`` -> ``ModelInfo``)."""
+        if refresh or not self._models or time.monotonic() - self._read_at > REFRESH_S:
+            raw = self.backend.hgetall(C.MODELS_KEY)
+            self._models = {k.decode(): ModelInfo.from_dict(json.loads(v)) for k, v in raw.items()}
+            self._read_at = time.monotonic()
+        return self._models
+
+    def info(self, model: str, variant: str | None = None) -> ModelInfo:
+        """A model variant's description; ``variant=None`` picks fp32, or the first there is."""
+        check_name("model", model)
+        if variant is not None:
+            check_name("variant", variant)
+        variants: list[str] = []
+        for refresh in (False, True):
+            announced = [k.split(":", 1)[1] for k in self.models(refresh) if k.split(":", 1)[0] == model]
+            variants = sorted(set(announced) | set(self._local_variants(model)))
+            if variants and (variant is None or variant in variants):
+                break
+        if not variants:
+            names = sorted({k.split(":", 1)[0] for k in self.models()})
+            raise ModelNotFound(
+                f"unknown model {model!r}: no worker has announced it and it is not in "
+                f"{self.models_dir}; known models: {names or 'none'}"
+            )
+        variant = variant or ("fp32" if "fp32" in variants else variants[0])
+        info = self.models().get(f"{model}:{variant}") or self._local_info(model, variant)
+        if info is None:
+            raise ModelNotFound(f"model {model!r} has no variant {variant!r}; it has {variants}")
+        return info
+
+    def _local_variants(self, model: str) -> list[str]:
+        folder = self.models_dir / model
+        return sorted(p.parent.name for p in folder.glob("*/meta.json")) if folder.is_dir() else []
+
+    def _local_info(self, model: str, variant: str) -> ModelInfo | None:
+        meta = self.models_dir / model / variant / "meta.json"
+        if not meta.is_file():
+            return None
+        return ModelInfo.from_dict(json.loads(meta.read_text()))

@@ -1,0 +1,80 @@
+"""Reading a kombu message off a queue list: envelope, task name, body codec, bulk items.
+
+What comes off the wire is untrusted: anything that is not a Celery message for our
+task, in an accepted codec, is refused with a reason (and answered under its id when
+it has one). Pickle and YAML bodies are refused unread: their bytes are never decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+import msgpack
+import orjson
+
+from tasks.constants import PREDICT_TASK
+
+#: Body codecs accepted off the wire (Celery content types).
+ACCEPTED = {"application/x-msgpack": "msgpack", "application/json": "json"}
+_ITEM_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
+
+
+class Rejected(Exception):
+    """A message that is not a job we can run; ``job_id`` is empty when it has none."""
+
+    def __init__(self, job_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.job_id = job_id
+        self.reason = reason
+
+
+def parse_message(raw: bytes) -> list[tuple[str, Any]]:
+    """A kombu message as ``[(job id, request)...]`` (one, or a bulk message's items)."""
+    try:
+        envelope = orjson.loads(raw)
+        headers = envelope.get("headers") or {}
+        props = envelope.get("properties") or {}
+    except (orjson.JSONDecodeError, AttributeError):
+        raise Rejected("", "not a Celery message (the envelope is not JSON)") from None
+    job_id = headers.get("id")
+    if not isinstance(job_id, str) or not 0 < len(job_id) <= 128:
+        job_id = ""  # cannot be answered under an id; the rejection is logged
+    task = headers.get("task")
+    if task != PREDICT_TASK:
+        raise Rejected(job_id, f"unknown task {task!r}: this queue only runs {PREDICT_TASK!r}")
+    ctype = envelope.get("content-type")
+    codec = ACCEPTED.get(ctype) if isinstance(ctype, str) else None
+    if codec is None:
+        raise Rejected(job_id, f"content type {ctype!r} is not accepted (expected one of {sorted(ACCEPTED)})")
+    try:
+        body = envelope["body"]
+        if props.get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        decoded = msgpack.unpackb(body, raw=False) if codec == "msgpack" else json.loads(body)
+        args = decoded[0]
+    except Exception as exc:
+        raise Rejected(job_id, f"message body does not decode as {codec} ({type(exc).__name__})") from None
+    arg = args[0] if isinstance(args, (list, tuple)) and len(args) == 1 else args
+    if isinstance(arg, dict) and "items" in arg:
+        return _split_bulk(job_id, arg)
+    if not job_id:
+        raise Rejected("", "message has no task id")
+    return [(job_id, arg)]
+
+
+def _split_bulk(msg_id: str, arg: dict[str, Any]) -> list[tuple[str, Any]]:
+    items = arg["items"]
+    if not isinstance(items, list) or not items:
+        raise Rejected(msg_id, "bulk job 'items' must be a non-empty list of {id, inputs}")
+    common = {k: v for k, v in arg.items() if k != "items"}
+    out = []
+    for it in items:
+        jid = it.get("id") if isinstance(it, dict) else None
+        if not (isinstance(jid, str) and _ITEM_ID.match(jid)):
+            raise Rejected(msg_id, "every bulk item needs an 'id' of letters, digits and '-' (at most 64)")
+        own = {k: it[k] for k in ("inputs", "inputs_ref") if k in it}
+        out.append((jid, {**common, **own}))
+    return out
