@@ -125,6 +125,8 @@ def report(client: Client, x: np.ndarray, y: np.ndarray) -> None:
                 f"throughput {len(results) / wall:.0f} jobs/s ({wall:.2f} s)"
             )
             computed = [r for r in ok if not r.cached]
+            if computed:
+                print(f"mean batch size {np.mean([r.timing.batch_size for r in computed]):.1f}")
             rows = {}
             if computed:
                 rows = {
@@ -140,8 +142,10 @@ def report(client: Client, x: np.ndarray, y: np.ndarray) -> None:
     agree = float((top1["int8"] == top1["fp32"]).mean())
     print(f"\nint8 top-1 agrees with fp32 on {agree:.2%} of the held-out digits")
     print(
-        "note: the whole set is submitted at once, so end-to-end is mostly queue time; "
-        "processing is what one job costs a worker."
+        "notes: one producer thread submits the jobs one by one as fast as it can, so its "
+        "submit rate bounds the throughput shown;\n"
+        "       processing = receive to result ready, and includes the batch wait (up to the "
+        "model's max_wait_ms); queue = enqueue to receive."
     )
 
 
