@@ -74,6 +74,31 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("flower", help="run Flower for this app on 127.0.0.1 with basic auth")
     f.add_argument("--port", type=int)
 
+    bn = sub.add_parser("bench", help="load a model through the system; latency percentiles and throughput")
+    bn.add_argument("--model", required=True, metavar="MODEL[:VARIANT]")
+    load = bn.add_mutually_exclusive_group(required=True)
+    load.add_argument("--rate", help="open loop: Poisson arrivals, jobs/s; a comma list sweeps")
+    load.add_argument(
+        "--concurrency", dest="bench_concurrency", help="closed loop: jobs in flight; a comma list sweeps"
+    )
+    bn.add_argument("--duration", type=float, default=10.0, help="seconds of load per point")
+    bn.add_argument(
+        "--inputs",
+        type=Path,
+        help=".npy of inputs (leading axis); default: the model's held-out data or random",
+    )
+    bn.add_argument(
+        "--repeat-fraction",
+        type=float,
+        default=0.0,
+        help="share of jobs resending an earlier input (cache hits)",
+    )
+    bn.add_argument("--senders", type=int, default=4, help="sender threads for open loop")
+    bn.add_argument("--json", action="store_true")
+    bn.add_argument(
+        "--plot", type=Path, help="write a PNG: latency CDF, breakdown per percentile, sweep curve"
+    )
+
     d = sub.add_parser("demo", help="local Redis + worker + Flower, a digits workload, a latency report")
     d.add_argument("--keep", action="store_true", help="leave Redis, worker and Flower running")
     return p
@@ -106,6 +131,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_models(args, settings)
     if args.cmd == "flower":
         return cmd_flower(args, settings)
+    if args.cmd == "bench":
+        from producers.bench_cli import cmd_bench
+
+        return cmd_bench(args, settings)
     if args.cmd == "demo":
         from producers.demo import run_demo
 

@@ -1,0 +1,64 @@
+"""A short real ``inferq bench`` against a private Redis and a worker: report and plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks.settings import Settings
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def bench(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "producers.cli", "bench", *args],
+        env={**os.environ, **settings.env()}, capture_output=True, text=True, cwd=ROOT, timeout=180,
+    )  # fmt: skip
+
+
+def test_open_loop_bench_reports_percentiles_and_writes_a_plot(
+    digits_worker, settings: Settings, tmp_path: Path
+) -> None:
+    png = tmp_path / "bench.png"
+    proc = bench(settings, "--model", "digits:int8", "--rate", "40", "--duration", "3", "--repeat-fraction", "0.25",
+                 "--json", "--plot", str(png))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)["runs"][0]
+    assert run["mode"] == "open" and run["offered_rate"] == 40
+    assert run["errors"] == 0 and run["completed"] == run["sent"] > 60
+    assert 25 < run["throughput"] < 60
+    assert 0.1 < run["cache_hit_ratio"] < 0.45
+    for m in ("end_to_end", "queue", "batch_wait", "compute", "processing"):
+        s = run["latency_ms"][m]
+        assert s["p50"] <= s["p90"] <= s["p95"] <= s["p99"] <= s["p99_9"] <= s["max"], (m, s)
+    assert run["latency_ms"]["end_to_end"]["p50"] >= run["latency_ms"]["processing"]["p50"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_closed_loop_sweep_finds_a_knee_and_prints_a_table(
+    digits_worker, settings: Settings, tmp_path: Path
+) -> None:
+    proc = bench(
+        settings,
+        "--model",
+        "digits:fp32",
+        "--concurrency",
+        "1,4",
+        "--duration",
+        "2",
+        "--plot",
+        str(tmp_path / "s.png"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "closed loop, 1 in flight" in out and "closed loop, 4 in flight" in out
+    assert "end_to_end" in out and "p99.9" in out
+    assert "concurrency" in out and "throughput" in out
+    assert (tmp_path / "s.png").stat().st_size > 10_000
