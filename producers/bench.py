@@ -43,7 +43,10 @@ class BenchConfig:
     repeat_fraction: float = 0.0  # share of jobs that resend an earlier input (cache hits)
     senders: int = 4
     timeout_s: float = 60.0
-    seed: int = 0
+    # A fresh seed per run: fresh inputs, so an earlier run's results are not cache hits.
+    seed: int = field(default_factory=lambda: time.time_ns() % 2**32)
+    no_cache: bool = False  # "cache off": every job computed, nothing read from the cache
+    label: str = ""
 
     @property
     def mode(self) -> str:
@@ -84,9 +87,11 @@ class BenchRun:
                 lat["compute"].append(t.compute_ms)
                 lat["processing"].append(t.processing_ms)
         hits = sum(1 for r in ok if r.result is not None and r.result.cached)
+        computed = [r.result.timing.batch_size for r in ok if r.result is not None and not r.result.cached]
         return {
             "model": self.config.model,
             "variant": self.config.variant,
+            "label": self.config.label,
             "mode": self.config.mode,
             "offered_rate": self.config.rate,
             "concurrency": self.config.concurrency,
@@ -100,6 +105,7 @@ class BenchRun:
             # What the Poisson schedule actually offered (it varies around the asked rate).
             "sent_rate": len(self.records) / self.config.duration_s if self.config.mode == "open" else None,
             "cache_hit_ratio": hits / len(ok) if ok else 0.0,
+            "mean_batch": float(np.mean(computed)) if computed else float("nan"),
             "latency_ms": {m: summarize(v, PERCENTILES) for m, v in lat.items()},
             "samples_ms": {m: v for m, v in lat.items()},
         }
@@ -169,7 +175,7 @@ def _open_loop(
     def send(i: int, rec: Record) -> None:
         rec.sent_at = time.time()
         try:
-            job = client.submit(cfg.model, inputs[i], variant=cfg.variant)
+            job = client.submit(cfg.model, inputs[i], variant=cfg.variant, no_cache=cfg.no_cache)
         except InferqError as exc:
             rec.error, rec.done_at = f"{type(exc).__name__}: {exc}", time.time()
             return
@@ -231,7 +237,7 @@ def _closed_loop(
             with lock:
                 run.records.append(rec)
             try:
-                job = client.submit(cfg.model, inputs[i], variant=cfg.variant)
+                job = client.submit(cfg.model, inputs[i], variant=cfg.variant, no_cache=cfg.no_cache)
             except InferqError as exc:
                 rec.error, rec.done_at = f"{type(exc).__name__}: {exc}", time.time()
                 continue

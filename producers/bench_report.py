@@ -111,3 +111,17 @@ def plot(reports: Sequence[dict[str, Any]], out: Path, knee: dict[str, Any] | No
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
+
+
+def compare_table(reports: Sequence[dict[str, Any]]) -> str:
+    """Configurations side by side under the same load."""
+    head = f"{'configuration':<34} {'jobs/s':>8} {'e2e p50':>8} {'e2e p99':>8} {'queue p99':>9} {'proc p50':>9} {'batch':>6} {'hits':>5} {'err':>4}"
+    lines = [head, "-" * len(head)]
+    for r in reports:
+        lat = r["latency_ms"]
+        lines.append(
+            f"{r['label'][:34]:<34} {r['throughput']:>8.1f} {lat['end_to_end']['p50']:>8.2f} {lat['end_to_end']['p99']:>8.2f} "
+            f"{lat['queue']['p99']:>9.2f} {lat['processing']['p50']:>9.2f} {r.get('mean_batch', float('nan')):>6.1f} "
+            f"{r['cache_hit_ratio']:>5.0%} {r['errors']:>4}"
+        )
+    return "\n".join(lines)

@@ -98,6 +98,33 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument(
         "--plot", type=Path, help="write a PNG: latency CDF, breakdown per percentile, sweep curve"
     )
+    bn.add_argument(
+        "--compare",
+        help="variant,batching,cache: run the same load over each combination, side by side "
+        "(starts its own workers; the model's queue must have no other worker)",
+    )
+    bn.add_argument("--variants", help="variants for --compare variant (default: all in the models folder)")
+
+    tu = sub.add_parser(
+        "tune", help="recommend batching/threads/variant for a p99 budget (starts its own workers)"
+    )
+    tu.add_argument("--model", required=True)
+    tu.add_argument("--p99-ms", type=float, required=True, help="end-to-end p99 budget")
+    tu.add_argument("--variants", help="comma list (default: every variant in the models folder)")
+    tu.add_argument("--batch-sizes", default="1,8,32", help="max_batch_size values to try")
+    tu.add_argument("--waits", default="2", help="max_wait_ms values to try (with batching)")
+    tu.add_argument("--tune-threads", default="1", help="worker thread counts to try")
+    tu.add_argument(
+        "--concurrency", dest="tune_concurrency", default="1,8,32", help="closed-loop loads per configuration"
+    )
+    tu.add_argument("--duration", type=float, default=3.0, help="seconds per load point")
+    tu.add_argument(
+        "--inputs", type=Path, help=".npy of inputs (default: the model's held-out data or random)"
+    )
+    tu.add_argument(
+        "--apply", action="store_true", help="write the recommendation into the variant's meta.json"
+    )
+    tu.add_argument("--json", action="store_true")
 
     d = sub.add_parser("demo", help="local Redis + worker + Flower, a digits workload, a latency report")
     d.add_argument("--keep", action="store_true", help="leave Redis, worker and Flower running")
@@ -135,6 +162,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from producers.bench_cli import cmd_bench
 
         return cmd_bench(args, settings)
+    if args.cmd == "tune":
+        from producers.bench_cli import cmd_tune
+
+        return cmd_tune(args, settings)
     if args.cmd == "demo":
         from producers.demo import run_demo
 

@@ -59,6 +59,7 @@ class ResultListener:
         self._arrived: dict[str, Arrival] = {}
         self._events: dict[str, threading.Event] = {}
         self._watched_at: dict[str, float] = {}
+        self._waiters: dict[str, int] = {}
         self._pruned_at = time.monotonic()
         self._to_subscribe: list[str] = []
         self._thread: threading.Thread | None = None
@@ -81,30 +82,47 @@ class ResultListener:
     def wait(
         self, job_ids: Iterable[str], timeout: float | None, progress: Callable[[int], None] | None = None
     ) -> dict[str, Arrival]:
-        """Block until every id has a ready state; raises ``Timeout`` naming how many did not."""
+        """Block until every id has a ready state; raises ``Timeout`` naming how many did not.
+
+        Several callers may wait on one id (two requests for the same input share one
+        job): an arrival is kept until its last waiter has read it.
+        """
         ids = list(dict.fromkeys(job_ids))
         self.watch(ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         out: dict[str, Arrival] = {}
-        for jid in ids:
+        for n, jid in enumerate(ids):
             with self._lock:
                 event = self._events.get(jid)
-            while event is not None and not event.is_set():
-                if self._error is not None:
-                    raise Timeout(f"result listener failed: {self._error}")
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    missing = sum(1 for i in ids if i not in self._arrived)
-                    raise Timeout(f"timed out after {timeout} s waiting for {missing} of {len(ids)} job(s)")
-                event.wait(0.5 if left is None else min(left, 0.5))
-            with self._lock:
-                if jid not in self._arrived:  # pruned while we waited: read it again
-                    self._events.pop(jid, None)
-                    self._watched_at.pop(jid, None)
-                    return {**out, **self.wait(ids[ids.index(jid) :], timeout, progress)}
-                out[jid] = self._arrived.pop(jid)
-                self._events.pop(jid, None)
-                self._watched_at.pop(jid, None)
+                self._waiters[jid] = self._waiters.get(jid, 0) + 1
+            try:
+                while event is not None and not event.is_set():
+                    if self._error is not None:
+                        raise Timeout(f"result listener failed: {self._error}")
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        missing = len(ids) - n
+                        raise Timeout(
+                            f"timed out after {timeout} s waiting for {missing} of {len(ids)} job(s)"
+                        )
+                    event.wait(0.5 if left is None else min(left, 0.5))
+                with self._lock:
+                    arrival = self._arrived.get(jid)
+            finally:
+                with self._lock:
+                    self._waiters[jid] -= 1
+                    if self._waiters[jid] == 0:
+                        del self._waiters[jid]
+                        if jid in self._arrived:  # the last reader forgets it
+                            del self._arrived[jid]
+                            self._events.pop(jid, None)
+                            self._watched_at.pop(jid, None)
+            if arrival is None:  # a stale watch was pruned: watch and read it anew
+                return {
+                    **out,
+                    **self.wait(ids[n:], None if deadline is None else deadline - time.monotonic(), progress),
+                }
+            out[jid] = arrival
             if progress is not None:
                 progress(1)
         return out

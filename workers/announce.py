@@ -73,5 +73,9 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+        # Join first: a beat in progress would otherwise write the entry back after
+        # we delete it, and the worker would look alive for three more intervals.
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=self.interval_s + 2)
         with contextlib.suppress(Exception):
             self.client.hdel(C.WORKERS_KEY, self.hostname)

@@ -72,6 +72,8 @@ def run_worker(
 ) -> None:
     """Run one worker process in the foreground until it is told to stop."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Until Celery installs its own handlers, SIGTERM means a clean exit (finally blocks run).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     limits = limits or BatchLimits()
     runtimes = load_models(settings, specs)
     infos = [r.info for r in runtimes.values()]
@@ -103,13 +105,12 @@ def run_worker(
         limits=limits,
         metrics=metrics,
     )
-    app.steps["worker"].add(_job_path_step(core))
+    announce_models(backend, infos)
+    heartbeat = Heartbeat(backend, hostname, infos, lambda: {**metrics.snapshot(), "rss_bytes": rss_bytes()})
+    app.steps["worker"].add(_job_path_step(core, heartbeat))
     # On SIGTERM/SIGINT stop taking messages at once; the bootstep's stop (later in
     # Celery's shutdown) finishes the batch in hand and puts the rest back.
     signals.worker_shutting_down.connect(lambda **_: core.fetcher.stop(), weak=False)
-    announce_models(backend, infos)
-    heartbeat = Heartbeat(backend, hostname, infos, lambda: {**metrics.snapshot(), "rss_bytes": rss_bytes()})
-    heartbeat.start()
     log.info("worker %s: broker %s, queues %s", hostname, redact_url(settings.broker_url), queues)
     try:
         app.worker_main(
@@ -132,19 +133,27 @@ def run_worker(
         core.shutdown()
 
 
-def _job_path_step(core: WorkerCore) -> type[bootsteps.StartStopStep]:
-    """A worker bootstep (Celery's documented extension point) that runs ``core``."""
+def _job_path_step(core: WorkerCore, heartbeat: Heartbeat) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep (Celery's documented extension point) that runs ``core``.
+
+    The heartbeat starts here too, so a worker is listed as up only once it consumes
+    (and once Celery handles SIGTERM as a warm shutdown).
+    """
 
     class JobPath(bootsteps.StartStopStep):  # type: ignore[misc]
         requires = ("celery.worker.components:Pool",)
 
         def start(self, worker: object) -> None:
             core.start()
+            if not heartbeat.is_alive():
+                heartbeat.start()
 
         def stop(self, worker: object) -> None:
+            heartbeat.stop()
             core.shutdown()
 
         def terminate(self, worker: object) -> None:
+            heartbeat.stop()
             core.shutdown()
 
     return JobPath
@@ -186,7 +195,8 @@ def supervise(settings: Settings, specs: list[str] | None, concurrency: int, ext
         if stopping:
             return max((p.wait() for p in children.values()), default=0)
         for i, p in list(children.items()):
-            if p.poll() is not None:
+            if p.poll() is not None and not stopping:  # never respawn once told to stop
                 log.warning("worker process %d exited with %s; restarting", p.pid, p.returncode)
                 time.sleep(1.0)
-                children[i] = spawn(i)
+                if not stopping:
+                    children[i] = spawn(i)

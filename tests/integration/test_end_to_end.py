@@ -167,3 +167,23 @@ def test_result_timing_is_consistent(digits_worker, client: Client, models_dir: 
     assert t.batch_size >= 1
     assert 0 <= t.compute_ms <= t.processing_ms
     assert t.end_to_end_ms is not None and t.end_to_end_ms >= t.processing_ms
+
+
+def test_two_callers_waiting_on_the_same_job_both_get_its_result(
+    digits_worker, client: Client, models_dir: Path
+) -> None:
+    import threading
+
+    x, _ = heldout(models_dir)
+    xi = (x[9] + np.float32(time.time() % 1) * 1e-3).astype(np.float32)
+    jobs = [client.submit("digits", xi, variant="int8") for _ in range(2)]
+    assert jobs[0].id == jobs[1].id and jobs[0].enqueued and not jobs[1].enqueued
+    got: list[object] = []
+    threads = [threading.Thread(target=lambda j=j: got.append(j.wait(timeout=20))) for j in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 2 and all(not isinstance(g, Exception) for g in got)
+    # And a third wait, after both consumed the arrival, reads the stored result again.
+    assert client.result(jobs[0].id, wait=True, timeout=5).job_id == jobs[0].id

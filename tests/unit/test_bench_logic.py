@@ -45,7 +45,7 @@ class SlowClient:
     def __init__(self, delay: float) -> None:
         self.delay = delay
 
-    def submit(self, model: str, x: np.ndarray, variant: str | None = None) -> _Job:
+    def submit(self, model: str, x: np.ndarray, variant: str | None = None, no_cache: bool = False) -> _Job:
         time.sleep(self.delay)
         return _Job(time.time())
 
