@@ -10,6 +10,7 @@ comparison, so they refuse to start while one is running.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,17 @@ def ensure_queue_is_ours(client: Client, model: str) -> None:
             f"workers already serve {model!r} ({', '.join(busy)}); stop them first: "
             "--compare and tune start their own workers and need the queue to themselves"
         )
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the bench process dies (even by SIGKILL), so no
+    worker is left behind serving the queue."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 @contextmanager
