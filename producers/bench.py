@@ -173,6 +173,7 @@ def run_bench(
         assert cfg.concurrency is not None and cfg.concurrency > 0
         inputs = pick_inputs(pool, max(1000, int(cfg.duration_s * 5000)), cfg.repeat_fraction, cfg.seed)
         _closed_loop(client, cfg, run, inputs, progress, stop)
+    run.stopped_early = run.stopped_early or stop.is_set()
     return run
 
 

@@ -40,6 +40,10 @@ def input_pool(args: argparse.Namespace, settings: Settings, info: ModelInfo) ->
     return pool
 
 
+#: A sweep stops after this many points even if the system kept up (doubling each time).
+MAX_SWEEP_POINTS = 10
+
+
 def _load(args: argparse.Namespace, v: float, **kw: Any) -> BenchConfig:
     return BenchConfig(
         rate=v if args.rate else None,
@@ -109,11 +113,21 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
                 if stop.is_set():
                     break
         else:
-            for v in values:
+            queue = list(values)
+            while queue:
+                v = queue.pop(0)
                 cfg = _load(args, v, model=info.name, variant=info.variant, label=f"{info.key} {v:g}")
                 one(client, cfg, pool, f"{cfg.mode} {v:g}")
                 if stop.is_set():
                     break
+                # --sweep: keep doubling the load until the knee is behind us.
+                if (
+                    args.sweep
+                    and not queue
+                    and len(reports) < MAX_SWEEP_POINTS
+                    and find_knee(reports) is reports[-1]
+                ):
+                    queue.append(v * 2)
     knee = find_knee(reports) if len(reports) > 1 and not args.compare else None
     if args.plot:
         plot(reports, args.plot, knee)

@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bn.add_argument("--duration", type=float, default=10.0, help="seconds of load per point")
     bn.add_argument(
+        "--sweep",
+        action="store_true",
+        help="from the given rate/concurrency, double the load until the system saturates; report the curve and knee",
+    )
+    bn.add_argument(
         "--inputs",
         type=Path,
         help=".npy of inputs (leading axis); default: the model's held-out data or random",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -62,3 +63,32 @@ def test_closed_loop_sweep_finds_a_knee_and_prints_a_table(
     assert "end_to_end" in out and "p99.9" in out
     assert "concurrency" in out and "throughput" in out
     assert (tmp_path / "s.png").stat().st_size > 10_000
+
+
+def test_ctrl_c_stops_the_load_and_still_reports(digits_worker, settings: Settings) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "producers.cli", "bench", "--model", "digits:int8", "--concurrency", "2",
+         "--duration", "60", "--json"],
+        env={**os.environ, **settings.env()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    run = json.loads(out)["runs"][0]
+    assert run["stopped_early"] is True
+    assert run["completed"] > 10 and run["errors"] == 0
+
+
+def test_sweep_doubles_the_load_until_saturation(digits_worker, settings: Settings) -> None:
+    proc = bench(
+        settings, "--model", "digits:int8", "--concurrency", "1", "--sweep", "--duration", "1.5", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    runs = json.loads(proc.stdout)["runs"]
+    conc = [r["concurrency"] for r in runs]
+    assert conc[:2] == [1, 2] and all(b == 2 * a for a, b in itertools.pairwise(conc))
+    assert 2 <= len(runs) <= 10
