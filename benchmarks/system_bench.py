@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from producers.client import Client  # noqa: E402
 from producers.local_redis import LocalRedis  # noqa: E402
+from producers.procs import stop_process  # noqa: E402
 from producers.stats import summarize  # noqa: E402
 from producers.status import collect, wait_for_workers  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
@@ -54,11 +55,7 @@ def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[by
 
 
 def stop(p: subprocess.Popen[bytes]) -> None:
-    p.terminate()
-    try:
-        p.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        p.kill()
+    stop_process(p)
 
 
 def inputs(models_dir: Path, n: int, salt: float) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 
 from producers.client import Client
 from producers.local_redis import LocalRedis, redis_answers
+from producers.procs import stop_process
 from producers.stats import latency_table, summarize
 from producers.status import wait_for_workers
 from tasks.errors import InferqError
@@ -40,16 +41,6 @@ def _spawn(args: list[str], settings: Settings, log_name: str) -> subprocess.Pop
     return subprocess.Popen(
         [sys.executable, "-m", "producers.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
     )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def run_pass(client: Client, x: np.ndarray, variant: str) -> tuple[list[Any], float]:
@@ -86,8 +77,8 @@ def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = T
         worker = _spawn(["worker", "--models", ",".join(models)], settings, "worker.log")
         flower = _spawn(["flower"], settings, "flower.log")
         if not keep:
-            stack.callback(_stop, worker)
-            stack.callback(_stop, flower)
+            stack.callback(stop_process, worker)
+            stack.callback(stop_process, flower)
         client = stack.enter_context(Client(settings))
         print("starting a worker (TFLite only: digits fp32 + int8) and Flower ...", flush=True)
         workers = wait_for_workers(client, models, timeout=120)

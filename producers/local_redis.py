@@ -15,6 +15,7 @@ from pathlib import Path
 
 import redis
 
+from producers.procs import stop_process
 from tasks.errors import ConfigError
 
 
@@ -86,13 +87,8 @@ class LocalRedis:
         raise ConfigError(f"redis-server on port {self.port} did not answer within {timeout} s")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, grace_s=10)
         self.proc = None
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from producers.client import Client
+from producers.procs import stop_process
 from producers.status import collect, wait_for_workers
 from tasks.errors import ConfigError
 
@@ -96,10 +97,5 @@ def managed_worker(client: Client, model: str, cfg: WorkerConfig, timeout: float
         time.sleep(0.2)
         yield hostname
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()

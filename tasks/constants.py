@@ -62,6 +62,3 @@ DEFAULT_PREFETCH = 4
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_FLOWER_USER = "inferq"
 DEFAULT_METRICS_PORT = 9808
-
-#: Names of the variants ``inferq models build-examples`` produces.
-VARIANTS = ("fp32", "fp16", "int8", "savedmodel")

@@ -17,6 +17,7 @@ import pytest
 
 from producers.client import Client
 from producers.local_redis import LocalRedis
+from producers.procs import stop_process
 from producers.status import wait_for_workers
 from tasks.settings import Settings
 
@@ -88,13 +89,7 @@ class WorkerProcess:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._fh.close()
 
     def log_text(self) -> str:
