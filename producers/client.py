@@ -20,8 +20,8 @@ from producers.waiter import READY, ResultListener, parse_meta
 from tasks import constants as C
 from tasks.app import create_app
 from tasks.codec import encode_inputs
-from tasks.errors import BadInput, InferqError, PayloadTooLarge
-from tasks.keys import inflight_key, input_key, job_id, queue_name, random_job_id, result_key
+from tasks.errors import BadInput, InferqError, Overloaded, PayloadTooLarge
+from tasks.keys import inflight_key, input_key, job_id, queue_lists, queue_name, random_job_id, result_key
 from tasks.schema import JobStatus, ModelInfo, Request, Result
 from tasks.settings import Settings
 from tasks.validation import validate_inputs
@@ -70,6 +70,7 @@ class Client:
         #: Watches submitted jobs so results are seen (and timed) as they arrive.
         self.listener = ResultListener(self.backend)
         self.catalog = ModelCatalog(self.backend, settings.models_dir)
+        self._depths: dict[str, tuple[float, int]] = {}
 
     @classmethod
     def from_env(cls) -> Client:
@@ -116,6 +117,7 @@ class Client:
         variant: str | None = None,
         no_cache: bool = False,
         validate: bool = True,
+        deadline_ms: float | None = None,
     ) -> Job:
         """Send one input (without batch axis) or ``{input_name: array}`` to ``model``.
 
@@ -123,7 +125,9 @@ class Client:
         input comes back as a finished, ``cached`` job, and nothing is enqueued; a job
         for the same input already queued or running is not enqueued again.
         """
-        return self.submit_many(model, [x], variant=variant, no_cache=no_cache, validate=validate)[0]
+        return self.submit_many(
+            model, [x], variant=variant, no_cache=no_cache, validate=validate, deadline_ms=deadline_ms
+        )[0]
 
     def submit_many(
         self,
@@ -135,6 +139,7 @@ class Client:
         no_cache: bool = False,
         validate: bool = True,
         progress: Callable[[int], None] | None = None,
+        deadline_ms: float | None = None,
     ) -> list[Job]:
         """Send many inputs, ``chunk_size`` per message; returns one ``Job`` per input, in order.
 
@@ -163,14 +168,21 @@ class Client:
         jobs: list[Job] = []
         for start in range(0, len(prepared), chunk_size):
             chunk = prepared[start : start + chunk_size]
-            jobs.extend(self._submit_chunk(info, chunk, no_cache=no_cache))
+            jobs.extend(self._submit_chunk(info, chunk, no_cache=no_cache, deadline_ms=deadline_ms))
             if progress is not None:
                 progress(len(chunk))
         return jobs
 
     def _submit_chunk(
-        self, info: ModelInfo, chunk: list[tuple[dict[str, np.ndarray], bytes]], *, no_cache: bool
+        self,
+        info: ModelInfo,
+        chunk: list[tuple[dict[str, np.ndarray], bytes]],
+        *,
+        no_cache: bool,
+        deadline_ms: float | None = None,
     ) -> list[Job]:
+        # Before claiming any id: a refused job must not leave an in-flight claim behind.
+        self._check_depth(info, len(chunk))
         t0 = time.time()
         if no_cache:
             ids = [random_job_id() for _ in chunk]
@@ -214,13 +226,16 @@ class Client:
         if redo:
             pipe = self.backend.pipeline(transaction=False)
             for jid in redo:
+                # Forget the old failure first, or a waiter would read it as this run's result.
+                pipe.delete(result_key(jid))
                 pipe.set(inflight_key(jid), t0, ex=self._inflight_ttl)
             pipe.hincrby(C.CACHE_STATS_KEY, f"{info.key}:miss", len(redo))
             pipe.execute()
         # Watch before sending: a result can then never arrive unseen.
         self.listener.watch([j.id for j in jobs if not j.done])
         if send:
-            self._send(info, send, t0, cache=not no_cache)
+            deadline = None if deadline_ms is None else t0 + deadline_ms / 1e3
+            self._send(info, send, t0, cache=not no_cache, deadline_at=deadline)
         return jobs
 
     @property
@@ -228,7 +243,36 @@ class Client:
         # Long enough to cover a redelivery after a lost worker's visibility timeout.
         return 2 * self.settings.visibility_timeout_s + 60
 
-    def _send(self, info: ModelInfo, items: list[tuple[str, bytes]], t0: float, *, cache: bool) -> None:
+    def _check_depth(self, info: ModelInfo, adding: int) -> None:
+        """Refuse with ``Overloaded`` past ``max_queue_depth`` (depth read at most every 0.2 s)."""
+        limit = self.settings.max_queue_depth
+        if limit <= 0:
+            return
+        q = queue_name(info.name, info.variant)
+        seen = self._depths.get(q)
+        now = time.monotonic()
+        if seen is None or now - seen[0] > 0.2:
+            pipe = self.broker.pipeline(transaction=False)
+            for lst in queue_lists(q):
+                pipe.llen(lst)
+            seen = (now, int(sum(pipe.execute())))
+            self._depths[q] = seen
+        if seen[1] + adding > limit:
+            raise Overloaded(
+                f"queue {q} holds {seen[1]} jobs; adding {adding} would pass the limit of {limit} "
+                "(INFERQ_MAX_QUEUE_DEPTH): retry later"
+            )
+        self._depths[q] = (seen[0], seen[1] + adding)
+
+    def _send(
+        self,
+        info: ModelInfo,
+        items: list[tuple[str, bytes]],
+        t0: float,
+        *,
+        cache: bool,
+        deadline_at: float | None = None,
+    ) -> None:
         """One message: a single job under its own id, or a bulk message of many.
 
         Inputs over ``INLINE_INPUT_MAX_BYTES`` travel beside the message (claim check):
@@ -244,6 +288,7 @@ class Client:
             version=info.version,
             enqueued_at=t0,
             cache=cache,
+            deadline_at=deadline_at,
         ).to_wire()
         del body["inputs"]
         blobs: dict[str, bytes] = {}

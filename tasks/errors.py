@@ -51,6 +51,11 @@ class Expired(InferqError):
     """The job passed its deadline before it was computed, or its result expired."""
 
 
+class Overloaded(InferqError):
+    """The model's queue is deeper than ``INFERQ_MAX_QUEUE_DEPTH``: the producer refuses
+    instead of growing Redis without bound."""
+
+
 class ConfigError(InferqError):
     """A setting or a model folder is invalid; raised at start-up, never per job."""
 
@@ -65,6 +70,7 @@ _BY_NAME: dict[str, type[InferqError]] = {
         TransientError,
         Timeout,
         Expired,
+        Overloaded,
         ConfigError,
     )
 }

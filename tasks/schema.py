@@ -121,6 +121,7 @@ class Request:
     version: str | None = None
     enqueued_at: float = field(default_factory=time.time)
     cache: bool = True
+    deadline_at: float | None = None  # unix time after which the job is not computed
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -131,6 +132,7 @@ class Request:
             "inputs": self.inputs,
             "enqueued_at": self.enqueued_at,
             "cache": self.cache,
+            "deadline_at": self.deadline_at,
         }
 
     @classmethod
@@ -157,6 +159,9 @@ class Request:
             version=str(version) if version is not None else None,
             enqueued_at=float(enqueued_at) if isinstance(enqueued_at, (int, float)) else time.time(),
             cache=bool(obj.get("cache", True)),
+            deadline_at=float(deadline)
+            if isinstance((deadline := obj.get("deadline_at")), (int, float))
+            else None,
         )
 
 

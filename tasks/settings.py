@@ -42,6 +42,8 @@ class Settings:
     concurrency: int = 1
     max_payload_bytes: int = C.DEFAULT_MAX_PAYLOAD_BYTES
     visibility_timeout_s: int = C.DEFAULT_VISIBILITY_TIMEOUT_S
+    #: Producers refuse (``Overloaded``) when a model's queue holds more jobs; 0: no limit.
+    max_queue_depth: int = 0
     prefetch: int = C.DEFAULT_PREFETCH
     #: Flower binds here; 127.0.0.1 unless a container publishes it (docker-compose).
     flower_address: str = "127.0.0.1"

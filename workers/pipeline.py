@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tasks.codec import decode_inputs
-from tasks.errors import InferqError, ModelNotFound, TransientError
+from tasks.errors import Expired, InferqError, ModelNotFound, TransientError
 from tasks.schema import Request, Result, Timing
 from tasks.validation import validate_inputs
 from workers.runtimes.base import Runtime
@@ -50,6 +50,9 @@ class Pipeline:
     def prepare(self, job_id: str, raw: Any, received_at: float) -> Prepared:
         """Decode and validate one job; raises ``BadInput``/``ModelNotFound`` for it alone."""
         request = Request.from_wire(raw)
+        if request.deadline_at is not None and received_at > request.deadline_at:
+            late_ms = (received_at - request.deadline_at) * 1e3
+            raise Expired(f"job reached a worker {late_ms:.0f} ms after its deadline; not computed")
         key = f"{request.model}:{request.variant}"
         runtime = self.runtimes.get(key)
         if runtime is None:

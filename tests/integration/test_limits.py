@@ -1,0 +1,69 @@
+"""Per-job deadlines and the producer's queue limit, on a real worker and Redis."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from producers.client import Client
+from tasks.errors import Expired, Overloaded
+from tasks.settings import Settings
+from tests.conftest import WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def fresh(settings: Settings, n: int) -> np.ndarray:
+    x = np.load(settings.models_dir / "digits" / "data" / "heldout_x.npy")[:n]
+    return (
+        x + np.float32(time.time() % 1) * 1e-3 + np.arange(n, dtype=np.float32)[:, None, None, None] * 1e-5
+    ).astype(np.float32)
+
+
+def test_a_job_past_its_deadline_is_not_computed_and_ends_expired(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    xs = fresh(settings, 2)
+    late = client.submit("digits", xs[0], variant="fp16", deadline_ms=200)
+    in_time = client.submit("digits", xs[1], variant="fp16", deadline_ms=60_000)
+    time.sleep(0.5)  # no fp16 worker yet: the first job's deadline passes in the queue
+    w = WorkerProcess(settings, ["digits:fp16"], tmp_path / "w.log")
+    try:
+        w.wait_ready(client)
+        with pytest.raises(Expired, match="after its deadline; not computed"):
+            late.wait(timeout=30)
+        assert client.status(late.id).value == "expired"
+        assert in_time.wait(timeout=30).outputs["probs"].shape == (10,)
+        # An expired job is not a cache entry: the same input submitted again is computed.
+        again = client.submit("digits", xs[0], variant="fp16")
+        assert again.enqueued and not again.cached
+        assert again.wait(timeout=30).outputs["probs"].shape == (10,)
+    finally:
+        w.stop()
+
+
+def test_producer_refuses_with_overloaded_past_the_queue_limit(settings: Settings) -> None:
+    limited = settings.with_(max_queue_depth=10)
+    broker = redis.Redis.from_url(settings.broker_url)
+    with Client(limited) as c:
+        xs = fresh(settings, 30)
+        accepted = [
+            c.submit("digits", x, variant="fp16") for x in xs[:10]
+        ]  # no fp16 worker: they stay queued
+        assert all(j.enqueued for j in accepted)
+        with pytest.raises(
+            Overloaded, match=r"inferq\.digits\.fp16 holds \d+ jobs; adding 1 would pass the limit of 10"
+        ):
+            c.submit("digits", xs[10], variant="fp16")
+        time.sleep(0.3)  # past the depth cache: still refused, read from Redis
+        with pytest.raises(Overloaded):
+            c.submit("digits", xs[11], variant="fp16")
+        # A refused job left no in-flight claim: once there is room it is accepted.
+        broker.delete("inferq.digits.fp16")
+        time.sleep(0.3)
+        assert c.submit("digits", xs[11], variant="fp16").enqueued
+    broker.delete("inferq.digits.fp16")
