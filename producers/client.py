@@ -16,12 +16,13 @@ from celery import Celery
 
 from producers.catalog import ModelCatalog
 from producers.job import Job, result_from_meta, usable_from_cache
+from producers.limits import QueueDepthGuard
 from producers.waiter import READY, ResultListener, parse_meta
 from tasks import constants as C
 from tasks.app import create_app
 from tasks.codec import encode_inputs
-from tasks.errors import BadInput, InferqError, Overloaded, PayloadTooLarge
-from tasks.keys import inflight_key, input_key, job_id, queue_lists, queue_name, random_job_id, result_key
+from tasks.errors import BadInput, InferqError, PayloadTooLarge
+from tasks.keys import inflight_key, input_key, job_id, queue_name, random_job_id, result_key
 from tasks.schema import JobStatus, ModelInfo, Request, Result
 from tasks.settings import Settings
 from tasks.validation import validate_inputs
@@ -70,7 +71,7 @@ class Client:
         #: Watches submitted jobs so results are seen (and timed) as they arrive.
         self.listener = ResultListener(self.backend)
         self.catalog = ModelCatalog(self.backend, settings.models_dir)
-        self._depths: dict[str, tuple[float, int]] = {}
+        self.depth_guard = QueueDepthGuard(self.broker, settings.max_queue_depth)
 
     @classmethod
     def from_env(cls) -> Client:
@@ -182,7 +183,7 @@ class Client:
         deadline_ms: float | None = None,
     ) -> list[Job]:
         # Before claiming any id: a refused job must not leave an in-flight claim behind.
-        self._check_depth(info, len(chunk))
+        self.depth_guard.check(queue_name(info.name, info.variant), len(chunk))
         t0 = time.time()
         if no_cache:
             ids = [random_job_id() for _ in chunk]
@@ -242,27 +243,6 @@ class Client:
     def _inflight_ttl(self) -> int:
         # Long enough to cover a redelivery after a lost worker's visibility timeout.
         return 2 * self.settings.visibility_timeout_s + 60
-
-    def _check_depth(self, info: ModelInfo, adding: int) -> None:
-        """Refuse with ``Overloaded`` past ``max_queue_depth`` (depth read at most every 0.2 s)."""
-        limit = self.settings.max_queue_depth
-        if limit <= 0:
-            return
-        q = queue_name(info.name, info.variant)
-        seen = self._depths.get(q)
-        now = time.monotonic()
-        if seen is None or now - seen[0] > 0.2:
-            pipe = self.broker.pipeline(transaction=False)
-            for lst in queue_lists(q):
-                pipe.llen(lst)
-            seen = (now, int(sum(pipe.execute())))
-            self._depths[q] = seen
-        if seen[1] + adding > limit:
-            raise Overloaded(
-                f"queue {q} holds {seen[1]} jobs; adding {adding} would pass the limit of {limit} "
-                "(INFERQ_MAX_QUEUE_DEPTH): retry later"
-            )
-        self._depths[q] = (seen[0], seen[1] + adding)
 
     def _send(
         self,

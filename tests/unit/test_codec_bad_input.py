@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
 from tasks.codec import (
     decode_array,
@@ -22,22 +21,9 @@ from tasks.errors import BadInput, PayloadTooLarge
 
 MAX = 1 << 20
 
-ROUND_TRIP_DTYPES = [np.float32, np.float64, np.int8, np.uint8, np.int32, np.bool_]
-
-arrays = st.sampled_from(ROUND_TRIP_DTYPES).flatmap(
-    lambda dt: hnp.arrays(dtype=dt, shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=8))
-)
-
 
 def tagged(dtype: str, shape: list, data: bytes) -> dict:
     return {"x": {"dtype": dtype, "shape": shape, "data": data}}
-
-
-def assert_same_array(got: np.ndarray, want: np.ndarray) -> None:
-    assert got.dtype == want.dtype
-    assert got.shape == want.shape
-    # Byte comparison: exact, and NaN payloads compare equal to themselves.
-    assert got.tobytes() == np.ascontiguousarray(want).tobytes()
 
 
 # --- bad payloads ---------------------------------------------------------------------------
