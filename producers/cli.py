@@ -14,8 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tasks import constants as C
 from tasks.errors import InferqError
-from tasks.settings import Settings
+from tasks.settings import Settings, redact_url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=30.0)
     s.add_argument("--json", action="store_true")
     s.add_argument("--no-cache", action="store_true", help="compute even if a result is cached")
+    s.add_argument(
+        "--priority",
+        choices=sorted(C.PRIORITIES),
+        default=C.DEFAULT_PRIORITY,
+        help="queued high jobs go first",
+    )
     s.add_argument("--chunk-size", type=int, default=64, help="inputs per message for a many-input .npy")
 
     r = sub.add_parser("result", help="show a job's status or result")
@@ -142,11 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("threads", "concurrency"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
+    settings: Settings | None = None
     try:
         settings = Settings.from_env(**overrides)
         return _dispatch(args, settings)
     except InferqError as exc:
         print(f"inferq: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except RedisConnectionError as exc:  # includes a wrong password; URLs shown without it
+        where = redact_url(settings.broker_url) if settings is not None else "?"
+        print(f"inferq: cannot use Redis at {where}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -162,6 +176,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return cmd_models(args, settings)
     if args.cmd == "flower":
+        from producers.flower import cmd_flower
+
         return cmd_flower(args, settings)
     if args.cmd == "bench":
         from producers.bench_cli import cmd_bench
@@ -199,7 +215,7 @@ def cmd_submit(args: argparse.Namespace, client: Any) -> int:
     x = read_input(args.input, info)
     if is_many(x, info):
         return _submit_many(args, client, info, x)
-    job = client.submit(model, x, variant=info.variant, no_cache=args.no_cache)
+    job = client.submit(model, x, variant=info.variant, no_cache=args.no_cache, priority=args.priority)
     if not args.wait:
         doc = {
             "job_id": job.id,
@@ -226,6 +242,7 @@ def _submit_many(args: argparse.Namespace, client: Any, info: Any, xs: Any) -> i
             variant=info.variant,
             chunk_size=args.chunk_size,
             no_cache=args.no_cache,
+            priority=args.priority,
             progress=bar.update,
         )
     cached = sum(j.cached for j in jobs)
@@ -305,27 +322,6 @@ def _print_result(res: Any, labels: tuple[str, ...], *, as_json: bool) -> None:
         f"  queue {t.queue_ms:.1f} ms, batch wait {t.batch_wait_ms:.1f} ms, compute {t.compute_ms:.1f} ms, "
         f"processing {t.processing_ms:.1f} ms, end to end {e2e} ms, batch {t.batch_size}"
     )
-
-
-def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
-    """Exec Flower bound to 127.0.0.1 with basic auth; secrets go by environment, not argv."""
-    password = settings.flower_password
-    if not password:
-        import secrets
-
-        password = secrets.token_urlsafe(12)
-        print(f"INFERQ_FLOWER_PASSWORD is not set; this run's password: {password}", flush=True)
-    port = args.port or settings.flower_port
-    print(f"Flower: http://{settings.flower_address}:{port}  (user {settings.flower_user})", flush=True)
-    env = {
-        **os.environ,
-        "CELERY_BROKER_URL": settings.broker_url,
-        "CELERY_RESULT_BACKEND": settings.result_backend,
-        "FLOWER_BASIC_AUTH": f"{settings.flower_user}:{password}",
-    }
-    cmd = [sys.executable, "-m", "celery", "flower", f"--address={settings.flower_address}", f"--port={port}"]
-    os.execve(sys.executable, cmd, env)
-    return 0  # pragma: no cover
 
 
 if __name__ == "__main__":

@@ -11,52 +11,22 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
-import redis
 from celery import Celery
 
 from producers.catalog import ModelCatalog
+from producers.claims import CLAIMED, FOUND, SHARED, Claims
 from producers.job import Job, result_from_meta, usable_from_cache
 from producers.limits import QueueDepthGuard
 from producers.waiter import READY, ResultListener, parse_meta
 from tasks import constants as C
 from tasks.app import create_app
 from tasks.codec import encode_inputs
+from tasks.connections import redis_client
 from tasks.errors import BadInput, InferqError, PayloadTooLarge
 from tasks.keys import inflight_key, input_key, job_id, queue_name, random_job_id, result_key
 from tasks.schema import JobStatus, ModelInfo, Request, Result
 from tasks.settings import Settings
 from tasks.validation import validate_inputs
-
-# One round trip checks the cache and claims the ids of many jobs. KEYS[1] is the
-# cache-stats hash, then (result key, in-flight key) per job. Per job it returns
-#   {1, meta}  something is stored under this id (a result, a failure or a state)
-#   {0}        nothing stored, and we claimed the id: enqueue it
-#   {2}        nothing stored, but someone else already queued it
-# and counts cache hits and misses for the workers' /metrics.
-_CHECK_AND_CLAIM = """
-local out = {}
-local hits, misses = 0, 0
-for i = 2, #KEYS, 2 do
-  local r = redis.call('GET', KEYS[i])
-  if r then
-    local ok, meta = pcall(cjson.decode, r)
-    if ok and type(meta) == 'table' and (meta.status == 'SUCCESS' or (meta.status == 'FAILURE'
-        and type(meta.result) == 'table' and (meta.result.exc_type == 'BadInput'
-        or meta.result.exc_type == 'PayloadTooLarge'))) then
-      hits = hits + 1
-    end
-    out[#out + 1] = {1, r}
-  elseif redis.call('SET', KEYS[i + 1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-    misses = misses + 1
-    out[#out + 1] = {0}
-  else
-    out[#out + 1] = {2}
-  end
-end
-if hits > 0 then redis.call('HINCRBY', KEYS[1], ARGV[3] .. ':hit', hits) end
-if misses > 0 then redis.call('HINCRBY', KEYS[1], ARGV[3] .. ':miss', misses) end
-return out
-"""
 
 
 class Client:
@@ -65,9 +35,11 @@ class Client:
     def __init__(self, settings: Settings, *, app: Celery | None = None) -> None:
         self.settings = settings
         self.app = app or create_app(settings)
-        self.backend = redis.Redis.from_url(settings.result_backend)
-        self.broker = redis.Redis.from_url(settings.broker_url)
-        self._claim = self.backend.register_script(_CHECK_AND_CLAIM)
+        self.backend = redis_client(settings.result_backend, settings)
+        self.broker = redis_client(settings.broker_url, settings)
+        # Long enough to cover a redelivery after a lost worker's visibility timeout, and
+        # the wait in a deep queue (a claim that lapses only costs a duplicate run).
+        self.claims = Claims(self.backend, max(600, 2 * settings.visibility_timeout_s + 60))
         #: Watches submitted jobs so results are seen (and timed) as they arrive.
         self.listener = ResultListener(self.backend)
         self.catalog = ModelCatalog(self.backend, settings.models_dir)
@@ -119,15 +91,24 @@ class Client:
         no_cache: bool = False,
         validate: bool = True,
         deadline_ms: float | None = None,
+        priority: str = C.DEFAULT_PRIORITY,
     ) -> Job:
         """Send one input (without batch axis) or ``{input_name: array}`` to ``model``.
 
         Returns at once. A stored result for the same model, variant, version and
         input comes back as a finished, ``cached`` job, and nothing is enqueued; a job
         for the same input already queued or running is not enqueued again.
+        ``priority`` (``high``, ``normal``, ``low``): a worker takes queued ``high``
+        jobs before any ``normal`` one, and ``normal`` before ``low``.
         """
         return self.submit_many(
-            model, [x], variant=variant, no_cache=no_cache, validate=validate, deadline_ms=deadline_ms
+            model,
+            [x],
+            variant=variant,
+            no_cache=no_cache,
+            validate=validate,
+            deadline_ms=deadline_ms,
+            priority=priority,
         )[0]
 
     def submit_many(
@@ -141,6 +122,7 @@ class Client:
         validate: bool = True,
         progress: Callable[[int], None] | None = None,
         deadline_ms: float | None = None,
+        priority: str = C.DEFAULT_PRIORITY,
     ) -> list[Job]:
         """Send many inputs, ``chunk_size`` per message; returns one ``Job`` per input, in order.
 
@@ -151,6 +133,8 @@ class Client:
         """
         if chunk_size < 1:
             raise BadInput(f"chunk_size must be >= 1, got {chunk_size}")
+        if priority not in C.PRIORITIES:
+            raise BadInput(f"priority must be one of {sorted(C.PRIORITIES)}, got {priority!r}")
         info = self.model_info(model, variant)
         prepared: list[tuple[dict[str, np.ndarray], bytes]] = []
         for x in xs:
@@ -169,7 +153,9 @@ class Client:
         jobs: list[Job] = []
         for start in range(0, len(prepared), chunk_size):
             chunk = prepared[start : start + chunk_size]
-            jobs.extend(self._submit_chunk(info, chunk, no_cache=no_cache, deadline_ms=deadline_ms))
+            jobs.extend(
+                self._submit_chunk(info, chunk, no_cache=no_cache, deadline_ms=deadline_ms, priority=priority)
+            )
             if progress is not None:
                 progress(len(chunk))
         return jobs
@@ -181,24 +167,22 @@ class Client:
         *,
         no_cache: bool,
         deadline_ms: float | None = None,
+        priority: str = C.DEFAULT_PRIORITY,
     ) -> list[Job]:
         # Before claiming any id: a refused job must not leave an in-flight claim behind.
         self.depth_guard.check(queue_name(info.name, info.variant), len(chunk))
         t0 = time.time()
         if no_cache:
             ids = [random_job_id() for _ in chunk]
-            codes: list[list[Any]] = [[0]] * len(chunk)
+            codes: list[list[Any]] = [[CLAIMED]] * len(chunk)
         else:
             ids = [job_id(info.name, info.variant, info.version, inputs) for inputs, _ in chunk]
-            keys = [C.CACHE_STATS_KEY]
-            for jid in ids:
-                keys += [result_key(jid), inflight_key(jid)]
-            codes = self._claim(keys=keys, args=[t0, self._inflight_ttl, info.key])
+            codes = self.claims.check_and_claim(ids, info.key, t0)
         jobs: list[Job] = []
         send: list[tuple[str, bytes]] = []
         redo: list[str] = []
         for jid, (_, payload), found in zip(ids, chunk, codes, strict=True):
-            if found[0] == 1:
+            if found[0] == FOUND:
                 meta = parse_meta(found[1])
                 if meta is not None and usable_from_cache(meta):
                     jobs.append(
@@ -219,30 +203,19 @@ class Client:
                     jobs.append(Job(jid, self, info.name, info.variant, t0, enqueued=False))  # shared
                     continue
                 redo.append(jid)  # a transient failure is not a cache hit: run it again
-            elif found[0] == 2:
+            elif found[0] == SHARED:
                 jobs.append(Job(jid, self, info.name, info.variant, t0, enqueued=False))  # shared
                 continue
             send.append((jid, payload))
             jobs.append(Job(jid, self, info.name, info.variant, t0))
         if redo:
-            pipe = self.backend.pipeline(transaction=False)
-            for jid in redo:
-                # Forget the old failure first, or a waiter would read it as this run's result.
-                pipe.delete(result_key(jid))
-                pipe.set(inflight_key(jid), t0, ex=self._inflight_ttl)
-            pipe.hincrby(C.CACHE_STATS_KEY, f"{info.key}:miss", len(redo))
-            pipe.execute()
+            self.claims.reclaim(redo, info.key, t0)
         # Watch before sending: a result can then never arrive unseen.
         self.listener.watch([j.id for j in jobs if not j.done])
         if send:
             deadline = None if deadline_ms is None else t0 + deadline_ms / 1e3
-            self._send(info, send, t0, cache=not no_cache, deadline_at=deadline)
+            self._send(info, send, t0, cache=not no_cache, deadline_at=deadline, priority=priority)
         return jobs
-
-    @property
-    def _inflight_ttl(self) -> int:
-        # Long enough to cover a redelivery after a lost worker's visibility timeout.
-        return 2 * self.settings.visibility_timeout_s + 60
 
     def _send(
         self,
@@ -252,6 +225,7 @@ class Client:
         *,
         cache: bool,
         deadline_at: float | None = None,
+        priority: str = C.DEFAULT_PRIORITY,
     ) -> None:
         """One message: a single job under its own id, or a bulk message of many.
 
@@ -297,6 +271,7 @@ class Client:
             args=[body],
             task_id=task_id,
             queue=queue_name(info.name, info.variant),
+            priority=C.PRIORITIES[priority],
             argsrepr=f"({info.key!r}, {len(entries)} input(s))",
             kwargsrepr="{}",
         )

@@ -52,7 +52,11 @@ def run_pass(client: Client, x: np.ndarray, variant: str) -> tuple[list[Any], fl
 
 def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = True) -> int:
     with ExitStack() as stack:
-        if use_configured and redis_answers(settings.broker_url) and redis_answers(settings.result_backend):
+        if (
+            use_configured
+            and redis_answers(settings.broker_url, settings=settings)
+            and redis_answers(settings.result_backend, settings=settings)
+        ):
             print(f"using the configured Redis at {redact_url(settings.broker_url)} (nothing is flushed)")
         else:
             local = LocalRedis().start()

@@ -6,10 +6,9 @@ import json
 import time
 from typing import Any
 
-import redis
-
 from producers.client import Client
 from tasks import constants as C
+from tasks.connections import redis_client
 from tasks.keys import queue_lists, queue_name
 
 
@@ -20,7 +19,7 @@ def collect(client: Client) -> dict[str, Any]:
         doc = json.loads(raw)
         if now - float(doc.get("seen_at", 0)) <= 3 * C.WORKER_HEARTBEAT_S:
             workers.append(doc)
-    broker = redis.Redis.from_url(client.settings.broker_url)
+    broker = redis_client(client.settings.broker_url, client.settings)
     try:
         queues = {}
         for key, info in sorted(client.models(refresh=True).items()):

@@ -8,11 +8,15 @@ polling interval, and however late the caller gets round to ``wait``.
 
 No result is missed: after Redis confirms a subscription, the listener reads the key
 once, so a result stored before the subscription took effect is found by the read,
-one stored after it by the subscription.
+one stored after it by the subscription. When the connection drops (Redis restarted,
+network cut), the listener reconnects with backoff and subscribes again to every job
+still awaited; the reads that follow the new confirmations find the results stored
+while it was away. Waiters notice nothing but the delay.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -25,6 +29,8 @@ import redis
 from tasks.constants import RESULT_KEY_PREFIX
 from tasks.errors import Timeout
 from tasks.keys import result_key
+
+log = logging.getLogger(__name__)
 
 READY = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
@@ -150,6 +156,30 @@ class ResultListener:
             self._thread.start()
 
     def _run(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                self._listen()
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() - began > 30:
+                    delay = 0.1  # a new outage, not the same one continuing
+                # Lost the connection: every watch still awaited is subscribed afresh
+                # on the next connection, and its key read once confirmed.
+                log.warning("result listener lost Redis (%s); reconnecting in %.1f s", exc, delay)
+                with self._lock:
+                    self._to_subscribe = [j for j in self._events if j not in self._arrived]
+                self._stop.wait(delay)
+                delay = min(5.0, delay * 2)
+            except Exception as exc:  # surfaced to waiters instead of dying silently
+                self._error = exc
+                with self._lock:
+                    for event in self._events.values():
+                        event.set()
+                return
+
+    def _listen(self) -> None:
         pubsub = self._client.pubsub()
         try:
             while not self._stop.is_set():
@@ -179,11 +209,6 @@ class ResultListener:
                     pubsub.unsubscribe(*finished)
                 if time.monotonic() - self._pruned_at > 5.0:
                     self._prune(pubsub)
-        except Exception as exc:  # surfaced to waiters instead of dying silently
-            self._error = exc
-            with self._lock:
-                for event in self._events.values():
-                    event.set()
         finally:
             pubsub.close()
 

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from celery import Celery
 
+from tasks.connections import (
+    CONNECT_TIMEOUT_S,
+    HEALTH_CHECK_S,
+    SOCKET_TIMEOUT_S,
+    connection_options,
+    tls_options,
+    uses_tls,
+)
 from tasks.settings import Settings
 
 
@@ -18,6 +26,8 @@ def create_app(settings: Settings, *, name: str = "inferq") -> Celery:
       its result is stored, so a killed worker's jobs go back to the queue.
     - the result backend's TTL is the cache TTL: a result *is* the cache entry.
     - task events on, so Flower sees every job.
+    - ``rediss://`` URLs get the settings' TLS options (``tasks/connections.py``);
+      without them kombu would not verify the broker's certificate.
     """
     app = Celery(name, broker=settings.broker_url, backend=settings.result_backend)
     app.conf.update(
@@ -36,11 +46,23 @@ def create_app(settings: Settings, *, name: str = "inferq") -> Celery:
         worker_prefetch_multiplier=settings.prefetch,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        # The same timeouts as our own clients (tasks/connections.py): a broker that
+        # vanishes from the network must not leave a connection waiting forever.
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            **connection_options(),
+        },
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        redis_backend_health_check_interval=10,
+        redis_backend_health_check_interval=HEALTH_CHECK_S,
+        redis_socket_timeout=SOCKET_TIMEOUT_S,
+        redis_socket_connect_timeout=CONNECT_TIMEOUT_S,
+        redis_socket_keepalive=True,
         task_default_queue="inferq.default",
         worker_disable_rate_limits=True,
         enable_utc=True,
     )
+    if uses_tls(settings.broker_url):
+        app.conf.broker_use_ssl = tls_options(settings)
+    if uses_tls(settings.result_backend):
+        app.conf.redis_backend_use_ssl = tls_options(settings)
     return app

@@ -5,7 +5,8 @@ in JSON the bytes are base64 (``"b64"``) or the array is a plain nested list. De
 is defensive because the bytes come from the network: every size is checked against
 the declared shape *before* anything is allocated, and only plain numeric dtypes are
 accepted (no object, string or structured dtypes, which could smuggle code or blow up
-memory).
+memory). Error messages describe what came by type, size, dtype and shape, never by
+its values: they are stored as the job's result and may be logged.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from tasks.errors import BadInput, PayloadTooLarge
 #: numpy dtype kinds a tensor may have: bool, signed, unsigned, float.
 _NUMERIC_KINDS = frozenset("biuf")
 _MAX_RANK = 8
+#: How much of a sender-chosen name (input name, dtype string) an error message quotes.
+_QUOTE_MAX = 40
 
 
 def contiguous(arr: np.ndarray) -> np.ndarray:
@@ -73,7 +76,7 @@ def decode_inputs(payload: Any, max_bytes: int) -> dict[str, np.ndarray]:
             f"inputs must be msgpack bytes or a mapping of name -> array, got {type(payload).__name__}"
         )
     if not isinstance(obj, Mapping) or not obj:
-        raise BadInput(f"inputs must be a non-empty map of name -> array, got {_describe(obj)}")
+        raise BadInput(f"inputs must be a non-empty map of name -> array, got {describe(obj)}")
     out: dict[str, np.ndarray] = {}
     for name, value in obj.items():
         if not isinstance(name, str):
@@ -89,7 +92,8 @@ def decode_array(value: Any, *, name: str = "input", max_bytes: int) -> np.ndarr
     if isinstance(value, list):
         return _decode_list(value, name, max_bytes)
     raise BadInput(
-        f"input {name!r}: expected {{dtype, shape, data}} or a nested list of numbers, got {_describe(value)}"
+        f"input {quote(name)}: expected {{dtype, shape, data}} or a nested list of numbers, "
+        f"got {describe(value)}"
     )
 
 
@@ -99,17 +103,17 @@ def _decode_tagged(value: Mapping[str, Any], name: str, max_bytes: int) -> np.nd
     if "data" in value:
         data = value["data"]
         if not isinstance(data, (bytes, bytearray)):
-            raise BadInput(f"input {name!r}: 'data' must be bytes, got {_describe(data)}")
+            raise BadInput(f"input {quote(name)}: 'data' must be bytes, got {describe(data)}")
     elif "b64" in value:
         encoded = value["b64"]
         if not isinstance(encoded, str) or len(encoded) > max_bytes * 4 // 3 + 4:
-            raise BadInput(f"input {name!r}: 'b64' must be a base64 string within the size limit")
+            raise BadInput(f"input {quote(name)}: 'b64' must be a base64 string within the size limit")
         try:
             data = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
-            raise BadInput(f"input {name!r}: 'b64' is not valid base64") from None
+            raise BadInput(f"input {quote(name)}: 'b64' is not valid base64") from None
     else:
-        raise BadInput(f"input {name!r}: expected a 'data' (bytes) or 'b64' field, got neither")
+        raise BadInput(f"input {quote(name)}: expected a 'data' (bytes) or 'b64' field, got neither")
     # Compare sizes with Python ints before numpy allocates anything: a declared shape
     # of billions of elements is refused here, not by an out-of-memory kill.
     n = 1
@@ -118,12 +122,12 @@ def _decode_tagged(value: Mapping[str, Any], name: str, max_bytes: int) -> np.nd
     expected = n * dtype.itemsize
     if expected > max_bytes:
         raise PayloadTooLarge(
-            f"input {name!r}: shape {list(shape)} of {dtype.name} needs {expected} bytes, "
+            f"input {quote(name)}: shape {list(shape)} of {dtype.name} needs {expected} bytes, "
             f"over the limit of {max_bytes} bytes"
         )
     if len(data) != expected:
         raise BadInput(
-            f"input {name!r}: shape {list(shape)} of {dtype.name} needs {expected} bytes, "
+            f"input {quote(name)}: shape {list(shape)} of {dtype.name} needs {expected} bytes, "
             f"got {len(data)} bytes"
         )
     arr = np.frombuffer(bytes(data), dtype=dtype).reshape(shape)
@@ -136,14 +140,14 @@ def _decode_list(value: list[Any], name: str, max_bytes: int) -> np.ndarray:
     try:
         arr = np.array(value)
     except ValueError as exc:
-        raise BadInput(f"input {name!r}: nested list is ragged ({exc})") from None
+        raise BadInput(f"input {quote(name)}: nested list is ragged ({exc})") from None
     if arr.dtype.kind not in _NUMERIC_KINDS:
         raise BadInput(
-            f"input {name!r}: expected numbers in a rectangular nested list, "
+            f"input {quote(name)}: expected numbers in a rectangular nested list, "
             f"got elements of dtype {arr.dtype} (strings or ragged rows?)"
         )
     if arr.nbytes > max_bytes:
-        raise PayloadTooLarge(f"input {name!r}: {arr.nbytes} bytes, over the limit of {max_bytes}")
+        raise PayloadTooLarge(f"input {quote(name)}: {arr.nbytes} bytes, over the limit of {max_bytes}")
     # JSON numbers are float64/int64; the logical dtype of most models is float32.
     if arr.dtype.kind == "f":
         arr = arr.astype(np.float32)
@@ -151,7 +155,7 @@ def _decode_list(value: list[Any], name: str, max_bytes: int) -> np.ndarray:
         lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
         if arr.size and (arr.min() < lo or arr.max() > hi):
             raise BadInput(
-                f"input {name!r}: integers must fit in int32, got values in [{arr.min()}, {arr.max()}]"
+                f"input {quote(name)}: integers must fit in int32 [{lo}, {hi}], got values outside it"
             )
         arr = arr.astype(np.int32)
     return arr
@@ -159,14 +163,14 @@ def _decode_list(value: list[Any], name: str, max_bytes: int) -> np.ndarray:
 
 def parse_dtype(raw: Any, name: str) -> np.dtype[Any]:
     if not isinstance(raw, str):
-        raise BadInput(f"input {name!r}: 'dtype' must be a string like 'float32', got {_describe(raw)}")
+        raise BadInput(f"input {quote(name)}: 'dtype' must be a string like 'float32', got {describe(raw)}")
     try:
         dtype = np.dtype(raw)
     except (TypeError, ValueError):
-        raise BadInput(f"input {name!r}: unknown dtype {raw!r}") from None
+        raise BadInput(f"input {quote(name)}: unknown dtype {quote(raw)}") from None
     if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
         raise BadInput(
-            f"input {name!r}: dtype must be bool, int, uint or float, got {raw!r} ({dtype.kind!r} kind)"
+            f"input {quote(name)}: dtype must be bool, int, uint or float, got {quote(raw)} ({dtype.kind!r} kind)"
         )
     return dtype
 
@@ -174,11 +178,14 @@ def parse_dtype(raw: Any, name: str) -> np.dtype[Any]:
 def parse_shape(raw: Any, name: str) -> tuple[int, ...]:
     if not isinstance(raw, (list, tuple)) or len(raw) > _MAX_RANK:
         raise BadInput(
-            f"input {name!r}: 'shape' must be a list of at most {_MAX_RANK} dimensions, got {_describe(raw)}"
+            f"input {quote(name)}: 'shape' must be a list of at most {_MAX_RANK} dimensions, "
+            f"got {describe(raw)}"
         )
     for d in raw:
         if isinstance(d, bool) or not isinstance(d, int) or d <= 0:
-            raise BadInput(f"input {name!r}: every dimension must be a positive integer, got shape {raw!r}")
+            raise BadInput(
+                f"input {quote(name)}: every dimension must be a positive integer, got shape {_fmt_shape(raw)}"
+            )
     return tuple(raw)
 
 
@@ -198,8 +205,35 @@ def array_from_json(obj: Mapping[str, Any]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(obj["b64"]), dtype=dtype).reshape(obj["shape"])
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
+def describe(value: Any) -> str:
+    """What came, by type and size only: a value may be (part of) someone's input."""
+    if value is None:
+        return "None"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{len(value)} bytes"
+    if isinstance(value, Mapping):
+        return f"a map of {len(value)} entries" if value else "an empty map"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} items" if value else "an empty list"
+    return f"a value of type {type(value).__name__}"
+
+
+def quote(value: Any) -> str:
+    """A sender-chosen name for a message: quoted, shortened if long; other types by type."""
+    if not isinstance(value, str):
+        return describe(value)
+    if len(value) > _QUOTE_MAX:
+        return repr(value[:_QUOTE_MAX]) + f"... ({len(value)} characters)"
+    return repr(value)
+
+
+def _fmt_shape(raw: list[Any] | tuple[Any, ...]) -> str:
+    dims = [
+        str(d)
+        if isinstance(d, int) and not isinstance(d, bool) and abs(d) < 10**18
+        else f"<{type(d).__name__}>"
+        for d in raw
+    ]
+    return "[" + ", ".join(dims) + "]"

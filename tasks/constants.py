@@ -22,6 +22,12 @@ QUEUE_PREFIX = "inferq"
 PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITY_SEP = "\x06\x16"
 
+#: The client's job priorities, as kombu priorities (lower is served first). Ordinary
+#: jobs are not sent at 0, so that ``high`` has a list to overtake them from; a job a
+#: plain Celery client sends without a priority lands in the ``high`` list.
+PRIORITIES = {"high": 0, "normal": 3, "low": 6}
+DEFAULT_PRIORITY = "normal"
+
 #: Celery's Redis result backend key layout; the result backend doubles as the cache,
 #: so the cache key *is* this key for the job's content-hash id.
 RESULT_KEY_PREFIX = "celery-task-meta-"
@@ -54,9 +60,11 @@ DEFAULT_MODELS_DIR = "models"
 DEFAULT_CACHE_TTL_S = 86_400
 #: 16 MiB: a 1024x1024x4 float32 image fits; anything bigger is almost surely a bug.
 DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
-#: Inference jobs are short; a lost worker's jobs should come back within minutes,
-#: not after Celery's default hour.
-DEFAULT_VISIBILITY_TIMEOUT_S = 300
+#: How long a message whose worker stopped renewing its lease waits before another
+#: worker takes it back. Live workers renew every quarter of it (workers/leases.py), so
+#: it need not outlast the slowest batch: a killed worker's jobs come back within about
+#: a minute instead of Celery's default hour.
+DEFAULT_VISIBILITY_TIMEOUT_S = 60
 #: Bounded prefetch: a worker holds at most this many unacked messages per process.
 DEFAULT_PREFETCH = 4
 DEFAULT_FLOWER_PORT = 5555

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from tasks import constants as C
-from tasks.codec import contiguous
+from tasks.codec import contiguous, quote
 from tasks.errors import BadInput
 
 #: Model and variant names: no path separators, no dots (they delimit queue names).
@@ -24,7 +24,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
 def check_name(kind: str, name: str) -> str:
     """Refuse names that could escape the models folder or break queue names."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise BadInput(f"{kind} name must match {NAME_RE.pattern} (letters, digits, _ and -), got {name!r}")
+        raise BadInput(
+            f"{kind} name must match {NAME_RE.pattern} (letters, digits, _ and -), got {quote(name)}"
+        )
     return name
 
 

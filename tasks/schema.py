@@ -150,19 +150,30 @@ class Request:
         for k in ("model", "variant"):
             if not isinstance(obj[k], str):
                 raise BadInput(f"job field {k!r} must be a string, got {type(obj[k]).__name__}")
-        enqueued_at = obj.get("enqueued_at")
+        enqueued_at = _stamp(obj, "enqueued_at")
         version = obj.get("version")
         return cls(
             model=obj["model"],
             variant=obj["variant"],
             inputs=obj["inputs"],
             version=str(version) if version is not None else None,
-            enqueued_at=float(enqueued_at) if isinstance(enqueued_at, (int, float)) else time.time(),
+            enqueued_at=time.time() if enqueued_at is None else enqueued_at,
             cache=bool(obj.get("cache", True)),
-            deadline_at=float(deadline)
-            if isinstance((deadline := obj.get("deadline_at")), (int, float))
-            else None,
+            deadline_at=_stamp(obj, "deadline_at"),
         )
+
+
+def _stamp(obj: dict[str, Any], name: str) -> float | None:
+    """A unix-time field as a float; absent or not a number is None."""
+    value = obj.get(name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # a JSON integer too big for a float
+        raise BadInput(
+            f"job field {name!r} must be a unix time in seconds, got an integer too large"
+        ) from None
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from tasks import constants as C
 from tasks.errors import ConfigError
@@ -25,6 +25,10 @@ def redact_url(url: str) -> str:
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+#: Accepted values of ``redis_cert_reqs``; ``required`` is the default.
+TLS_CERT_REQS = ("required", "none")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,16 @@ class Settings:
     flower_password: str = ""
     metrics_port: int = C.DEFAULT_METRICS_PORT
     log_level: str = "INFO"
+    #: For ``rediss://`` URLs: a PEM bundle of the CAs that sign the server's certificate
+    #: (empty: the system's trust store).
+    redis_ca_certs: str = ""
+    #: For ``rediss://`` URLs to a Redis that asks for client certificates (mutual TLS):
+    #: this client's certificate (PEM) and its key (empty: in the certificate file).
+    redis_certfile: str = ""
+    redis_keyfile: str = ""
+    #: ``required`` (the server's certificate and host name are checked) or ``none``
+    #: (encrypted but unauthenticated: anyone on the path can pose as the server).
+    redis_cert_reqs: str = "required"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models_dir", Path(self.models_dir))
@@ -66,6 +80,23 @@ class Settings:
                 raise ConfigError(
                     f"setting {name} must be a redis://, rediss:// or unix:// URL, got scheme {scheme!r}"
                 )
+            # One source of TLS options: the URL's would win in redis-py and lose in kombu.
+            tls_params = sorted(
+                k
+                for k in parse_qs(urlsplit(getattr(self, name)).query, keep_blank_values=True)
+                if k.startswith("ssl")
+            )
+            if tls_params:
+                raise ConfigError(
+                    f"setting {name} carries TLS options {tls_params}; set them with "
+                    "INFERQ_REDIS_CA_CERTS, INFERQ_REDIS_CERTFILE, INFERQ_REDIS_KEYFILE, INFERQ_REDIS_CERT_REQS"
+                )
+        if self.redis_cert_reqs not in TLS_CERT_REQS:
+            raise ConfigError(
+                f"setting redis_cert_reqs must be one of {list(TLS_CERT_REQS)}, got {self.redis_cert_reqs!r}"
+            )
+        if self.redis_keyfile and not self.redis_certfile:
+            raise ConfigError("setting redis_keyfile needs redis_certfile (the certificate it belongs to)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

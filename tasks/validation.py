@@ -6,12 +6,16 @@ authority: a raw Celery client can send anything).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from tasks.codec import quote
 from tasks.errors import BadInput
 from tasks.schema import TensorSpec
+
+#: How many input names a message lists (a sender may send thousands).
+_MAX_NAMES = 8
 
 
 def validate_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
@@ -20,9 +24,9 @@ def validate_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec
     got = set(inputs)
     if got != expected:
         raise BadInput(
-            f"expected inputs {sorted(expected)}, got {sorted(got)}"
-            + (f" (missing {sorted(expected - got)})" if expected - got else "")
-            + (f" (unexpected {sorted(got - expected)})" if got - expected else "")
+            f"expected inputs {_names(expected)}, got {_names(got)}"
+            + (f" (missing {_names(expected - got)})" if expected - got else "")
+            + (f" (unexpected {_names(got - expected)})" if got - expected else "")
         )
     out: dict[str, np.ndarray] = {}
     for spec in specs:
@@ -57,3 +61,11 @@ def validate_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec
 
 def _fmt(shape: Sequence[int | None]) -> str:
     return "[" + ", ".join("?" if s is None else str(s) for s in shape) + "]"
+
+
+def _names(names: Iterable[str]) -> str:
+    """Input names for a message; a sender's names are shortened, and only a few shown."""
+    ordered = sorted(names)
+    shown = ", ".join(quote(n) for n in ordered[:_MAX_NAMES])
+    more = f", ... {len(ordered) - _MAX_NAMES} more" if len(ordered) > _MAX_NAMES else ""
+    return f"[{shown}{more}]"

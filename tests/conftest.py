@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from producers.client import Client
 from producers.local_redis import LocalRedis
 from producers.procs import stop_process
 from producers.status import wait_for_workers
+from tasks.keys import queue_lists, queue_name
 from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,12 +57,16 @@ def settings(redis_server: LocalRedis, models_dir: Path) -> Settings:
 class WorkerProcess:
     """An ``inferq worker`` child process with its log in a file."""
 
-    def __init__(self, settings: Settings, models: list[str], log: Path, *extra: str) -> None:
+    def __init__(
+        self, settings: Settings, models: list[str], log: Path, *extra: str, prefix: list[str] | None = None
+    ) -> None:
+        """``prefix`` runs the worker under another command (``ip netns exec NS``)."""
         self.settings = settings
         self.models = models
         self.log = log
         self.hostname: str | None = f"test{os.getpid()}-{time.monotonic_ns()}@localhost"
-        cmd = [sys.executable, "-m", "producers.cli", "worker", "--models", ",".join(models), *extra]
+        cmd = [*(prefix or []), sys.executable, "-m", "producers.cli", "worker", "--models", ",".join(models)]
+        cmd += extra
         if "--concurrency" not in extra:
             cmd += ["--hostname", self.hostname]
         else:
@@ -94,6 +100,11 @@ class WorkerProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+def queue_depth(broker: redis.Redis, model: str, variant: str) -> int:
+    """Jobs waiting in a model queue, over all its priority lists."""
+    return sum(int(broker.llen(lst)) for lst in queue_lists(queue_name(model, variant)))
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,17 @@ import sys
 import time
 from pathlib import Path
 
-import redis
 from celery import bootsteps, signals
 
 from tasks.app import create_app
+from tasks.connections import redis_client
 from tasks.keys import queue_name
 from tasks.settings import Settings, redact_url
 from workers.announce import Heartbeat, announce_models
 from workers.consumer import BatchLimits, WorkerCore
 from workers.events import EventSink
 from workers.fetcher import Fetcher
+from workers.leases import Leases
 from workers.metrics import Metrics
 from workers.pipeline import Pipeline
 from workers.registry import Registry
@@ -88,8 +89,8 @@ def run_worker(
     app = create_app(settings)
     pipeline = Pipeline(runtimes, max_payload_bytes=settings.max_payload_bytes)
     register_predict(app, pipeline)
-    backend = redis.Redis.from_url(settings.result_backend)
-    broker = redis.Redis.from_url(settings.broker_url)
+    backend = redis_client(settings.result_backend, settings)
+    broker = redis_client(settings.broker_url, settings)
     queues = sorted({queue_name(i.name, i.variant) for i in infos})
     # Room for one batch computing and the next one filling, and no more: a worker
     # never pulls the whole queue into memory.
@@ -100,10 +101,17 @@ def run_worker(
     core = WorkerCore(
         pipeline,
         ResultWriter(backend, settings.cache_ttl_s),
-        lambda on_deliveries: Fetcher(broker, queues, on_deliveries, capacity=capacity),
+        lambda on_deliveries: Fetcher(
+            broker,
+            queues,
+            on_deliveries,
+            capacity=capacity,
+            leases=Leases(broker, settings.visibility_timeout_s),
+        ),
         EventSink(app, hostname),
         limits=limits,
         metrics=metrics,
+        give_up_s=settings.visibility_timeout_s,
     )
     announce_models(backend, infos)
     heartbeat = Heartbeat(backend, hostname, infos, lambda: {**metrics.snapshot(), "rss_bytes": rss_bytes()})

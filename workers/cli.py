@@ -74,8 +74,14 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_model(registry: Registry, name: str, path: Path, variant: str | None, version: str | None):  # type: ignore[no-untyped-def]
-    """Register a user's ``.tflite`` file or SavedModel folder, reading its tensors."""
+    """Register a user's ``.tflite`` file or SavedModel folder, reading its tensors.
+
+    Names become folder names under the models folder, so they are checked before
+    anything is read: plain names only (no ``/``, ``..``, leading dot, NUL).
+    """
     check_name("model", name)
+    if variant is not None:
+        check_name("variant", variant)
     if not path.exists():
         raise BadInput(f"{path} does not exist")
     if path.is_dir():

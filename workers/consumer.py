@@ -26,6 +26,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tasks.codec import quote
 from tasks.constants import INPUT_KEY_PREFIX, PREDICT_TASK
 from tasks.errors import BadInput, InferqError
 from tasks.schema import Result
@@ -35,6 +36,7 @@ from workers.events import EventSink
 from workers.fetcher import Delivery, Fetcher
 from workers.metrics import Metrics
 from workers.pipeline import Pipeline, Prepared
+from workers.retry import GaveUp, Persistent
 from workers.store import Outcome, ResultWriter
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ class _Message:
     remaining: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     refs: list[str] = field(default_factory=list)  # inputs stored beside the message
+    #: Some job's outcome could not be stored: the message is given up, never acked.
+    abandoned: bool = False
 
     def finish(self, n: int = 1) -> bool:
         """Count ``n`` jobs done; True when this was the last (time to ack)."""
@@ -87,6 +91,7 @@ class WorkerCore:
         *,
         limits: BatchLimits | None = None,
         metrics: Metrics | None = None,
+        give_up_s: float = 300.0,
     ) -> None:
         self.pipeline = pipeline
         self.writer = writer
@@ -97,6 +102,9 @@ class WorkerCore:
         self.completer = Completer()
         self.fetcher: Fetcher = fetcher_factory(self.on_deliveries)
         self.pid = os.getpid()
+        self._stopping = threading.Event()
+        #: Stores and acks outlast a Redis restart or a network cut of up to ``give_up_s``.
+        self.persist = Persistent(give_up_s, self._stopping)
         self._started = False
         self._last_compute_ms: dict[str, float] = {}
 
@@ -112,6 +120,7 @@ class WorkerCore:
         if not self._started:
             return
         self._started = False
+        self._stopping.set()
         self.fetcher.stop()
         self.fetcher.join(timeout=10)
         left = self.batcher.stop()
@@ -123,13 +132,14 @@ class WorkerCore:
                 log.info("returned %d buffered message(s) to the queue", len(restore))
             except Exception as exc:  # the visibility timeout will bring them back
                 log.warning("could not return %d message(s) to the queue: %s", len(restore), exc)
+        self.fetcher.stop_leases()
         self.events.close()
 
     # --- fetcher thread -------------------------------------------------------------
 
     def on_deliveries(self, deliveries: list[Delivery]) -> None:
-        failures: list[Outcome] = []
-        done: list[Delivery] = []
+        failures: list[tuple[Outcome, _Message]] = []
+        done: list[_Message] = []
         parsed: list[tuple[_Message, list[tuple[str, Any]]]] = []
         for d in deliveries:
             try:
@@ -137,24 +147,52 @@ class WorkerCore:
             except Rejected as rej:
                 # Not answerable as a job (no id) or refused unread: logged without the body.
                 log.warning("rejected message from %s: %s", d.list_key, rej.reason)
+                msg = _Message(d, remaining=0)
                 if rej.job_id:
-                    failures.append(Outcome(rej.job_id, error=BadInput(rej.reason)))
-                done.append(d)
+                    failures.append((Outcome(rej.job_id, error=BadInput(rej.reason)), msg))
+                done.append(msg)
+                continue
+            except Exception as exc:  # a parser bug must not poison the other messages
+                log.error("could not read a message from %s (%s); dropped", d.list_key, type(exc).__name__)
+                done.append(_Message(d, remaining=0))
                 continue
             parsed.append((_Message(d, remaining=len(items)), items))
-        self._claim_inputs(parsed)
+        try:
+            self._claim_inputs(parsed)
+        except GaveUp as exc:
+            log.error("%s; %d message(s) come back after the visibility timeout", exc, len(deliveries))
+            self.fetcher.abandon(deliveries)
+            return
         for msg, items in parsed:
             self._take(msg, items, failures, done)
         if failures:
-            self.writer.store(failures)
-            for o in failures:
-                self._finish_event(o, 0.0)
-            self.metrics.failed_early(failures)
-            self.events.flush()
-        if done:
-            acked = {id(d) for d in done}
-            refs = [r for msg, _ in parsed if id(msg.delivery) in acked for r in msg.refs]
-            self.fetcher.ack(done, refs)
+            outcomes = [o for o, _ in failures]
+            try:
+                self.persist.call("storing failures", lambda: self.writer.store(outcomes))
+            except GaveUp as exc:
+                log.error("%s; their messages come back after the visibility timeout", exc)
+                for _, msg in failures:
+                    msg.abandoned = True
+            else:
+                for o in outcomes:
+                    self._finish_event(o, 0.0)
+                self.metrics.failed_early(outcomes)
+                self.events.flush()
+        self._ack(done)
+
+    def _ack(self, messages: list[_Message]) -> None:
+        """Acknowledge finished messages (and drop their stored inputs); give up the abandoned."""
+        ack = [m for m in messages if not m.abandoned]
+        lost = [m.delivery for m in messages if m.abandoned]
+        if ack:
+            refs = [r for m in ack for r in m.refs]
+            try:
+                self.persist.call("acknowledging", lambda: self.fetcher.ack([m.delivery for m in ack], refs))
+            except GaveUp as exc:  # the results are stored; a redelivery recomputes them
+                log.error("%s; %d message(s) will be redelivered", exc, len(ack))
+                lost += [m.delivery for m in ack]
+        if lost:
+            self.fetcher.abandon(lost)
 
     def _claim_inputs(self, parsed: list[tuple[_Message, list[tuple[str, Any]]]]) -> None:
         """Fetch inputs that travelled beside their messages, all in one round trip."""
@@ -172,12 +210,17 @@ class WorkerCore:
                     raw["inputs"] = _MISSING
         if not wanted:
             return
-        blobs = self.fetcher.client.mget([raw["inputs_ref"] for _, raw in wanted])
+        refs = [raw["inputs_ref"] for _, raw in wanted]
+        blobs = self.persist.call("reading stored inputs", lambda: self.fetcher.client.mget(refs))
         for (_, raw), blob in zip(wanted, blobs, strict=True):
             raw["inputs"] = blob if blob is not None else _MISSING
 
     def _take(
-        self, msg: _Message, items: list[tuple[str, Any]], failures: list[Outcome], done: list[Delivery]
+        self,
+        msg: _Message,
+        items: list[tuple[str, Any]],
+        failures: list[tuple[Outcome, _Message]],
+        done: list[_Message],
     ) -> None:
         answered = 0
         for jid, raw in items:
@@ -191,7 +234,7 @@ class WorkerCore:
                     )
                 prepared = self.pipeline.prepare(jid, raw, msg.delivery.received_at)
             except InferqError as exc:
-                failures.append(Outcome(jid, error=exc, key=self._label(raw)))
+                failures.append((Outcome(jid, error=exc, key=self._label(raw)), msg))
                 answered += 1
                 continue
             info = prepared.runtime.info
@@ -200,7 +243,7 @@ class WorkerCore:
             key: Hashable = prepared.batch_key
             self.batcher.put(key, _Entry(prepared, msg), max_size=max_size, max_wait_s=max_wait / 1e3)
         if answered and msg.finish(answered):
-            done.append(msg.delivery)
+            done.append(msg)
 
     def _label(self, raw: Any) -> str:
         """The job's model:variant for metrics, if served (senders don't pick labels)."""
@@ -247,22 +290,25 @@ class WorkerCore:
             assert error is not None
             outcomes = [Outcome(j.job_id, error=error, key=jobs[0].runtime.info.key) for j in jobs]
         try:
-            self.writer.store(outcomes)
-        except Exception:
-            # Not stored: not acked either; the broker brings the messages back after
-            # the visibility timeout (sooner if this worker stops).
-            log.exception("could not store a batch of %d; leaving it unacknowledged", len(entries))
-            return
+            self.persist.call(f"storing a batch of {len(entries)}", lambda: self.writer.store(outcomes))
+            stored = True
+        except GaveUp as exc:
+            # Not stored: not acked either; the messages come back after the visibility timeout.
+            log.error("%s; leaving it unacknowledged", exc)
+            stored = False
         now = time.time()
         finished: list[_Message] = []
         for e, o in zip(entries, outcomes, strict=True):
-            self._finish_event(o, now - e.job.received_at)
+            if stored:
+                self._finish_event(o, now - e.job.received_at)
+            else:
+                e.msg.abandoned = True
             if e.msg.finish():
                 finished.append(e.msg)
-        if finished:
-            self.fetcher.ack([m.delivery for m in finished], [r for m in finished for r in m.refs])
-        self.events.flush()
-        self.metrics.batch_done(jobs, results, t0)
+        self._ack(finished)
+        if stored:
+            self.events.flush()
+            self.metrics.batch_done(jobs, results, t0)
 
     def _finish_event(self, o: Outcome, runtime_s: float) -> None:
         if o.error is None:
@@ -278,5 +324,5 @@ _MISSING = object()
 def _describe(raw: Any) -> str:
     """What Flower shows as the job's args: model and variant, never the input payload."""
     if isinstance(raw, dict):
-        return f"({raw.get('model')!r}, {raw.get('variant')!r})"
+        return f"({quote(raw.get('model'))}, {quote(raw.get('variant'))})"
     return "(<malformed>)"

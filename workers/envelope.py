@@ -3,19 +3,25 @@
 What comes off the wire is untrusted: anything that is not a Celery message for our
 task, in an accepted codec, is refused with a reason (and answered under its id when
 it has one). Pickle and YAML bodies are refused unread: their bytes are never decoded.
+Reasons name fields, types and sizes, never the body, and quote sender-chosen strings
+(task name, content type) only shortened, since they end up in the worker's log.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from typing import Any
 
 import msgpack
 import orjson
 
+from tasks.codec import quote
 from tasks.constants import PREDICT_TASK
+
+log = logging.getLogger(__name__)
 
 #: Body codecs accepted off the wire (Celery content types).
 ACCEPTED = {"application/x-msgpack": "msgpack", "application/json": "json"}
@@ -35,20 +41,31 @@ def parse_message(raw: bytes) -> list[tuple[str, Any]]:
     """A kombu message as ``[(job id, request)...]`` (one, or a bulk message's items)."""
     try:
         envelope = orjson.loads(raw)
-        headers = envelope.get("headers") or {}
-        props = envelope.get("properties") or {}
-    except (orjson.JSONDecodeError, AttributeError):
+    except orjson.JSONDecodeError:
         raise Rejected("", "not a Celery message (the envelope is not JSON)") from None
+    if not isinstance(envelope, dict):
+        raise Rejected("", f"not a Celery message (the envelope is a JSON {type(envelope).__name__})")
+    headers = envelope.get("headers")
+    if not isinstance(headers, dict):
+        got = "none" if headers is None else type(headers).__name__
+        raise Rejected("", f"not a Celery message (expected a 'headers' map, got {got})")
     job_id = headers.get("id")
     if not isinstance(job_id, str) or not 0 < len(job_id) <= 128:
         job_id = ""  # cannot be answered under an id; the rejection is logged
+    props = envelope.get("properties")
+    if not isinstance(props, dict):
+        raise Rejected(
+            job_id, f"not a Celery message (expected a 'properties' map, got {type(props).__name__})"
+        )
     task = headers.get("task")
     if task != PREDICT_TASK:
-        raise Rejected(job_id, f"unknown task {task!r}: this queue only runs {PREDICT_TASK!r}")
+        raise Rejected(job_id, f"unknown task {quote(task)}: this queue only runs {PREDICT_TASK!r}")
     ctype = envelope.get("content-type")
     codec = ACCEPTED.get(ctype) if isinstance(ctype, str) else None
     if codec is None:
-        raise Rejected(job_id, f"content type {ctype!r} is not accepted (expected one of {sorted(ACCEPTED)})")
+        raise Rejected(
+            job_id, f"content type {quote(ctype)} is not accepted (expected one of {sorted(ACCEPTED)})"
+        )
     try:
         body = envelope["body"]
         if props.get("body_encoding") == "base64":
@@ -66,15 +83,20 @@ def parse_message(raw: bytes) -> list[tuple[str, Any]]:
 
 
 def _split_bulk(msg_id: str, arg: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A bulk message's items; an item without a usable id is logged and skipped, so
+    it cannot keep its siblings from running (nobody can be waiting on it anyway)."""
     items = arg["items"]
     if not isinstance(items, list) or not items:
         raise Rejected(msg_id, "bulk job 'items' must be a non-empty list of {id, inputs}")
     common = {k: v for k, v in arg.items() if k != "items"}
     out = []
-    for it in items:
+    for i, it in enumerate(items):
         jid = it.get("id") if isinstance(it, dict) else None
         if not (isinstance(jid, str) and _ITEM_ID.match(jid)):
-            raise Rejected(msg_id, "every bulk item needs an 'id' of letters, digits and '-' (at most 64)")
+            log.warning("rejected item %d of bulk message %s: it has no usable 'id'", i, quote(msg_id))
+            continue
         own = {k: it[k] for k in ("inputs", "inputs_ref") if k in it}
         out.append((jid, {**common, **own}))
+    if not out:
+        raise Rejected(msg_id, "every bulk item needs an 'id' of letters, digits and '-' (at most 64)")
     return out

@@ -7,8 +7,10 @@ fetcher instead takes up to ``n`` messages in one Lua call that also records eac
 kombu's ``unacked`` hash and ``unacked_index`` sorted set, exactly as kombu's
 ``QoS.append`` would. So the guarantees stay kombu's: a message is removed from
 those indices only when acked (after its result is stored); if this worker dies,
-any Celery worker's consumer restores it once the visibility timeout passes; and on
-a graceful stop the fetcher puts back what it has not run.
+while this worker lives it renews a lease on every message it holds, and once it
+stops renewing (killed, or cut off) any inferq worker takes the message back after
+the visibility timeout (``workers/leases.py``); and on a graceful stop the fetcher puts
+back what it has not run.
 
 Messages are taken from the queue's priority lists in kombu's order (``queue``, then
 ``queue\\x06\\x163``, ``\\x06\\x166``, ``\\x06\\x169``), so priorities work as they do
@@ -27,11 +29,10 @@ from dataclasses import dataclass
 import redis
 
 from tasks.keys import queue_lists
+from workers.leases import UNACKED, UNACKED_INDEX, Leases
+from workers.retry import Persistent
 
 log = logging.getLogger(__name__)
-
-UNACKED = "unacked"  # kombu's Channel.unacked_key
-UNACKED_INDEX = "unacked_index"  # kombu's Channel.unacked_index_key
 
 # KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3..] lists in priority order.
 # ARGV[1] max messages, ARGV[2] now. Returns {list key, raw message, delivery tag}...
@@ -94,6 +95,7 @@ class Fetcher(threading.Thread):
         on_deliveries: Callable[[list[Delivery]], None],
         *,
         capacity: int,
+        leases: Leases | None = None,
         idle_block_s: float = 1.0,
     ) -> None:
         super().__init__(name="inferq-fetcher", daemon=True)
@@ -102,12 +104,14 @@ class Fetcher(threading.Thread):
         self.lists = [lst for lists in zip(*(queue_lists(q) for q in queues), strict=True) for lst in lists]
         self.on_deliveries = on_deliveries
         self.capacity = capacity
+        self.leases = leases
         self.idle_block_s = idle_block_s
         self._fetch = client.register_script(_FETCH)
         self._in_flight = 0
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._backoff = 0.0
+        self._persist = Persistent(float("inf"), self._stopping)
 
     # --- called by the batcher thread -----------------------------------------------
 
@@ -122,7 +126,12 @@ class Fetcher(threading.Thread):
             if input_keys:
                 pipe.delete(*input_keys)
             pipe.execute()
-        self._release(len(deliveries))
+        self._release(deliveries)
+
+    def abandon(self, deliveries: list[Delivery]) -> None:
+        """Give messages up without acknowledging them (their result could not be stored):
+        the lease lapses, and a worker takes them back after the visibility timeout."""
+        self._release(deliveries)
 
     def restore(self, deliveries: list[Delivery]) -> None:
         """Put messages back at the head of their lists (graceful stop), atomically per batch."""
@@ -134,17 +143,30 @@ class Fetcher(threading.Thread):
                     pipe.zrem(UNACKED_INDEX, d.tag)
                     pipe.hdel(UNACKED, d.tag)
             pipe.execute()
-        self._release(len(deliveries))
+        self._release(deliveries)
 
-    def _release(self, n: int) -> None:
+    def _release(self, deliveries: list[Delivery]) -> None:
+        if self.leases is not None:
+            self.leases.release(d.tag for d in deliveries)
         with self._cond:
-            self._in_flight -= n
+            self._in_flight -= len(deliveries)
             self._cond.notify()
 
+    def start(self) -> None:
+        if self.leases is not None and not self.leases.is_alive():
+            self.leases.start()
+        super().start()
+
     def stop(self) -> None:
+        """Stop taking messages; leases are kept up until ``stop_leases`` (a stopping worker
+        still stores and acks the batch in hand)."""
         self._stopping.set()
         with self._cond:
             self._cond.notify()
+
+    def stop_leases(self) -> None:
+        if self.leases is not None:
+            self.leases.stop()
 
     # --- the fetch loop -------------------------------------------------------------
 
@@ -166,23 +188,37 @@ class Fetcher(threading.Thread):
                 continue
             self._backoff = 0.0
             if got:
+                if self.leases is not None:
+                    self.leases.hold(d.tag for d in got)
                 with self._cond:
                     self._in_flight += len(got)
-                self.on_deliveries(got)
+                try:
+                    self.on_deliveries(got)
+                except Exception:  # must not end the fetch loop; the leases lapse instead
+                    log.exception("handing over %d message(s) failed; they come back later", len(got))
+                    self.abandon(got)
 
     def _take(self, room: int) -> list[Delivery]:
         flat = self._fetch(keys=[UNACKED, UNACKED_INDEX, *self.lists], args=[room, time.time()])
         if not flat:
             # Nothing queued: block until something is (BRPOP wakes at once on a push),
-            # then record it the same way. kombu has this same short window between
-            # BRPOP and recording; everything else goes through the atomic Lua call.
+            # then record it the same way; everything else goes through the atomic Lua
+            # call. The popped message is in this process's hands only until it is
+            # recorded, so recording outlasts a Redis restart (kombu has the same window,
+            # and loses the message if the connection drops in it).
             popped = self.client.brpop(self.lists, timeout=self.idle_block_s)
             if popped is None:
                 return []
             key, raw = popped
-            flat = self._record(key.decode(), raw)
+            flat = self._persist.call("recording a message", lambda: self._record(key.decode(), raw))
             if room > 1:
-                flat += self._fetch(keys=[UNACKED, UNACKED_INDEX, *self.lists], args=[room - 1, time.time()])
+                try:
+                    more = self._fetch(
+                        keys=[UNACKED, UNACKED_INDEX, *self.lists], args=[room - 1, time.time()]
+                    )
+                except redis.RedisError:  # anything it took is recorded: a sweep returns it
+                    more = []
+                flat += more
         now = time.time()
         out = []
         for i in range(0, len(flat), 3):

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tasks.codec import decode_inputs
-from tasks.errors import Expired, InferqError, ModelNotFound, TransientError
+from tasks.codec import decode_inputs, quote
+from tasks.errors import BadInput, Expired, InferqError, ModelNotFound, TransientError
+from tasks.keys import NAME_RE
 from tasks.schema import Request, Result, Timing
 from tasks.validation import validate_inputs
 from workers.runtimes.base import Runtime
@@ -49,6 +51,27 @@ class Pipeline:
 
     def prepare(self, job_id: str, raw: Any, received_at: float) -> Prepared:
         """Decode and validate one job; raises ``BadInput``/``ModelNotFound`` for it alone."""
+        try:
+            return self._prepare(job_id, raw, received_at)
+        except InferqError:
+            raise
+        except Exception as exc:
+            # A gap in the checks must cost this job, never the fetcher thread. Logged by
+            # type and place only: an exception's text may quote the input. A plain
+            # InferqError, not BadInput: it is not cached, so a fixed worker gets to retry.
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error(
+                "job %s: unexpected %s while decoding at %s:%s",
+                job_id,
+                type(exc).__name__,
+                where.filename,
+                where.lineno,
+            )
+            raise InferqError(
+                f"the job's input could not be checked: unexpected {type(exc).__name__} in the worker"
+            ) from None
+
+    def _prepare(self, job_id: str, raw: Any, received_at: float) -> Prepared:
         request = Request.from_wire(raw)
         if request.deadline_at is not None and received_at > request.deadline_at:
             late_ms = (received_at - request.deadline_at) * 1e3
@@ -56,10 +79,17 @@ class Pipeline:
         key = f"{request.model}:{request.variant}"
         runtime = self.runtimes.get(key)
         if runtime is None:
+            # Names never reach a path here (runtimes are looked up by key), but a name
+            # with '/' or '..' is malformed, not merely unknown: say so.
+            for kind, name in (("model", request.model), ("variant", request.variant)):
+                if not NAME_RE.fullmatch(name):
+                    raise BadInput(
+                        f"{kind} name must be 1-64 letters, digits, '_' or '-' (no '/', '.'), got {quote(name)}"
+                    )
             raise ModelNotFound(f"this worker does not serve {key}; it serves {sorted(self.runtimes)}")
         if request.version is not None and request.version != runtime.info.version:
             raise ModelNotFound(
-                f"{key}: job asks for version {request.version}, "
+                f"{key}: job asks for version {request.version[:40]}, "
                 f"this worker serves version {runtime.info.version}"
             )
         inputs = decode_inputs(request.inputs, self.max_payload_bytes)

@@ -8,12 +8,19 @@ Layout::
 
 Reading the registry needs neither TensorFlow nor LiteRT; only ``add`` (which reads
 a file's tensors) and loading a runtime do.
+
+Everything a model entry names must lie inside the models folder once symlinks are
+followed: a ``meta.json`` whose ``file`` is ``../../etc/passwd`` or an absolute path,
+or a symlink that leads out, is refused (``ModelPathRefused``); listing the folder
+logs the refusal and goes on with the other models.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,6 +34,12 @@ from tasks.schema import ModelInfo
 META_FILE = "meta.json"
 TFLITE_FILE = "model.tflite"
 SAVEDMODEL_DIR = "saved_model"
+
+log = logging.getLogger(__name__)
+
+
+class ModelPathRefused(ConfigError):
+    """A model entry names a file outside the models folder (``..``, absolute, a symlink)."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +81,10 @@ class Registry:
         self.root = Path(root)
 
     def entries(self) -> list[ModelEntry]:
+        """Every model variant in the folder, less those refused (each refusal is logged)."""
         if not self.root.is_dir():
             return []
-        out = []
-        for meta in sorted(self.root.glob(f"*/*/{META_FILE}")):
-            out.append(self._load(meta))
-        return out
+        return self._load_each(sorted(self.root.glob(f"*/*/{META_FILE}")))[0]
 
     def get(self, name: str, variant: str) -> ModelEntry:
         check_name("model", name)
@@ -102,7 +113,10 @@ class Registry:
             if not variants:
                 known = sorted({e.info.name for e in self.entries()})
                 raise ModelNotFound(f"no model {name!r} in {self.root.resolve()} (known: {known})")
-            out.extend(self._load(m) for m in variants)
+            loaded, refused = self._load_each(variants)
+            if not loaded:
+                raise refused[0]
+            out.extend(loaded)
         return out
 
     def data_dir(self, name: str) -> Path:
@@ -119,9 +133,13 @@ class Registry:
         """Place a model file or folder under ``<root>/<name>/<variant>/`` with its meta."""
         check_name("model", info.name)
         check_name("variant", info.variant)
+        # Names are plain, but <root>/<name> may be a symlink that leads elsewhere.
+        resolve_inside(self.root, f"{info.name}/{info.variant}")
         dest_dir = self.root / info.name / info.variant
-        dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / (SAVEDMODEL_DIR if source.is_dir() else TFLITE_FILE)
+        if source.resolve() == dest.resolve():
+            raise BadInput(f"{source} is already {info.key}'s model file; give a file outside {self.root}")
+        dest_dir.mkdir(parents=True, exist_ok=True)
         if dest.exists():
             shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
         if move:
@@ -142,19 +160,53 @@ class Registry:
             }
         )
         meta.update(extra or {})
-        (dest_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        # Replaced, not written through: readers never see half a file, and a meta.json
+        # that is a symlink is swapped for a file rather than overwriting its target.
+        tmp = dest_dir / f".{META_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(tmp, dest_dir / META_FILE)
         return self._load(dest_dir / META_FILE)
 
+    def _load_each(self, metas: list[Path]) -> tuple[list[ModelEntry], list[ModelPathRefused]]:
+        """Load each entry; refused ones are logged and returned apart, broken ones raise."""
+        loaded, refused = [], []
+        for meta in metas:
+            try:
+                loaded.append(self._load(meta))
+            except ModelPathRefused as exc:
+                log.error("%s", exc)
+                refused.append(exc)
+        return loaded, refused
+
     def _load(self, meta_path: Path) -> ModelEntry:
+        root = self.root.resolve()
+        _refuse_outside(root, meta_path, f"model metadata {meta_path}")
         try:
             meta = json.loads(meta_path.read_text())
             info = ModelInfo.from_dict(meta)
             path = meta_path.parent / meta["file"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"broken model metadata {meta_path}: {exc}") from None
+        what = f"model file {meta['file']!r} named by {meta_path}"
+        _refuse_outside(root, path, what)
         if not path.exists():
             raise ConfigError(f"model file {path} named by {meta_path} does not exist")
+        if path.is_dir():  # a SavedModel: no file in it may lead out either
+            for folder, dirs, files in os.walk(path):
+                for link in (Path(folder) / n for n in dirs + files):
+                    if link.is_symlink():
+                        _refuse_outside(root, link, f"{link} in {what}")
         return ModelEntry(info=info, path=path, sha256=str(meta.get("sha256", "")))
+
+
+def _refuse_outside(root: Path, path: Path, what: str) -> None:
+    """Raise ``ModelPathRefused`` unless ``path``, symlinks followed, lies inside ``root``."""
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+        raise ModelPathRefused(f"{what} cannot be resolved inside the models folder {root}: {exc}") from None
+    if root not in real.parents:
+        raise ModelPathRefused(f"{what} resolves to {real}, outside the models folder {root}: refused")
 
 
 def resolve_inside(root: Path, name: str) -> Path:

@@ -1,7 +1,14 @@
-"""Every bad-input kind ends as a clear FAILURE; the worker stays up; the next job succeeds."""
+"""Every bad-input kind ends as a clear FAILURE; the worker stays up; the next job succeeds.
+
+Also: no pickle is ever deserialized (jobs or results), and input values never reach
+the worker's log or a stored error. (tests/integration/test_bad_input_catalog.py sends
+each kind among good jobs in one round trip.)
+"""
 
 from __future__ import annotations
 
+import json
+import pickle
 import time
 import uuid
 from pathlib import Path
@@ -11,9 +18,20 @@ import numpy as np
 import pytest
 
 from producers.client import Client
+from producers.job import result_from_meta
 from tasks.constants import PREDICT_TASK
-from tasks.errors import BadInput, ModelNotFound, PayloadTooLarge
-from tasks.keys import queue_name
+from tasks.errors import BadInput, InferqError, ModelNotFound, PayloadTooLarge
+from tasks.keys import queue_name, result_key
+from tests.helpers.raw_messages import (
+    JSON,
+    PICKLE,
+    QUEUE,
+    YAML,
+    RunsCode,
+    job_message,
+    kombu_message,
+    request,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,17 +45,6 @@ def send_raw(client: Client, request: object, variant: str = "fp32") -> str:
     jid = "raw-" + uuid.uuid4().hex
     client.app.send_task(PREDICT_TASK, args=[request], task_id=jid, queue=queue_name("digits", variant))
     return jid
-
-
-def request(inputs: object, **extra: object) -> dict[str, object]:
-    return {
-        "v": 1,
-        "model": "digits",
-        "variant": "fp32",
-        "inputs": inputs,
-        "enqueued_at": time.time(),
-        **extra,
-    }
 
 
 def expect_failure(client: Client, jid: str, exc: type[Exception], match: str) -> None:
@@ -174,3 +181,71 @@ def test_json_producer_with_nested_lists_gets_a_result(
     res = client.result(jid, wait=True, timeout=30)
     direct = client.submit("digits", x, variant="fp32").wait(timeout=30)
     np.testing.assert_allclose(res.outputs["probs"], direct.outputs["probs"], rtol=1e-6)
+
+
+# --- pickle is never deserialized; input values are never logged ----------------------------
+
+
+def test_the_pickle_these_tests_send_would_run_code_if_it_were_unpickled(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    pickle.loads(pickle.dumps(RunsCode(f"touch {marker}")))  # what the worker must never do
+    assert marker.exists()
+
+
+def test_a_pickled_result_document_is_never_unpickled_by_producers(client: Client, tmp_path: Path) -> None:
+    marker, jid = tmp_path / "ran", "pickled-" + uuid.uuid4().hex
+    assert not {"pickle", PICKLE, "yaml", YAML} & {*client.app.conf.accept_content}
+    assert client.app.conf.result_accept_content == ["json"]
+    client.backend.set(result_key(jid), pickle.dumps(RunsCode(f"touch {marker}")), ex=60)
+    with pytest.raises(InferqError, match="has no result yet"):
+        client.result(jid)
+    assert client.status(jid).value == "pending"
+    with pytest.raises(Exception, match="can't decode"):  # plain Celery: JSON only, too
+        client.app.AsyncResult(jid).get(timeout=1)
+    assert not marker.exists()
+
+
+SECRET = "SECRET-INPUT-8c1f"
+
+
+def test_input_values_never_reach_the_worker_log_or_stored_errors(
+    digits_worker, client: Client, models_dir: Path
+) -> None:
+    image = good_input(models_dir).copy()
+    image[0, 0, 0] = 1234.5678
+    bad = {
+        "string_list": job_message(
+            request({"image": [[0.5, SECRET]]}), job_id="s1-" + uuid.uuid4().hex, ctype=JSON
+        ),
+        "string_value": job_message(request({"image": SECRET}), job_id="s2-" + uuid.uuid4().hex, ctype=JSON),
+        "string_data": job_message(
+            request({"image": {"dtype": "<f4", "shape": [1], "data": SECRET}}),
+            job_id="s3-" + uuid.uuid4().hex,
+        ),
+        "shape": job_message(
+            request({"image": {"dtype": "<f4", "shape": [28, SECRET], "b64": ""}}),
+            job_id="s4-" + uuid.uuid4().hex,
+            ctype=JSON,
+        ),
+        "big_ints": job_message(
+            request({"image": [98765432101]}), job_id="s5-" + uuid.uuid4().hex, ctype=JSON
+        ),
+        "content_type": kombu_message(SECRET.encode(), "text/plain", job_id="s6-" + uuid.uuid4().hex),
+        "pickle": kombu_message(pickle.dumps(SECRET), PICKLE, job_id="s7-" + uuid.uuid4().hex),
+    }
+    answered = [json.loads(m)["headers"]["id"] for m in bad.values()]
+    good = "g-" + uuid.uuid4().hex
+    client.broker.lpush(
+        QUEUE,
+        *bad.values(),
+        f'{{"not": "celery", "secret": "{SECRET}"}}'.encode(),
+        f"{SECRET} not even JSON".encode(),
+        job_message(request({"image": image.tolist()}), job_id=good, ctype=JSON),
+    )
+    metas = client.listener.wait([*answered, good], timeout=30)
+    assert result_from_meta(good, metas[good][0], cached=False).outputs["probs"].shape == (10,)
+    stored = [client.backend.get(result_key(j)) or b"" for j in answered]
+    assert all(b'"FAILURE"' in doc for doc in stored)
+    for needle in (SECRET, "1234.567", "98765432101"):
+        assert needle not in digits_worker.log_text()
+        assert not any(needle.encode() in doc for doc in stored)

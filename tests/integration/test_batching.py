@@ -20,7 +20,7 @@ from producers.local_redis import free_port
 from tasks.errors import BadInput, TransientError
 from tasks.keys import job_id
 from tasks.settings import Settings
-from tests.conftest import ROOT, WorkerProcess
+from tests.conftest import ROOT, WorkerProcess, queue_depth
 from workers.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -209,10 +209,10 @@ def test_prefetch_is_bounded_with_thousands_of_jobs_waiting(
     )  # all distinct
     jobs = client.submit_many("digits", xs, variant="fp16", chunk_size=1)
     broker = redis.Redis.from_url(settings.broker_url)
-    assert broker.llen("inferq.digits.fp16") == 5000
+    assert queue_depth(broker, "digits", "fp16") == 5000
     fp16_worker_after.append(start_worker(settings, tmp_path, ["digits:fp16"], "--max-batch-size", "16"))
     peak = 0
-    while broker.llen("inferq.digits.fp16") > 500:
+    while queue_depth(broker, "digits", "fp16") > 500:
         peak = max(peak, int(broker.zcard("unacked_index")))
         time.sleep(0.01)
     # Capacity is 2 batches (32) or the prefetch setting, whichever is larger.
@@ -285,7 +285,7 @@ def test_sigterm_finishes_the_batch_in_hand_and_requeues_the_rest(
     jobs = client.submit_many("digits", xs, variant="fp16", chunk_size=1)
     broker = redis.Redis.from_url(settings.broker_url)
     w = start_worker(settings, tmp_path, ["digits:fp16"], "--max-batch-size", "16", "--max-wait-ms", "5")
-    while broker.llen("inferq.digits.fp16") > 1500:
+    while queue_depth(broker, "digits", "fp16") > 1500:
         time.sleep(0.005)
     w.stop()  # SIGTERM, waits for exit
     assert w.proc.returncode == 0, w.log_text()[-2000:]
@@ -294,6 +294,6 @@ def test_sigterm_finishes_the_batch_in_hand_and_requeues_the_rest(
     )
     done = sum(client.status(j.id).value == "success" for j in jobs)
     assert 0 < done < 2000
-    assert done + broker.llen("inferq.digits.fp16") == 2000, "a job was lost or duplicated on shutdown"
+    assert done + queue_depth(broker, "digits", "fp16") == 2000, "a job was lost or duplicated on shutdown"
     fp16_worker_after.append(start_worker(settings, tmp_path, ["digits:fp16"]))
     assert all(not isinstance(r, Exception) for r in client.wait_all(jobs, timeout=120))

@@ -12,7 +12,9 @@ import pytest
 from celery import Celery
 
 from producers.client import Client
+from tasks.keys import queue_lists
 from tasks.settings import Settings
+from tests.conftest import queue_depth
 from workers.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -117,8 +119,8 @@ def test_same_input_already_queued_is_not_enqueued_twice(
     assert first.enqueued and not second.enqueued and second.id == first.id
     assert client.status(first.id).value == "queued"
     broker = redis.Redis.from_url(settings.broker_url)
-    assert broker.llen("inferq.digits.fp16") == 1
-    broker.delete("inferq.digits.fp16")
+    assert queue_depth(broker, "digits", "fp16") == 1
+    broker.delete(*queue_lists("inferq.digits.fp16"))
 
 
 def test_no_cache_jobs_are_computed_every_time(digits_worker, client: Client, models_dir: Path) -> None:

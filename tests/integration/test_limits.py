@@ -1,4 +1,4 @@
-"""Per-job deadlines and the producer's queue limit, on a real worker and Redis."""
+"""Per-job deadlines, the producer's queue limit and priorities, on a real worker and Redis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 import redis
 
 from producers.client import Client
-from tasks.errors import Expired, Overloaded
+from tasks.errors import BadInput, Expired, Overloaded
+from tasks.keys import queue_lists
+from tasks.schema import Result
 from tasks.settings import Settings
 from tests.conftest import WorkerProcess
 
@@ -63,7 +65,35 @@ def test_producer_refuses_with_overloaded_past_the_queue_limit(settings: Setting
         with pytest.raises(Overloaded):
             c.submit("digits", xs[11], variant="fp16")
         # A refused job left no in-flight claim: once there is room it is accepted.
-        broker.delete("inferq.digits.fp16")
+        broker.delete(*queue_lists("inferq.digits.fp16"))
         time.sleep(0.3)
         assert c.submit("digits", xs[11], variant="fp16").enqueued
-    broker.delete("inferq.digits.fp16")
+    broker.delete(*queue_lists("inferq.digits.fp16"))
+
+
+def test_high_priority_jobs_overtake_queued_normal_ones_and_low_ones_wait(
+    settings: Settings, client: Client, tmp_path: Path
+) -> None:
+    xs = fresh(settings, 206)
+    low = client.submit("digits", xs[0], variant="fp16", priority="low")
+    normal = client.submit_many("digits", xs[1:201], variant="fp16", chunk_size=1)
+    high = [client.submit("digits", x, variant="fp16", priority="high") for x in xs[201:]]
+    w = WorkerProcess(settings, ["digits:fp16"], tmp_path / "w.log", "--max-batch-size", "8")
+    try:
+        w.wait_ready(client)  # only now does anything read the queue
+        results = client.wait_all([low, *normal, *high], timeout=60)
+    finally:
+        w.stop()
+    assert all(isinstance(r, Result) for r in results), results[:3]
+    done = {r.job_id: r.timing.finished_at for r in results if isinstance(r, Result)}
+    normal_done = sorted(done[j.id] for j in normal)
+    # Sent last, the high jobs are in the worker's first fetch: done before 90% of the
+    # normal ones. Sent first, the low job is fetched after every normal one.
+    assert all(done[j.id] <= normal_done[20] for j in high), "a high-priority job did not overtake"
+    assert done[low.id] >= normal_done[-20], "a low-priority job went before normal ones"
+
+
+def test_an_unknown_priority_is_refused_naming_the_choices(digits_worker, client: Client) -> None:
+    x = fresh(client.settings, 1)[0]
+    with pytest.raises(BadInput, match=r"priority must be one of \['high', 'low', 'normal'\], got 'urgent'"):
+        client.submit("digits", x, priority="urgent")

@@ -88,7 +88,7 @@ def test_multi_output_model_round_trips_all_outputs_by_name(
         worker.stop()
 
 
-@pytest.mark.parametrize("name", ["../evil", "a/b", "..", "x.y"])
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", "x.y", ".hidden", "/tmp/evil"])
 def test_models_add_refuses_names_that_escape_the_models_folder(
     name: str, detector_file: Path, settings: Settings
 ) -> None:

@@ -85,3 +85,43 @@ def test_a_body_that_does_not_decode_is_refused_with_its_codec() -> None:
 def test_malformed_bulk_items_are_refused(items: object) -> None:
     with pytest.raises(Rejected, match="bulk"):
         parse_message(envelope(celery_body({"model": "m", "items": items}), jid="bulk-2"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'"a string"', "the envelope is a JSON str"),
+        (b'{"headers": [1], "properties": {}}', "expected a 'headers' map, got list"),
+        (b'{"headers": "x", "properties": {}}', "expected a 'headers' map, got str"),
+    ],
+)
+def test_envelopes_whose_parts_are_not_maps_are_refused_not_crashed_on(raw: bytes, reason: str) -> None:
+    with pytest.raises(Rejected, match=reason) as err:
+        parse_message(raw)
+    assert err.value.job_id == ""
+
+
+def test_properties_that_are_not_a_map_are_refused_under_the_message_id() -> None:
+    raw = json.dumps({"headers": {"id": "j9", "task": "inferq.predict"}, "properties": [], "body": ""})
+    with pytest.raises(Rejected, match="expected a 'properties' map, got list") as err:
+        parse_message(raw.encode())
+    assert err.value.job_id == "j9"
+
+
+@pytest.mark.parametrize("field", ["task", "ctype"])
+def test_long_task_names_and_content_types_are_shortened_in_reasons(field: str) -> None:
+    long = "x" * 100_000
+    raw = envelope(b"", task=long) if field == "task" else envelope(b"", ctype=long)
+    with pytest.raises(Rejected) as err:
+        parse_message(raw)
+    assert "(100000 characters)" in err.value.reason
+    assert len(err.value.reason) < 200
+
+
+def test_a_bulk_item_without_a_usable_id_is_skipped_and_its_siblings_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    arg = {"model": "m", "items": [{"id": "a1", "inputs": b"x"}, {"id": "../etc", "inputs": b"y"}, 7]}
+    assert parse_message(envelope(celery_body(arg), jid="bulk-3")) == [("a1", {"model": "m", "inputs": b"x"})]
+    assert "rejected item 1 of bulk message 'bulk-3'" in caplog.text
+    assert "rejected item 2 of bulk message 'bulk-3'" in caplog.text

@@ -133,6 +133,8 @@ def test_settings_are_immutable_and_with_returns_a_changed_copy():
             "rediss://user:***@host/1?ssl_cert_reqs=required",
         ),
         (f"redis://u:{SECRET}@host", "redis://u:***@host"),
+        (f"rediss://:{SECRET}@host:6380/0", "rediss://:***@host:6380/0"),
+        (f"rediss://default:{SECRET}@[::1]:6380", "rediss://default:***@[::1]:6380"),
         ("redis://host:6379/0", "redis://host:6379/0"),
         ("redis://user@host:6379/0", "redis://user@host:6379/0"),
         ("unix:///tmp/redis.sock", "unix:///tmp/redis.sock"),
@@ -167,6 +169,71 @@ def test_public_never_contains_a_password():
     assert pub["flower_password"] == "***"
     assert pub["models_dir"] == "models"
     assert pub["threads"] == 1
+
+
+def test_public_hides_passwords_of_rediss_urls_with_and_without_a_user():
+    s = Settings.from_env(
+        {
+            "INFERQ_BROKER_URL": f"rediss://:{SECRET}@broker:6380/0",
+            "INFERQ_RESULT_BACKEND": f"rediss://app:{SECRET}@cache:6380/1",
+            "INFERQ_REDIS_CA_CERTS": "/etc/inferq/ca.pem",
+        }
+    )
+    pub = s.public()
+    assert SECRET not in repr(pub)
+    assert pub["broker_url"] == "rediss://:***@broker:6380/0"
+    assert pub["result_backend"] == "rediss://app:***@cache:6380/1"
+    assert pub["redis_ca_certs"] == "/etc/inferq/ca.pem"  # a path, not a secret
+
+
+def test_tls_settings_default_to_verifying_with_the_system_trust_store():
+    s = Settings.from_env({})
+    assert (s.redis_ca_certs, s.redis_certfile, s.redis_keyfile) == ("", "", "")
+    assert s.redis_cert_reqs == "required"
+
+
+def test_tls_settings_are_read_from_the_environment():
+    s = Settings.from_env(
+        {
+            "INFERQ_REDIS_CA_CERTS": "/tls/ca.pem",
+            "INFERQ_REDIS_CERTFILE": "/tls/client.pem",
+            "INFERQ_REDIS_KEYFILE": "/tls/client.key",
+            "INFERQ_REDIS_CERT_REQS": "none",
+        }
+    )
+    assert (s.redis_ca_certs, s.redis_certfile, s.redis_keyfile) == (
+        "/tls/ca.pem",
+        "/tls/client.pem",
+        "/tls/client.key",
+    )
+    assert s.redis_cert_reqs == "none"
+    assert Settings.from_env(s.env()) == s
+
+
+@pytest.mark.parametrize("value", ["", "optional", "CERT_NONE", "false"])
+def test_unknown_redis_cert_reqs_is_refused(value):
+    with pytest.raises(ConfigError, match=r"redis_cert_reqs must be one of \['required', 'none'\]"):
+        Settings.from_env({"INFERQ_REDIS_CERT_REQS": value})
+
+
+def test_a_client_key_without_its_certificate_is_refused():
+    with pytest.raises(ConfigError, match="redis_keyfile needs redis_certfile"):
+        Settings.from_env({"INFERQ_REDIS_KEYFILE": "/tls/client.key"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "rediss://cache:6380/0?ssl_cert_reqs=none",
+        "rediss://cache:6380/0?ssl_cert_reqs=",
+        "rediss://cache:6380/0?db=1&ssl_ca_certs=/tmp/ca.pem",
+    ],
+)
+def test_tls_options_in_a_url_are_refused_pointing_at_the_settings(url):
+    with pytest.raises(
+        ConfigError, match=r"setting result_backend carries TLS options .*INFERQ_REDIS_CA_CERTS"
+    ):
+        Settings.from_env({"INFERQ_BROKER_URL": "redis://broker:6379/0", "INFERQ_RESULT_BACKEND": url})
 
 
 def test_public_shows_an_unset_flower_password_as_empty():

@@ -137,3 +137,10 @@ def test_scalar_spec_accepts_a_zero_dimensional_array():
 def test_int_inputs_skip_the_finiteness_check():
     arr = np.array([np.iinfo(np.int32).max, 0, -1, 7], dtype=np.int32)
     assert validate_inputs({"mask": arr}, [MASK])["mask"] is arr
+
+
+def test_many_and_long_unexpected_names_are_listed_briefly():
+    inputs = {"image": image(), **{f"extra{i:03d}" + "z" * 100: image() for i in range(500)}}
+    with pytest.raises(BadInput, match=r"\(unexpected \['extra000zzz.*\.\.\. 492 more\]") as err:
+        validate_inputs(inputs, [IMAGE])
+    assert len(str(err.value)) < 2000

@@ -1,0 +1,78 @@
+"""The cache check and the in-flight claim of job ids: one round trip per chunk of jobs.
+
+A job id is the content hash of model, variant, version and input, so the result key
+*is* the cache key. Before sending, the producer asks Redis, atomically per chunk,
+whether each id has a stored result (a cache hit, or a cached failure for bad input),
+is already queued by someone else (then the job is shared, not sent twice), or is new
+(then it is claimed, and sent).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from tasks import constants as C
+from tasks.keys import inflight_key, result_key
+
+#: Per-job answers of ``check_and_claim`` (the first element of each entry).
+CLAIMED, FOUND, SHARED = 0, 1, 2
+
+# One round trip checks the cache and claims the ids of many jobs. KEYS[1] is the
+# cache-stats hash, then (result key, in-flight key) per job. Per job it returns
+#   {1, meta}  something is stored under this id (a result, a failure or a state)
+#   {0}        nothing stored, and we claimed the id: enqueue it
+#   {2}        nothing stored, but someone else already queued it
+# and counts cache hits and misses for the workers' /metrics.
+_CHECK_AND_CLAIM = """
+local out = {}
+local hits, misses = 0, 0
+for i = 2, #KEYS, 2 do
+  local r = redis.call('GET', KEYS[i])
+  if r then
+    local ok, meta = pcall(cjson.decode, r)
+    if ok and type(meta) == 'table' and (meta.status == 'SUCCESS' or (meta.status == 'FAILURE'
+        and type(meta.result) == 'table' and (meta.result.exc_type == 'BadInput'
+        or meta.result.exc_type == 'PayloadTooLarge'))) then
+      hits = hits + 1
+    end
+    out[#out + 1] = {1, r}
+  elseif redis.call('SET', KEYS[i + 1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+    misses = misses + 1
+    out[#out + 1] = {0}
+  else
+    out[#out + 1] = {2}
+  end
+end
+if hits > 0 then redis.call('HINCRBY', KEYS[1], ARGV[3] .. ':hit', hits) end
+if misses > 0 then redis.call('HINCRBY', KEYS[1], ARGV[3] .. ':miss', misses) end
+return out
+"""
+
+
+class Claims:
+    """Checks and claims job ids in the result backend."""
+
+    def __init__(self, backend: redis.Redis[bytes], inflight_ttl_s: int) -> None:
+        self.backend = backend
+        self.inflight_ttl_s = inflight_ttl_s
+        self._script = backend.register_script(_CHECK_AND_CLAIM)
+
+    def check_and_claim(self, ids: list[str], model_key: str, now: float) -> list[list[Any]]:
+        """Per id: ``[FOUND, meta]``, ``[CLAIMED]`` (send it) or ``[SHARED]`` (queued by another)."""
+        keys = [C.CACHE_STATS_KEY]
+        for jid in ids:
+            keys += [result_key(jid), inflight_key(jid)]
+        out: list[list[Any]] = self._script(keys=keys, args=[now, self.inflight_ttl_s, model_key])
+        return out
+
+    def reclaim(self, ids: list[str], model_key: str, now: float) -> None:
+        """Claim ids whose stored state is a failure of the moment, to run them again."""
+        pipe = self.backend.pipeline(transaction=False)
+        for jid in ids:
+            # Forget the old failure first, or a waiter would read it as this run's result.
+            pipe.delete(result_key(jid))
+            pipe.set(inflight_key(jid), now, ex=self.inflight_ttl_s)
+        pipe.hincrby(C.CACHE_STATS_KEY, f"{model_key}:miss", len(ids))
+        pipe.execute()

@@ -1,0 +1,79 @@
+"""Every Redis connection inferq opens, with the same timeouts on both sides.
+
+A connection that waits forever is the failure mode that matters for a queue: when
+the broker's host drops off the network without closing the TCP connection, a read
+with no timeout blocks until the kernel gives up (many minutes), and the process
+looks alive while serving nothing. So every client here has a connect timeout, a
+read timeout longer than any blocking command we issue, TCP keepalive, and a health
+check on connections that sat idle; a command that fails on a dead connection is
+retried on a fresh one, and the callers that must not give up (the worker's fetcher
+and completer, the client's result listener) retry with backoff on top of that.
+
+A ``rediss://`` URL gets TLS options from the settings (``redis_ca_certs``,
+``redis_certfile``, ``redis_keyfile``, ``redis_cert_reqs``), the same for our own
+clients and for Celery's broker and result backend (``tasks/app.py``). Certificates
+are verified unless ``redis_cert_reqs`` says ``none``: kombu alone would connect to a
+``rediss://`` broker without checking anything.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+
+from tasks.errors import ConfigError
+from tasks.settings import Settings
+
+#: Seconds to wait for a TCP (and TLS) connection to Redis.
+CONNECT_TIMEOUT_S = 5.0
+#: Longest read we wait for: more than any blocking command we send (BRPOP blocks 1 s).
+SOCKET_TIMEOUT_S = 15.0
+#: A connection idle this long is PINGed before use, so a restarted Redis is noticed
+#: before a command is lost on the old connection.
+HEALTH_CHECK_S = 10
+
+
+def connection_options() -> dict[str, Any]:
+    """Options for redis-py clients (kombu takes the same names as transport options)."""
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_S,
+    }
+
+
+def uses_tls(url: str) -> bool:
+    return urlsplit(url).scheme == "rediss"
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """SSL options for a ``rediss://`` connection, in the names redis-py and kombu share.
+
+    Celery takes this dict as ``broker_use_ssl`` and ``redis_backend_use_ssl``; files
+    named by the settings must exist, so a typo fails here, not as a handshake error.
+    """
+    for name in ("redis_ca_certs", "redis_certfile", "redis_keyfile"):
+        path = getattr(settings, name)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"setting {name} (INFERQ_{name.upper()}): no file {path}")
+    verify = settings.redis_cert_reqs != "none"
+    return {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED if verify else ssl.CERT_NONE,
+        "ssl_ca_certs": settings.redis_ca_certs or None,
+        "ssl_certfile": settings.redis_certfile or None,
+        "ssl_keyfile": settings.redis_keyfile or None,
+    }
+
+
+def redis_client(url: str, settings: Settings) -> redis.Redis[bytes]:
+    """A redis-py client for ``url`` (the broker or the result backend) with inferq's timeouts,
+    and TLS as the settings say when ``url`` is ``rediss://``."""
+    options = connection_options()
+    if uses_tls(url):
+        options.update(tls_options(settings))
+    return redis.Redis.from_url(url, **options)

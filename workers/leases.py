@@ -1,0 +1,148 @@
+"""Leases on unacknowledged messages: renewed while their worker lives, taken back when it dies.
+
+kombu's Redis transport acknowledges late by keeping every delivered message in the
+``unacked`` hash, scored in ``unacked_index`` by delivery time, and restores those
+older than the visibility timeout. Two things make that alone a poor fit here:
+
+- the timeout must outlast the slowest job a live worker may hold, or a slow batch is
+  handed to a second worker while the first still runs it; yet a killed worker's jobs
+  then wait that long to come back. Renewing the score of every message this worker
+  still holds (a lease) lets the timeout be short: only a worker that stopped renewing,
+  because it died or lost the network, loses its messages.
+- kombu 5.7 sweeps every ``unacked_restore_interval * unacked_restore_throttle``
+  (100 s by default). The sweep here runs every few seconds.
+
+A sweep takes back messages of any of inferq's model queues (``inferq.<model>.<variant>``,
+whichever worker took them); other entries are left to kombu's own sweep. Each take-back
+is one atomic script that re-checks the score, so a lease renewed meanwhile, an ack, or
+another worker's sweep of the same message all win over it: a message is put back once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+import redis
+
+from tasks import constants as C
+
+log = logging.getLogger(__name__)
+
+UNACKED = "unacked"  # kombu's Channel.unacked_key
+UNACKED_INDEX = "unacked_index"  # kombu's Channel.unacked_index_key
+
+# KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3] the list to put the message back on.
+# ARGV[1] delivery tag, ARGV[2] the newest score still expired, ARGV[3] the message.
+_TAKE_BACK = """
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[3])
+return 1
+"""
+
+
+def list_for(queue: str, priority: object) -> str:
+    """The Redis list kombu keeps ``queue``'s messages of ``priority`` in (rounded down to a step)."""
+    try:
+        pri = min(max(int(priority), 0), 9)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        pri = 0
+    step = C.PRIORITY_STEPS[bisect.bisect(C.PRIORITY_STEPS, pri) - 1]
+    return queue if step == 0 else f"{queue}{C.PRIORITY_SEP}{step}"
+
+
+def is_model_queue(name: str) -> bool:
+    parts = name.split(".")
+    return len(parts) == 3 and parts[0] == C.QUEUE_PREFIX and parts[1] != "worker"
+
+
+class Leases(threading.Thread):
+    """Renews this worker's leases and takes back expired ones, on its own thread."""
+
+    def __init__(self, client: redis.Redis[bytes], visibility_timeout_s: float) -> None:
+        super().__init__(name="inferq-leases", daemon=True)
+        self.client = client
+        self.visibility_timeout_s = visibility_timeout_s
+        #: Renew four times per timeout: a lease survives three lost renewals.
+        self.renew_every_s = max(0.2, visibility_timeout_s / 4)
+        self.sweep_every_s = max(0.2, min(visibility_timeout_s / 4, 5.0))
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._take_back = client.register_script(_TAKE_BACK)
+        self.taken_back = 0
+
+    def hold(self, tags: Iterable[str]) -> None:
+        with self._lock:
+            self._held.update(t for t in tags if t)
+
+    def release(self, tags: Iterable[str]) -> None:
+        with self._lock:
+            self._held.difference_update(tags)
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        next_renew = next_sweep = time.monotonic()
+        while not self._stop_event.is_set():
+            now = time.monotonic()
+            try:
+                if now >= next_renew:
+                    next_renew = now + self.renew_every_s
+                    self.renew()
+                if now >= next_sweep:
+                    next_sweep = now + self.sweep_every_s
+                    self.sweep()
+            except redis.RedisError as exc:  # broker away: try again next turn
+                log.warning("lease upkeep failed: %s", exc)
+            self._stop_event.wait(max(0.05, min(next_renew, next_sweep) - time.monotonic()))
+
+    def renew(self) -> None:
+        """Stamp every message this worker holds with the current time (only if still unacked)."""
+        with self._lock:
+            tags = list(self._held)
+        now = time.time()
+        for i in range(0, len(tags), 1000):
+            self.client.zadd(UNACKED_INDEX, dict.fromkeys(tags[i : i + 1000], now), xx=True)
+
+    def sweep(self, limit: int = 500) -> int:
+        """Put model-queue messages whose lease ran out back at the head of their lists."""
+        ceil = time.time() - self.visibility_timeout_s
+        tags = self.client.zrangebyscore(UNACKED_INDEX, "-inf", ceil, start=0, num=limit)
+        if not tags:
+            return 0
+        with self._lock:
+            mine = self._held.copy()
+        tags = [t for t in tags if t.decode() not in mine]  # renewed on its next turn
+        entries = self.client.hmget(UNACKED, tags) if tags else []
+        n = 0
+        for tag, entry in zip(tags, entries, strict=True):
+            if entry is None:
+                continue  # acked between the two reads
+            try:
+                message, _exchange, routing_key = json.loads(entry)
+                if not is_model_queue(routing_key):
+                    continue  # kombu's own sweep restores other queues' messages
+                message.setdefault("headers", {})["redelivered"] = True
+                target = list_for(routing_key, message.get("properties", {}).get("priority"))
+                payload = json.dumps(message)
+            except (ValueError, TypeError, AttributeError, KeyError):
+                log.warning("unacked entry %r is not a kombu message; left for kombu", tag)
+                continue
+            n += int(self._take_back(keys=[UNACKED, UNACKED_INDEX, target], args=[tag, ceil, payload]))
+        if n:
+            log.warning("took back %d message(s) whose worker stopped renewing its lease", n)
+            self.taken_back += n
+        return n
