@@ -132,6 +132,7 @@ class LocalRedis:
         return Settings(broker_url=self.url).with_(**tls)
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("redis-server")
         if binary is None:
             raise ConfigError("redis-server not found; install it (apt-get install redis-server)")

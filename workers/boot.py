@@ -106,7 +106,7 @@ def run_worker(
             queues,
             on_deliveries,
             capacity=capacity,
-            leases=Leases(broker, settings.visibility_timeout_s),
+            leases=Leases(broker, settings.visibility_timeout_s, on_taken_back=metrics.taken_back),
         ),
         EventSink(app, hostname),
         limits=limits,

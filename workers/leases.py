@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import redis
 
@@ -66,9 +66,16 @@ def is_model_queue(name: str) -> bool:
 class Leases(threading.Thread):
     """Renews this worker's leases and takes back expired ones, on its own thread."""
 
-    def __init__(self, client: redis.Redis[bytes], visibility_timeout_s: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis[bytes],
+        visibility_timeout_s: float,
+        on_taken_back: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``on_taken_back(queue, n)`` is told of each sweep's take-backs (for metrics)."""
         super().__init__(name="inferq-leases", daemon=True)
         self.client = client
+        self.on_taken_back = on_taken_back
         self.visibility_timeout_s = visibility_timeout_s
         #: Renew four times per timeout: a lease survives three lost renewals.
         self.renew_every_s = max(0.2, visibility_timeout_s / 4)
@@ -127,7 +134,7 @@ class Leases(threading.Thread):
             mine = self._held.copy()
         tags = [t for t in tags if t.decode() not in mine]  # renewed on its next turn
         entries = self.client.hmget(UNACKED, tags) if tags else []
-        n = 0
+        per_queue: dict[str, int] = {}
         for tag, entry in zip(tags, entries, strict=True):
             if entry is None:
                 continue  # acked between the two reads
@@ -141,8 +148,13 @@ class Leases(threading.Thread):
             except (ValueError, TypeError, AttributeError, KeyError):
                 log.warning("unacked entry %r is not a kombu message; left for kombu", tag)
                 continue
-            n += int(self._take_back(keys=[UNACKED, UNACKED_INDEX, target], args=[tag, ceil, payload]))
+            if self._take_back(keys=[UNACKED, UNACKED_INDEX, target], args=[tag, ceil, payload]):
+                per_queue[routing_key] = per_queue.get(routing_key, 0) + 1
+        n = sum(per_queue.values())
         if n:
             log.warning("took back %d message(s) whose worker stopped renewing its lease", n)
             self.taken_back += n
+            if self.on_taken_back is not None:
+                for queue, k in per_queue.items():
+                    self.on_taken_back(queue, k)
         return n

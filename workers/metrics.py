@@ -80,6 +80,12 @@ class Metrics:
                 model, _, variant = o.key.partition(":")
                 self._prom["jobs"].labels(model, variant or "unknown", "failure").inc()
 
+    def taken_back(self, queue: str, n: int) -> None:
+        """Messages of ``queue`` (``inferq.<model>.<variant>``) taken back from a dead worker."""
+        if self._prom is not None:
+            _, model, variant = queue.split(".", 2)
+            self._prom["taken_back"].labels(model, variant).inc(n)
+
     # --- for the heartbeat / inferq status --------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
@@ -127,6 +133,12 @@ class Metrics:
             "processing": hist("inferq_processing_seconds", "Time from receipt to result ready, per job"),
             "batch_size": hist("inferq_batch_size", "Jobs per model call", BATCH_BUCKETS),
             "jobs": Counter("inferq_jobs", "Jobs finished by this worker", (*labels, "status"), registry=reg),
+            "taken_back": Counter(
+                "inferq_messages_taken_back",
+                "Messages this worker put back on their queue after their worker's lease lapsed",
+                labels,
+                registry=reg,
+            ),
         }
         if redis_client is not None:
             reg.register(_CacheCollector(redis_client))

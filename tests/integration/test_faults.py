@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 
 from producers.client import Client
 from producers.job import Job
-from producers.local_redis import LocalRedis
+from producers.local_redis import LocalRedis, free_port
 from tasks.keys import result_key
 from tasks.schema import Result
 from tasks.settings import Settings
@@ -99,6 +100,19 @@ def kill_mid_batch(client: Client, worker: WorkerProcess, jobs: list[Job], after
     raise AssertionError(f"the worker did not get going: {worker.log_text()[-2000:]}")
 
 
+def taken_back_metric(port: int) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "inferq_messages_taken_back_total" and s.labels == {"model": "digits", "variant": "fp32"}
+    )
+
+
 def assert_every_job_has_one_good_result(client: Client, jobs: list[Job], timeout: float) -> None:
     results = client.wait_all(jobs, timeout=timeout)
     failed = [r for r in results if not isinstance(r, Result)]
@@ -127,7 +141,8 @@ def test_the_surviving_worker_takes_over_a_killed_workers_jobs(
 ) -> None:
     with Client(fault_settings) as client:
         doomed = workers(fault_settings, "--max-batch-size", "16")
-        survivor = workers(fault_settings)
+        port = free_port()
+        survivor = workers(fault_settings, "--metrics-port", str(port))
         pause(doomed)
         pause(survivor)  # until the doomed one is dead: everything goes to it
         jobs = client.submit_many("digits", fresh_inputs(models_dir, 3000), variant="fp32", chunk_size=1)
@@ -138,6 +153,8 @@ def test_the_surviving_worker_takes_over_a_killed_workers_jobs(
         assert survivor.alive
         assert "took back" in survivor.log_text(), "the survivor did not take the dead worker's messages"
         assert client.broker.zcard("unacked_index") == 0
+        # Exactly the messages the dead worker held came back, once each, and operators see it.
+        assert taken_back_metric(port) == held
 
 
 def test_redis_restart_with_aof_keeps_queued_jobs_and_everyone_reconnects(
