@@ -37,9 +37,7 @@ class Client:
         self.app = app or create_app(settings)
         self.backend = redis_client(settings.result_backend, settings)
         self.broker = redis_client(settings.broker_url, settings)
-        # Long enough to cover a redelivery after a lost worker's visibility timeout, and
-        # the wait in a deep queue (a claim that lapses only costs a duplicate run).
-        self.claims = Claims(self.backend, max(600, 2 * settings.visibility_timeout_s + 60))
+        self.claims = Claims(self.backend, settings.inflight_ttl_s)
         #: Watches submitted jobs so results are seen (and timed) as they arrive.
         self.listener = ResultListener(self.backend)
         self.catalog = ModelCatalog(self.backend, settings.models_dir)

@@ -123,6 +123,8 @@ class ResultListener:
                             del self._arrived[jid]
                             self._events.pop(jid, None)
                             self._watched_at.pop(jid, None)
+            if arrival is None and self._error is not None:
+                raise Timeout(f"result listener failed: {self._error}")
             if arrival is None:  # a stale watch was pruned: watch and read it anew
                 return {
                     **out,
@@ -150,6 +152,7 @@ class ResultListener:
             if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
                 return
             self._pid = os.getpid()
+            self._error = None  # a new thread, a new chance
             self._to_subscribe = [j for j in self._events if j not in self._arrived]
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="inferq-results", daemon=True)
@@ -162,6 +165,9 @@ class ResultListener:
             try:
                 self._listen()
                 return
+            except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+                self._fail(exc)  # a wrong password does not fix itself: tell the waiters
+                return
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if time.monotonic() - began > 30:
                     delay = 0.1  # a new outage, not the same one continuing
@@ -173,11 +179,14 @@ class ResultListener:
                 self._stop.wait(delay)
                 delay = min(5.0, delay * 2)
             except Exception as exc:  # surfaced to waiters instead of dying silently
-                self._error = exc
-                with self._lock:
-                    for event in self._events.values():
-                        event.set()
+                self._fail(exc)
                 return
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        with self._lock:
+            for event in self._events.values():
+                event.set()
 
     def _listen(self) -> None:
         pubsub = self._client.pubsub()

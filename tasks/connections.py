@@ -18,12 +18,15 @@ are verified unless ``redis_cert_reqs`` says ``none``: kombu alone would connect
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from tasks.errors import ConfigError
 from tasks.settings import Settings
@@ -35,14 +38,32 @@ SOCKET_TIMEOUT_S = 15.0
 #: A connection idle this long is PINGed before use, so a restarted Redis is noticed
 #: before a command is lost on the old connection.
 HEALTH_CHECK_S = 10
+#: TCP keepalive: probe an idle connection after 15 s, every 5 s, give up after 3
+#: unanswered probes (the kernel's default waits two hours before the first probe).
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 15, 5, 3
+#: redis-py retries a command this many times on a fresh connection (its default is 10
+#: with backoff, which stretches one failing call past a minute). Enough for a pooled
+#: connection that a Redis restart left stale; longer outages are the callers' to ride
+#: out, with backoff they control (workers/retry.py, producers/waiter.py).
+COMMAND_RETRIES = 2
 
 
 def connection_options() -> dict[str, Any]:
     """Options for redis-py clients (kombu takes the same names as transport options)."""
+    keepalive = {
+        opt: value
+        for name, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+            ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+        )
+        if (opt := getattr(socket, name, None)) is not None  # Linux names; macOS lacks some
+    }
     return {
         "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "socket_timeout": SOCKET_TIMEOUT_S,
         "socket_keepalive": True,
+        "socket_keepalive_options": keepalive,
         "health_check_interval": HEALTH_CHECK_S,
     }
 
@@ -74,6 +95,7 @@ def redis_client(url: str, settings: Settings) -> redis.Redis[bytes]:
     """A redis-py client for ``url`` (the broker or the result backend) with inferq's timeouts,
     and TLS as the settings say when ``url`` is ``rediss://``."""
     options = connection_options()
+    options["retry"] = Retry(ExponentialBackoff(cap=0.5, base=0.05), COMMAND_RETRIES)
     if uses_tls(url):
         options.update(tls_options(settings))
     return redis.Redis.from_url(url, **options)

@@ -98,6 +98,16 @@ class Settings:
         if self.redis_keyfile and not self.redis_certfile:
             raise ConfigError("setting redis_keyfile needs redis_certfile (the certificate it belongs to)")
 
+    @property
+    def inflight_ttl_s(self) -> int:
+        """How long a queued or running job's claim and ``STARTED`` state live.
+
+        Long enough to cover a dead worker's visibility timeout twice over and a deep
+        queue's wait; if a job's message is lost anyway, its input can be submitted
+        again after this long (a claim that lapses early only costs a duplicate run).
+        """
+        return max(600, 2 * self.visibility_timeout_s + 60)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``INFERQ_*`` variables (``environ`` defaults to ``os.environ``)."""

@@ -100,7 +100,7 @@ def run_worker(
     metrics = Metrics(port or None, redis_client=backend)
     core = WorkerCore(
         pipeline,
-        ResultWriter(backend, settings.cache_ttl_s),
+        ResultWriter(backend, settings.cache_ttl_s, started_ttl_s=settings.inflight_ttl_s),
         lambda on_deliveries: Fetcher(
             broker,
             queues,

@@ -138,6 +138,8 @@ class WorkerCore:
     # --- fetcher thread -------------------------------------------------------------
 
     def on_deliveries(self, deliveries: list[Delivery]) -> None:
+        """Answer bad jobs, hand good ones to the batcher. Never raises: each delivery ends
+        acknowledged, given up (it comes back), or held by its jobs in the batcher."""
         failures: list[tuple[Outcome, _Message]] = []
         done: list[_Message] = []
         parsed: list[tuple[_Message, list[tuple[str, Any]]]] = []
@@ -156,21 +158,23 @@ class WorkerCore:
                 log.error("could not read a message from %s (%s); dropped", d.list_key, type(exc).__name__)
                 done.append(_Message(d, remaining=0))
                 continue
-            parsed.append((_Message(d, remaining=len(items)), items))
+            # One more than its jobs: this hold keeps the message from being acked (by a
+            # batch finishing on the completer thread) before its early failures are stored.
+            parsed.append((_Message(d, remaining=len(items) + 1), items))
         try:
             self._claim_inputs(parsed)
-        except GaveUp as exc:
-            log.error("%s; %d message(s) come back after the visibility timeout", exc, len(deliveries))
+        except Exception as exc:
+            log.error("%s; %d message(s) come back after the visibility timeout", _why(exc), len(deliveries))
             self.fetcher.abandon(deliveries)
             return
         for msg, items in parsed:
-            self._take(msg, items, failures, done)
+            self._take(msg, items, failures)
         if failures:
             outcomes = [o for o, _ in failures]
             try:
                 self.persist.call("storing failures", lambda: self.writer.store(outcomes))
-            except GaveUp as exc:
-                log.error("%s; their messages come back after the visibility timeout", exc)
+            except Exception as exc:
+                log.error("%s; their messages come back after the visibility timeout", _why(exc))
                 for _, msg in failures:
                     msg.abandoned = True
             else:
@@ -178,6 +182,7 @@ class WorkerCore:
                     self._finish_event(o, 0.0)
                 self.metrics.failed_early(outcomes)
                 self.events.flush()
+        done += [msg for msg, _ in parsed if msg.finish()]  # release the holds
         self._ack(done)
 
     def _ack(self, messages: list[_Message]) -> None:
@@ -188,8 +193,8 @@ class WorkerCore:
             refs = [r for m in ack for r in m.refs]
             try:
                 self.persist.call("acknowledging", lambda: self.fetcher.ack([m.delivery for m in ack], refs))
-            except GaveUp as exc:  # the results are stored; a redelivery recomputes them
-                log.error("%s; %d message(s) will be redelivered", exc, len(ack))
+            except Exception as exc:  # the results are stored; a redelivery recomputes them
+                log.error("%s; %d message(s) will be redelivered", _why(exc), len(ack))
                 lost += [m.delivery for m in ack]
         if lost:
             self.fetcher.abandon(lost)
@@ -220,7 +225,6 @@ class WorkerCore:
         msg: _Message,
         items: list[tuple[str, Any]],
         failures: list[tuple[Outcome, _Message]],
-        done: list[_Message],
     ) -> None:
         answered = 0
         for jid, raw in items:
@@ -242,8 +246,8 @@ class WorkerCore:
             max_wait = self.limits.max_wait_ms if self.limits.max_wait_ms is not None else info.max_wait_ms
             key: Hashable = prepared.batch_key
             self.batcher.put(key, _Entry(prepared, msg), max_size=max_size, max_wait_s=max_wait / 1e3)
-        if answered and msg.finish(answered):
-            done.append(msg)
+        if answered:
+            msg.finish(answered)  # never the last: on_deliveries still holds the message
 
     def _label(self, raw: Any) -> str:
         """The job's model:variant for metrics, if served (senders don't pick labels)."""
@@ -292,9 +296,9 @@ class WorkerCore:
         try:
             self.persist.call(f"storing a batch of {len(entries)}", lambda: self.writer.store(outcomes))
             stored = True
-        except GaveUp as exc:
+        except Exception as exc:
             # Not stored: not acked either; the messages come back after the visibility timeout.
-            log.error("%s; leaving it unacknowledged", exc)
+            log.error("%s; leaving it unacknowledged", _why(exc))
             stored = False
         now = time.time()
         finished: list[_Message] = []
@@ -319,6 +323,11 @@ class WorkerCore:
 
 
 _MISSING = object()
+
+
+def _why(exc: Exception) -> str:
+    """A failed Redis call for the log: our own message, or the exception's type and text."""
+    return str(exc) if isinstance(exc, GaveUp) else f"{type(exc).__name__}: {exc}"
 
 
 def _describe(raw: Any) -> str:

@@ -35,11 +35,14 @@ from workers.retry import Persistent
 log = logging.getLogger(__name__)
 
 # KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3..] lists in priority order.
-# ARGV[1] max messages, ARGV[2] now. Returns {list key, raw message, delivery tag}...
+# ARGV[1] max messages. Returns {list key, raw message, delivery tag}...
 # The raw message is stored byte for byte (no JSON re-encoding), as kombu stores it.
+# Scores are Redis's own clock, so workers on hosts whose clocks differ agree on ages.
 _FETCH = """
 local out = {}
 local n = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 for i = 3, #KEYS do
   while #out < n * 3 do
     local item = redis.call('RPOP', KEYS[i])
@@ -63,7 +66,7 @@ for i = 3, #KEYS do
     end
     if type(tag) ~= 'string' then tag = '' end
     if tag ~= '' then
-      redis.call('ZADD', KEYS[2], ARGV[2], tag)
+      redis.call('ZADD', KEYS[2], now, tag)
       redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
     end
     out[#out + 1] = KEYS[i]
@@ -72,6 +75,15 @@ for i = 3, #KEYS do
   end
 end
 return out
+"""
+
+# Records one message taken by BRPOP: KEYS[1] unacked, KEYS[2] unacked_index;
+# ARGV[1] delivery tag, ARGV[2] the unacked entry.
+_RECORD = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
 """
 
 
@@ -100,13 +112,15 @@ class Fetcher(threading.Thread):
     ) -> None:
         super().__init__(name="inferq-fetcher", daemon=True)
         self.client = client
-        # All queues' priority-0 lists first, then priority 3, ...: kombu's BRPOP order.
-        self.lists = [lst for lists in zip(*(queue_lists(q) for q in queues), strict=True) for lst in lists]
+        # Per priority step, the lists of every queue: [[q1, q2], [q1\x06\x163, ...], ...].
+        self._steps = [list(step) for step in zip(*(queue_lists(q) for q in queues), strict=True)]
+        self._turn = 0
         self.on_deliveries = on_deliveries
         self.capacity = capacity
         self.leases = leases
         self.idle_block_s = idle_block_s
         self._fetch = client.register_script(_FETCH)
+        self._record_script = client.register_script(_RECORD)
         self._in_flight = 0
         self._cond = threading.Condition()
         self._stopping = threading.Event()
@@ -180,7 +194,7 @@ class Fetcher(threading.Thread):
                 break
             try:
                 got = self._take(room)
-            except redis.RedisError as exc:
+            except Exception as exc:
                 # Broker away: back off and retry; nothing is lost (the Lua call is atomic).
                 self._backoff = min(5.0, max(0.1, self._backoff * 2))
                 log.warning("fetch failed (%s); retrying in %.1f s", exc, self._backoff)
@@ -194,28 +208,40 @@ class Fetcher(threading.Thread):
                     self._in_flight += len(got)
                 try:
                     self.on_deliveries(got)
-                except Exception:  # must not end the fetch loop; the leases lapse instead
-                    log.exception("handing over %d message(s) failed; they come back later", len(got))
-                    self.abandon(got)
+                except Exception:  # on_deliveries answers for its messages; this keeps the loop alive
+                    log.exception("handing over %d message(s) failed", len(got))
+
+    def _next_lists(self) -> list[str]:
+        """The lists to read, in order: priority steps first; within a step the queues take
+        turns at going first, so one model's backlog cannot starve another's."""
+        self._turn += 1
+        out: list[str] = []
+        for step in self._steps:
+            k = self._turn % len(step)
+            out += step[k:] + step[:k]
+        return out
 
     def _take(self, room: int) -> list[Delivery]:
-        flat = self._fetch(keys=[UNACKED, UNACKED_INDEX, *self.lists], args=[room, time.time()])
+        lists = self._next_lists()
+        flat = self._fetch(keys=[UNACKED, UNACKED_INDEX, *lists], args=[room])
         if not flat:
             # Nothing queued: block until something is (BRPOP wakes at once on a push),
             # then record it the same way; everything else goes through the atomic Lua
             # call. The popped message is in this process's hands only until it is
             # recorded, so recording outlasts a Redis restart (kombu has the same window,
             # and loses the message if the connection drops in it).
-            popped = self.client.brpop(self.lists, timeout=self.idle_block_s)
+            popped = self.client.brpop(lists, timeout=self.idle_block_s)
             if popped is None:
                 return []
-            key, raw = popped
-            flat = self._persist.call("recording a message", lambda: self._record(key.decode(), raw))
+            key, raw = _text(popped[0]), bytes(popped[1])
+            try:
+                flat = self._persist.call("recording a message", lambda: self._record(key, raw))
+            except Exception as exc:  # not recorded: it must not stay only in this process
+                self._put_back(key, raw, exc)
+                return []
             if room > 1:
                 try:
-                    more = self._fetch(
-                        keys=[UNACKED, UNACKED_INDEX, *self.lists], args=[room - 1, time.time()]
-                    )
+                    more = self._fetch(keys=[UNACKED, UNACKED_INDEX, *lists], args=[room - 1])
                 except redis.RedisError:  # anything it took is recorded: a sweep returns it
                     more = []
                 flat += more
@@ -235,11 +261,16 @@ class Fetcher(threading.Thread):
             entry = b"[" + raw + b"," + tail.encode()
         except (ValueError, KeyError, TypeError):
             return [key, raw, ""]
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zadd(UNACKED_INDEX, {tag: time.time()})
-        pipe.hset(UNACKED, tag, entry)
-        pipe.execute()
+        self._record_script(keys=[UNACKED, UNACKED_INDEX], args=[tag, entry])
         return [key, raw, tag]
+
+    def _put_back(self, key: str, raw: bytes, why: Exception) -> None:
+        """Return a popped message that could not be recorded to the head of its list."""
+        try:
+            self._persist.call("putting a message back", lambda: self.client.rpush(key, raw))
+            log.warning("could not record a message from %s (%s); put it back", key, why)
+        except Exception as exc:
+            log.error("lost a message from %s: could not record it (%s) nor put it back (%s)", key, why, exc)
 
 
 def _text(v: bytes | str) -> str:

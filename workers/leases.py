@@ -16,6 +16,11 @@ A sweep takes back messages of any of inferq's model queues (``inferq.<model>.<v
 whichever worker took them); other entries are left to kombu's own sweep. Each take-back
 is one atomic script that re-checks the score, so a lease renewed meanwhile, an ack, or
 another worker's sweep of the same message all win over it: a message is put back once.
+It goes back under a new delivery tag, so a worker that was only cut off, and comes
+back to ack or renew the old tag, cannot touch the new delivery's record.
+
+Ages are measured on Redis's clock (``TIME``), never a worker's, so hosts whose clocks
+disagree still agree on which leases lapsed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 
 import redis
@@ -37,7 +43,8 @@ UNACKED = "unacked"  # kombu's Channel.unacked_key
 UNACKED_INDEX = "unacked_index"  # kombu's Channel.unacked_index_key
 
 # KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3] the list to put the message back on.
-# ARGV[1] delivery tag, ARGV[2] the newest score still expired, ARGV[3] the message.
+# ARGV[1] delivery tag, ARGV[2] the newest score still expired, ARGV[3] the message
+# (with its new delivery tag).
 _TAKE_BACK = """
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not score or tonumber(score) > tonumber(ARGV[2]) then return 0 end
@@ -45,6 +52,19 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('RPUSH', KEYS[3], ARGV[3])
 return 1
+"""
+
+
+# Renews leases: KEYS[1] unacked_index; ARGV the tags. Only tags still there (XX).
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local args = {'XX'}
+for i = 1, #ARGV do
+  args[#args + 1] = now
+  args[#args + 1] = ARGV[i]
+end
+return redis.call('ZADD', KEYS[1], unpack(args))
 """
 
 
@@ -84,6 +104,7 @@ class Leases(threading.Thread):
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._take_back = client.register_script(_TAKE_BACK)
+        self._renew = client.register_script(_RENEW)
         self.taken_back = 0
 
     def hold(self, tags: Iterable[str]) -> None:
@@ -114,42 +135,32 @@ class Leases(threading.Thread):
                     self.sweep()
             except redis.RedisError as exc:  # broker away: try again next turn
                 log.warning("lease upkeep failed: %s", exc)
+            except Exception:  # this thread must outlive any surprise: it keeps leases alive
+                log.exception("lease upkeep failed")
             self._stop_event.wait(max(0.05, min(next_renew, next_sweep) - time.monotonic()))
 
     def renew(self) -> None:
         """Stamp every message this worker holds with the current time (only if still unacked)."""
         with self._lock:
             tags = list(self._held)
-        now = time.time()
         for i in range(0, len(tags), 1000):
-            self.client.zadd(UNACKED_INDEX, dict.fromkeys(tags[i : i + 1000], now), xx=True)
+            self._renew(keys=[UNACKED_INDEX], args=tags[i : i + 1000])
 
-    def sweep(self, limit: int = 500) -> int:
+    def sweep(self, page: int = 500, max_pages: int = 20) -> int:
         """Put model-queue messages whose lease ran out back at the head of their lists."""
-        ceil = time.time() - self.visibility_timeout_s
-        tags = self.client.zrangebyscore(UNACKED_INDEX, "-inf", ceil, start=0, num=limit)
-        if not tags:
-            return 0
+        sec, usec = self.client.time()
+        ceil = sec + usec / 1e6 - self.visibility_timeout_s
         with self._lock:
             mine = self._held.copy()
-        tags = [t for t in tags if t.decode() not in mine]  # renewed on its next turn
-        entries = self.client.hmget(UNACKED, tags) if tags else []
         per_queue: dict[str, int] = {}
-        for tag, entry in zip(tags, entries, strict=True):
-            if entry is None:
-                continue  # acked between the two reads
-            try:
-                message, _exchange, routing_key = json.loads(entry)
-                if not is_model_queue(routing_key):
-                    continue  # kombu's own sweep restores other queues' messages
-                message.setdefault("headers", {})["redelivered"] = True
-                target = list_for(routing_key, message.get("properties", {}).get("priority"))
-                payload = json.dumps(message)
-            except (ValueError, TypeError, AttributeError, KeyError):
-                log.warning("unacked entry %r is not a kombu message; left for kombu", tag)
-                continue
-            if self._take_back(keys=[UNACKED, UNACKED_INDEX, target], args=[tag, ceil, payload]):
-                per_queue[routing_key] = per_queue.get(routing_key, 0) + 1
+        skipped = 0  # entries left where they are (others' queues, our own): page past them
+        for _ in range(max_pages):
+            tags = self.client.zrangebyscore(UNACKED_INDEX, "-inf", ceil, start=skipped, num=page)
+            if not tags:
+                break
+            skipped += len(tags) - self._take_back_page(tags, ceil, mine, per_queue)
+            if len(tags) < page:
+                break
         n = sum(per_queue.values())
         if n:
             log.warning("took back %d message(s) whose worker stopped renewing its lease", n)
@@ -158,3 +169,30 @@ class Leases(threading.Thread):
                 for queue, k in per_queue.items():
                     self.on_taken_back(queue, k)
         return n
+
+    def _take_back_page(
+        self, tags: list[bytes], ceil: float, mine: set[str], per_queue: dict[str, int]
+    ) -> int:
+        taken = 0
+        entries = self.client.hmget(UNACKED, tags)
+        for tag, entry in zip(tags, entries, strict=True):
+            if tag.decode(errors="replace") in mine:
+                continue  # ours, renewed on its next turn
+            if entry is None:
+                continue  # acked between the two reads
+            try:
+                message, _exchange, routing_key = json.loads(entry)
+                if not is_model_queue(routing_key):
+                    continue  # kombu's own sweep restores other queues' messages
+                message.setdefault("headers", {})["redelivered"] = True
+                properties = message["properties"]
+                properties["delivery_tag"] = str(uuid.uuid4())
+                target = list_for(routing_key, properties.get("priority"))
+                payload = json.dumps(message)
+            except (ValueError, TypeError, AttributeError, KeyError):
+                log.warning("unacked entry %r is not a kombu message; left for kombu", tag)
+                continue
+            if self._take_back(keys=[UNACKED, UNACKED_INDEX, target], args=[tag, ceil, payload]):
+                per_queue[routing_key] = per_queue.get(routing_key, 0) + 1
+                taken += 1
+        return taken

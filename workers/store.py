@@ -76,9 +76,12 @@ return #KEYS
 class ResultWriter:
     """Stores outcomes (and ``STARTED`` marks) with one round trip per call."""
 
-    def __init__(self, client: redis.Redis[bytes], ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis[bytes], ttl_s: int, started_ttl_s: int | None = None) -> None:
         self.client = client
         self.ttl_s = ttl_s
+        #: A ``STARTED`` state is not a result: if the job's message were lost, a state
+        #: that lived as long as the cache would make every resubmission wait for it.
+        self.started_ttl_s = min(ttl_s, started_ttl_s or ttl_s)
         self._store = client.register_script(_STORE)
         self._started = client.register_script(_STARTED)
 
@@ -87,7 +90,7 @@ class ResultWriter:
         if ids:
             self._started(
                 keys=[result_key(j) for j in ids],
-                args=[self.ttl_s, *(meta_document(j, "STARTED", None) for j in ids)],
+                args=[self.started_ttl_s, *(meta_document(j, "STARTED", None) for j in ids)],
             )
 
     def store(self, outcomes: Iterable[Outcome]) -> None:

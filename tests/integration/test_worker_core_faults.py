@@ -1,0 +1,130 @@
+"""The job path when Redis refuses a write: nothing acked unstored, nothing stuck, nothing leaked.
+
+Real redis-server, real fetcher, leases and ``WorkerCore``; the model is a stand-in
+(this is about message bookkeeping) and the result writer fails on demand the way
+Redis does when it is out of memory or cannot persist (``OOM``, ``MISCONF``).
+"""
+
+from __future__ import annotations
+
+import time
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from producers.local_redis import LocalRedis
+from tasks.app import create_app
+from tasks.constants import PREDICT_TASK
+from tasks.errors import BadInput
+from workers.consumer import WorkerCore
+from workers.events import EventSink
+from workers.fetcher import Fetcher
+from workers.leases import UNACKED, Leases
+from workers.metrics import Metrics
+from workers.store import Outcome
+
+pytestmark = pytest.mark.integration
+
+QUEUE = "inferq.m.v"
+_INFO = types.SimpleNamespace(key="m:v", max_batch_size=4, max_wait_ms=1.0)
+_RUNTIME = types.SimpleNamespace(info=_INFO)
+
+
+class StandInPipeline:
+    """Jobs whose input is ``b"bad"`` fail validation; the rest 'compute' at once."""
+
+    runtimes = {"m:v": _RUNTIME}
+
+    def prepare(self, job_id: str, raw: dict[str, Any], received_at: float) -> Any:
+        if raw.get("inputs") == b"bad":
+            raise BadInput("expected a good input, got b'bad'")
+        return types.SimpleNamespace(job_id=job_id, runtime=_RUNTIME, received_at=received_at, batch_key="k")
+
+    def run(self, jobs: list[Any]) -> list[Any]:
+        timing = types.SimpleNamespace(compute_ms=0.1, queue_ms=0.0, processing_ms=0.1, batch_wait_ms=0.0)
+        return [
+            types.SimpleNamespace(job_id=j.job_id, timing=timing, to_wire=lambda: {"ok": 1}) for j in jobs
+        ]
+
+
+class RefusingWriter:
+    """Stores outcomes in a list; refuses (``redis.ResponseError``) while ``refuse(outcomes)``."""
+
+    def __init__(self, refuse: Callable[[list[Outcome]], bool]) -> None:
+        self.refuse = refuse
+        self.stored: dict[str, str] = {}
+        self.refused = 0
+
+    def started(self, ids: list[str]) -> None:
+        pass
+
+    def store(self, outcomes: list[Outcome]) -> None:
+        outcomes = list(outcomes)
+        if self.refuse(outcomes):
+            self.refused += 1
+            time.sleep(0.2)  # let the good half of a bulk message finish first
+            raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
+        self.stored.update({o.job_id: o.state for o in outcomes})
+
+
+@pytest.fixture()
+def server() -> Iterator[LocalRedis]:
+    with LocalRedis() as s:
+        yield s
+
+
+def run_core(
+    server: LocalRedis, writer: RefusingWriter, bodies: list[dict[str, Any]], until: Callable[[], bool]
+):
+    client = redis.Redis.from_url(server.url)
+    app = create_app(server.client_settings())
+    leases = Leases(client, visibility_timeout_s=1.0)
+    core = WorkerCore(
+        StandInPipeline(),  # type: ignore[arg-type]
+        writer,  # type: ignore[arg-type]
+        lambda deliver: Fetcher(client, [QUEUE], deliver, capacity=8, leases=leases),
+        EventSink(app, "test", enabled=False),
+        metrics=Metrics(None),
+        give_up_s=0.5,
+    )
+    core.start()
+    try:
+        for i, body in enumerate(bodies):
+            app.send_task(PREDICT_TASK, args=[body], task_id=f"msg-{i}", queue=QUEUE)
+        deadline = time.monotonic() + 20
+        while not until() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # let the last ack land
+        return core.fetcher, client
+    finally:
+        core.shutdown()
+
+
+def test_a_bulk_message_is_not_acked_until_its_early_failures_are_stored(server: LocalRedis) -> None:
+    # The bad item's failure is refused twice; meanwhile the good item is stored. The
+    # message must not be acked on the good item's account: it comes back, and the
+    # bad item gets its answer on a later delivery.
+    writer = RefusingWriter(lambda outs: any(o.error for o in outs) and writer.refused < 2)
+    bulk = {
+        "model": "m",
+        "variant": "v",
+        "items": [{"id": "good", "inputs": b"x"}, {"id": "bad", "inputs": b"bad"}],
+    }
+    fetcher, client = run_core(server, writer, [bulk], until=lambda: "bad" in writer.stored)
+    assert writer.refused == 2
+    assert writer.stored == {"good": "SUCCESS", "bad": "FAILURE"}
+    assert client.hlen(UNACKED) == 0 and client.llen(QUEUE) == 0
+    assert fetcher._in_flight == 0, "a message was released more or less than once"
+
+
+def test_a_batch_whose_store_is_refused_is_given_up_and_done_on_redelivery(server: LocalRedis) -> None:
+    writer = RefusingWriter(lambda outs: writer.refused < 3)
+    jobs = [{"model": "m", "variant": "v", "inputs": b"x"} for _ in range(5)]
+    fetcher, client = run_core(server, writer, jobs, until=lambda: len(writer.stored) == 5)
+    assert writer.refused == 3
+    assert sorted(writer.stored) == [f"msg-{i}" for i in range(5)]
+    assert client.hlen(UNACKED) == 0 and client.llen(QUEUE) == 0
+    assert fetcher._in_flight == 0, "a message was released more or less than once"
