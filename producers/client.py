@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -270,6 +271,8 @@ class Client:
             task_id=task_id,
             queue=queue_name(info.name, info.variant),
             priority=C.PRIORITIES[priority],
+            # Celery's own deadline header too, so Celery tools see it (workers read either).
+            expires=None if deadline_at is None else datetime.fromtimestamp(deadline_at, UTC),
             argsrepr=f"({info.key!r}, {len(entries)} input(s))",
             kwargsrepr="{}",
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from producers.procs import stop_process
+from producers.procs import die_with_parent, stop_process
 from tasks.connections import tls_options, uses_tls
 from tasks.errors import ConfigError
 from tasks.settings import Settings
@@ -151,7 +151,12 @@ class LocalRedis:
                 "--tls-ca-cert-file", str(self.tls.ca),
                 "--tls-auth-clients", "yes" if self.tls_client_certs else "no",
             ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd + self.extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            cmd + self.extra,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # an interrupted test run leaves no Redis behind
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

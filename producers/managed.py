@@ -10,7 +10,6 @@ comparison, so they refuse to start while one is running.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from producers.client import Client
-from producers.procs import stop_process
+from producers.procs import die_with_parent, stop_process
 from producers.status import collect, wait_for_workers
 from tasks.errors import ConfigError
 
@@ -67,17 +66,6 @@ def ensure_queue_is_ours(client: Client, model: str) -> None:
         )
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the bench process dies (even by SIGKILL), so no
-    worker is left behind serving the queue."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 @contextmanager
 def managed_worker(client: Client, model: str, cfg: WorkerConfig, timeout: float = 120.0) -> Iterator[str]:
     """Start ``inferq worker`` for ``model:variant`` with ``cfg``; stop it on exit."""
@@ -87,7 +75,11 @@ def managed_worker(client: Client, model: str, cfg: WorkerConfig, timeout: float
            "--metrics-port", "0", *cfg.args()]  # fmt: skip
     log = tempfile.NamedTemporaryFile(prefix="inferq-bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
-        cmd, env={**os.environ, **client.settings.env()}, stdout=log, stderr=subprocess.STDOUT
+        cmd,
+        env={**os.environ, **client.settings.env()},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,  # a killed bench leaves no worker serving the queue
     )
     try:
         try:

@@ -18,7 +18,7 @@ import redis
 
 from producers.client import Client
 from producers.local_redis import LocalRedis
-from producers.procs import stop_process
+from producers.procs import die_with_parent, stop_process
 from producers.status import wait_for_workers
 from tasks.keys import queue_lists, queue_name
 from tasks.settings import Settings
@@ -78,6 +78,7 @@ class WorkerProcess:
             stdout=self._fh,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            preexec_fn=die_with_parent,  # an interrupted test run leaves no worker behind
         )
 
     def wait_ready(self, client: Client, timeout: float = 90, count: int = 1) -> None:

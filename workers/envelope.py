@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -75,11 +76,27 @@ def parse_message(raw: bytes) -> list[tuple[str, Any]]:
     except Exception as exc:
         raise Rejected(job_id, f"message body does not decode as {codec} ({type(exc).__name__})") from None
     arg = args[0] if isinstance(args, (list, tuple)) and len(args) == 1 else args
+    expires = _expires_at(headers.get("expires"))
+    if expires is not None and isinstance(arg, dict) and arg.get("deadline_at") is None:
+        arg["deadline_at"] = expires  # Celery's own per-task deadline, from any Celery client
     if isinstance(arg, dict) and "items" in arg:
         return _split_bulk(job_id, arg)
     if not job_id:
         raise Rejected("", "message has no task id")
     return [(job_id, arg)]
+
+
+def _expires_at(value: Any) -> float | None:
+    """Celery's ``expires`` header (an ISO 8601 time) as a unix time; None if absent or odd."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if when.tzinfo is None:  # Celery writes aware times; a naive one is taken as UTC
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
 
 
 def _split_bulk(msg_id: str, arg: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+from celery import Celery
 
 from producers.client import Client
+from tasks.constants import PREDICT_TASK
 from tasks.errors import BadInput, Expired, Overloaded
-from tasks.keys import queue_lists
+from tasks.keys import queue_lists, queue_name
 from tasks.schema import Result
 from tasks.settings import Settings
 from tests.conftest import WorkerProcess
@@ -29,10 +31,20 @@ def fresh(settings: Settings, n: int) -> np.ndarray:
 def test_a_job_past_its_deadline_is_not_computed_and_ends_expired(
     settings: Settings, client: Client, tmp_path: Path
 ) -> None:
-    xs = fresh(settings, 2)
+    xs = fresh(settings, 4)
     late = client.submit("digits", xs[0], variant="fp16", deadline_ms=200)
     in_time = client.submit("digits", xs[1], variant="fp16", deadline_ms=60_000)
-    time.sleep(0.5)  # no fp16 worker yet: the first job's deadline passes in the queue
+    # A plain Celery client's own deadline, ``expires``, counts the same.
+    plain = Celery("plain", broker=settings.broker_url, backend=settings.result_backend)
+    plain.conf.update(task_serializer="json", accept_content=["json"], result_accept_content=["json"])
+
+    def celery_job(x: np.ndarray, expires: float) -> str:
+        req = {"model": "digits", "variant": "fp16", "inputs": {"image": x.tolist()}}
+        queue = queue_name("digits", "fp16")
+        return str(plain.send_task(PREDICT_TASK, args=[req], queue=queue, expires=expires).id)
+
+    celery_late, celery_in_time = celery_job(xs[2], 0.2), celery_job(xs[3], 60)
+    time.sleep(0.5)  # no fp16 worker yet: the first jobs' deadlines pass in the queue
     w = WorkerProcess(settings, ["digits:fp16"], tmp_path / "w.log")
     try:
         w.wait_ready(client)
@@ -40,6 +52,9 @@ def test_a_job_past_its_deadline_is_not_computed_and_ends_expired(
             late.wait(timeout=30)
         assert client.status(late.id).value == "expired"
         assert in_time.wait(timeout=30).outputs["probs"].shape == (10,)
+        with pytest.raises(Expired, match="after its deadline; not computed"):
+            client.result(celery_late, wait=True, timeout=30)
+        assert client.result(celery_in_time, wait=True, timeout=30).outputs["probs"].shape == (10,)
         # An expired job is not a cache entry: the same input submitted again is computed.
         again = client.submit("digits", xs[0], variant="fp16")
         assert again.enqueued and not again.cached

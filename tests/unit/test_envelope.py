@@ -125,3 +125,30 @@ def test_a_bulk_item_without_a_usable_id_is_skipped_and_its_siblings_still_run(
     assert parse_message(envelope(celery_body(arg), jid="bulk-3")) == [("a1", {"model": "m", "inputs": b"x"})]
     assert "rejected item 1 of bulk message 'bulk-3'" in caplog.text
     assert "rejected item 2 of bulk message 'bulk-3'" in caplog.text
+
+
+def with_expires(raw: bytes, expires: object) -> bytes:
+    doc = json.loads(raw)
+    doc["headers"]["expires"] = expires
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("expires", "deadline"),
+    [
+        ("2026-11-28T12:00:00+00:00", 1795867200.0),
+        ("2026-11-28T13:00:00+01:00", 1795867200.0),
+        ("2026-11-28T12:00:00", 1795867200.0),  # naive: taken as UTC
+        (None, None),
+        ("not a time", None),
+        (12345, None),
+    ],
+)
+def test_celerys_expires_header_becomes_the_jobs_deadline(expires: object, deadline: float | None) -> None:
+    [(_, request)] = parse_message(with_expires(envelope(celery_body({"model": "m"})), expires))
+    assert request.get("deadline_at") == deadline
+
+
+def test_a_deadline_in_the_job_itself_wins_over_celerys_expires() -> None:
+    raw = with_expires(envelope(celery_body({"model": "m", "deadline_at": 5.0})), "2026-11-28T12:00:00+00:00")
+    assert parse_message(raw)[0][1]["deadline_at"] == 5.0
