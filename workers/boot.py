@@ -87,6 +87,15 @@ def run_worker(
                 log.warning("warm-up of %s failed (%s); continuing", r.info.key, exc)
     hostname = hostname or f"inferq-{os.getpid()}@{socket.gethostname()}"
     app = create_app(settings)
+    # This worker's Celery consumer reads only its control queue, so kombu's periodic
+    # restore of unacknowledged messages (every 100 s) has nothing of its own to do; for
+    # model queues it would race our leases, since it does not re-check a message's age
+    # before restoring it. The leases' sweep (workers/leases.py) covers those; kombu
+    # still sweeps once as the consumer starts.
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "unacked_restore_throttle": 10**9,
+    }
     pipeline = Pipeline(runtimes, max_payload_bytes=settings.max_payload_bytes)
     register_predict(app, pipeline)
     backend = redis_client(settings.result_backend, settings)
