@@ -73,6 +73,12 @@ def arr(a: np.ndarray) -> Callable[[np.ndarray, Path, str], bytes]:
     return lambda x, m, i: job_message(request(encode_inputs({"image": a})), job_id=i)
 
 
+def bulk_with_a_good_item(x: np.ndarray, i: str, second: dict[str, object]) -> bytes:
+    """A bulk message: a good item (``<i>-ok``, expected to succeed), then ``second``."""
+    good = {"id": f"{i}-ok", "inputs": encode_inputs({"image": x})}
+    return job_message(request(None) | {"items": [good, second]}, job_id="bulk-" + i)
+
+
 def req(**over: object) -> Callable[[np.ndarray, Path, str], bytes]:
     return lambda x, m, i: job_message(request(encode_inputs({"image": x}), **over), job_id=i)
 
@@ -232,29 +238,13 @@ CATALOG: dict[str, Case] = {
         (BadInput, r"input was not found beside its message \(expired, or a bad reference\)"),
     ),
     "bad_item_in_bulk_message": Case(
-        lambda x, m, i: job_message(
-            request(None)
-            | {
-                "items": [
-                    {"id": f"{i}-ok", "inputs": encode_inputs({"image": x})},
-                    {"id": i, "inputs": encode_inputs({"image": Z + np.nan})},
-                ]
-            },
-            job_id="bulk-" + i,
+        lambda x, m, i: bulk_with_a_good_item(
+            x, i, {"id": i, "inputs": encode_inputs({"image": Z + np.nan})}
         ),
         (BadInput, r"expected finite values, got 784 NaN"),
     ),
     "bulk_item_without_usable_id": Case(
-        lambda x, m, i: job_message(
-            request(None)
-            | {
-                "items": [
-                    {"id": f"{i}-ok", "inputs": encode_inputs({"image": x})},
-                    {"id": "../x", "inputs": encode_inputs({"image": x})},
-                ]
-            },
-            job_id=i,
-        ),
+        lambda x, m, i: bulk_with_a_good_item(x, i, {"id": "../x", "inputs": encode_inputs({"image": x})}),
         logged="rejected item 1 of bulk message",
     ),
 }
