@@ -51,6 +51,33 @@ return out
 """
 
 
+# Redo failures of the moment, atomically per id. KEYS[1] the cache-stats hash, then
+# (result key, in-flight key) per job; ARGV[1] now, ARGV[2] the claim's TTL, ARGV[3]
+# model:variant, ARGV[4..] the document each result key held when it was read. The
+# old failure is deleted first, or a waiter would read it as this run's result; if the
+# key holds something else by now (another producer's redo stored a result), it is
+# left alone and the id not claimed. Returns 1 (claimed: send it) or 0 per job.
+_RECLAIM = """
+local out = {}
+local claimed = 0
+for i = 2, #KEYS, 2 do
+  local cur = redis.call('GET', KEYS[i])
+  local won = false
+  if cur == ARGV[3 + i / 2] then
+    redis.call('DEL', KEYS[i])
+    redis.call('SET', KEYS[i + 1], ARGV[1], 'EX', ARGV[2])
+    won = true
+  elseif not cur then
+    won = redis.call('SET', KEYS[i + 1], ARGV[1], 'NX', 'EX', ARGV[2]) ~= false
+  end
+  if won then claimed = claimed + 1 end
+  out[#out + 1] = won and 1 or 0
+end
+if claimed > 0 then redis.call('HINCRBY', KEYS[1], ARGV[3] .. ':miss', claimed) end
+return out
+"""
+
+
 class Claims:
     """Checks and claims job ids in the result backend."""
 
@@ -58,6 +85,7 @@ class Claims:
         self.backend = backend
         self.inflight_ttl_s = inflight_ttl_s
         self._script = backend.register_script(_CHECK_AND_CLAIM)
+        self._reclaim = backend.register_script(_RECLAIM)
 
     def check_and_claim(self, ids: list[str], model_key: str, now: float) -> list[list[Any]]:
         """Per id: ``[FOUND, meta]``, ``[CLAIMED]`` (send it) or ``[SHARED]`` (queued by another)."""
@@ -67,12 +95,12 @@ class Claims:
         out: list[list[Any]] = self._script(keys=keys, args=[now, self.inflight_ttl_s, model_key])
         return out
 
-    def reclaim(self, ids: list[str], model_key: str, now: float) -> None:
-        """Claim ids whose stored state is a failure of the moment, to run them again."""
-        pipe = self.backend.pipeline(transaction=False)
-        for jid in ids:
-            # Forget the old failure first, or a waiter would read it as this run's result.
-            pipe.delete(result_key(jid))
-            pipe.set(inflight_key(jid), now, ex=self.inflight_ttl_s)
-        pipe.hincrby(C.CACHE_STATS_KEY, f"{model_key}:miss", len(ids))
-        pipe.execute()
+    def reclaim(self, seen: list[tuple[str, bytes]], model_key: str, now: float) -> list[bool]:
+        """Claim ids whose stored state (``seen``: id, the document read) is a failure of
+        the moment, to run them again. False where the state changed since it was read
+        (another producer re-ran the job meanwhile): share that run instead."""
+        keys = [C.CACHE_STATS_KEY]
+        for jid, _ in seen:
+            keys += [result_key(jid), inflight_key(jid)]
+        args = [now, self.inflight_ttl_s, model_key, *(doc for _, doc in seen)]
+        return [bool(won) for won in self._reclaim(keys=keys, args=args)]

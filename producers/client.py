@@ -179,7 +179,7 @@ class Client:
             codes = self.claims.check_and_claim(ids, info.key, t0)
         jobs: list[Job] = []
         send: list[tuple[str, bytes]] = []
-        redo: list[str] = []
+        redo: list[tuple[int, str, bytes, bytes]] = []  # position in jobs, id, payload, doc read
         for jid, (_, payload), found in zip(ids, chunk, codes, strict=True):
             if found[0] == FOUND:
                 meta = parse_meta(found[1])
@@ -201,14 +201,22 @@ class Client:
                 if meta is not None and meta.get("status") not in READY:
                     jobs.append(Job(jid, self, info.name, info.variant, t0, enqueued=False))  # shared
                     continue
-                redo.append(jid)  # a transient failure is not a cache hit: run it again
+                # A failure of the moment is not a cache hit: run it again (if still so).
+                redo.append((len(jobs), jid, payload, found[1]))
+                jobs.append(Job(jid, self, info.name, info.variant, t0))
+                continue
             elif found[0] == SHARED:
                 jobs.append(Job(jid, self, info.name, info.variant, t0, enqueued=False))  # shared
                 continue
             send.append((jid, payload))
             jobs.append(Job(jid, self, info.name, info.variant, t0))
         if redo:
-            self.claims.reclaim(redo, info.key, t0)
+            won = self.claims.reclaim([(jid, doc) for _, jid, _, doc in redo], info.key, t0)
+            for (pos, jid, payload, _), claimed in zip(redo, won, strict=True):
+                if claimed:
+                    send.append((jid, payload))
+                else:  # someone else ran it again meanwhile: share that run
+                    jobs[pos] = Job(jid, self, info.name, info.variant, t0, enqueued=False)
         # Watch before sending: a result can then never arrive unseen.
         self.listener.watch([j.id for j in jobs if not j.done])
         if send:

@@ -151,9 +151,17 @@ def test_a_batch_that_fails_in_the_runtime_fails_every_job_with_the_reason(
         client.submit("reshaper", rng.normal(size=(5,)).astype(np.float32), no_cache=True) for _ in range(6)
     ]
     fine = client.submit("reshaper", np.ones(4, np.float32), no_cache=True)
+    x5 = np.full(5, time.time() % 1e3, np.float32)  # an input no earlier run sent
+    cached = client.submit("reshaper", x5)
     w = start_worker(settings, tmp_path, [reshaper])
     try:
         results = client.wait_all([*broken, fine], timeout=60)
+        assert isinstance(client.wait_all([cached], timeout=60)[0], TransientError)
+        # A failure of the moment is not a cache hit: the same input is run again, and
+        # its waiter gets the new run's outcome, not the stored failure.
+        again = client.submit("reshaper", x5)
+        assert again.id == cached.id and again.enqueued and not again.cached
+        assert isinstance(client.wait_all([again], timeout=60)[0], TransientError)
         assert w.alive
     finally:
         w.stop()

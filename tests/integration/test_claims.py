@@ -1,0 +1,50 @@
+"""The producer's cache check and in-flight claims, against a real redis-server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from producers.claims import CLAIMED, FOUND, SHARED, Claims
+from producers.local_redis import LocalRedis
+from tasks.keys import inflight_key, result_key
+
+pytestmark = pytest.mark.integration
+
+TRANSIENT = b'{"status": "FAILURE", "result": {"exc_type": "TransientError", "exc_message": ["x"]}}'
+SUCCESS = b'{"status": "SUCCESS", "result": {}}'
+
+
+@pytest.fixture()
+def r() -> Iterator[redis.Redis]:
+    with LocalRedis() as server:
+        yield redis.Redis.from_url(server.url)
+
+
+def test_an_id_is_claimed_once_then_shared_then_found(r: redis.Redis) -> None:
+    claims = Claims(r, inflight_ttl_s=60)
+    assert claims.check_and_claim(["a"], "m:v", 1.0) == [[CLAIMED]]
+    assert claims.check_and_claim(["a"], "m:v", 2.0) == [[SHARED]]
+    r.set(result_key("a"), SUCCESS)
+    assert claims.check_and_claim(["a"], "m:v", 3.0) == [[FOUND, SUCCESS]]
+
+
+def test_a_failure_of_the_moment_is_reclaimed_and_forgotten(r: redis.Redis) -> None:
+    r.set(result_key("a"), TRANSIENT)
+    assert Claims(r, inflight_ttl_s=60).reclaim([("a", TRANSIENT)], "m:v", 1.0) == [True]
+    assert r.get(result_key("a")) is None, "a waiter would read the old failure as the new run's"
+    assert r.exists(inflight_key("a"))
+
+
+def test_a_result_stored_since_the_failure_was_read_is_kept_and_not_reclaimed(r: redis.Redis) -> None:
+    r.set(result_key("a"), SUCCESS)  # another producer's redo finished in between
+    assert Claims(r, inflight_ttl_s=60).reclaim([("a", TRANSIENT)], "m:v", 1.0) == [False]
+    assert r.get(result_key("a")) == SUCCESS
+
+
+def test_a_failure_gone_since_it_was_read_is_claimed_once(r: redis.Redis) -> None:
+    claims = Claims(r, inflight_ttl_s=60)
+    assert claims.reclaim([("a", TRANSIENT)], "m:v", 1.0) == [True]
+    assert claims.reclaim([("a", TRANSIENT)], "m:v", 2.0) == [False]  # now in flight
