@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from tasks.codec import decode_inputs, quote
-from tasks.errors import BadInput, Expired, InferqError, ModelNotFound, TransientError
-from tasks.keys import NAME_RE
+from tasks.codec import decode_inputs
+from tasks.errors import Expired, InferqError, ModelNotFound, TransientError
+from tasks.keys import check_name
 from tasks.schema import Request, Result, Timing
 from tasks.validation import validate_inputs
 from workers.runtimes.base import Runtime
@@ -81,11 +81,8 @@ class Pipeline:
         if runtime is None:
             # Names never reach a path here (runtimes are looked up by key), but a name
             # with '/' or '..' is malformed, not merely unknown: say so.
-            for kind, name in (("model", request.model), ("variant", request.variant)):
-                if not NAME_RE.fullmatch(name):
-                    raise BadInput(
-                        f"{kind} name must be 1-64 letters, digits, '_' or '-' (no '/', '.'), got {quote(name)}"
-                    )
+            check_name("model", request.model)
+            check_name("variant", request.variant)
             raise ModelNotFound(f"this worker does not serve {key}; it serves {sorted(self.runtimes)}")
         if request.version is not None and request.version != runtime.info.version:
             raise ModelNotFound(

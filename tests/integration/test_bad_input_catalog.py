@@ -24,6 +24,7 @@ bad_item_in_bulk_message, bulk_item_without_usable_id (log).
 from __future__ import annotations
 
 import pickle
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from producers.client import Client
 from producers.job import result_from_meta
 from tasks.codec import encode_inputs
 from tasks.errors import BadInput, InferqError, ModelNotFound, PayloadTooLarge
+from tasks.keys import NAME_RE
 from tests.helpers.raw_messages import (
     JSON,
     MSGPACK,
@@ -215,7 +217,8 @@ CATALOG: dict[str, Case] = {
         req(model="../../etc/passwd"),
         (
             BadInput,
-            r"model name must be 1-64 letters, digits, '_' or '-' \(no '/', '.'\), got '\.\./\.\./etc/passwd'",
+            rf"model name must match {re.escape(NAME_RE.pattern)} \(letters, digits, _ and -\), "
+            r"got '\.\./\.\./etc/passwd'",
         ),
     ),
     "job_argument_not_a_map": Case(
