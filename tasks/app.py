@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.app.control import Control
+
+from tasks import constants as C
 from tasks.connections import (
     CONNECT_TIMEOUT_S,
     HEALTH_CHECK_S,
@@ -13,6 +17,26 @@ from tasks.connections import (
     uses_tls,
 )
 from tasks.settings import Settings
+
+#: The codec of remote-control requests and replies (inspect, ping, Flower's worker pages).
+CONTROL_SERIALIZER = "json"
+
+
+class JsonControl(Control):  # type: ignore[misc]
+    """Celery's remote control, speaking JSON whatever the task serializer is.
+
+    Celery's mailbox encodes control requests and replies with ``task_serializer``
+    (msgpack here), and msgpack refuses integer map keys on decode (``strict_map_key``).
+    A worker's ``stats`` reply carries some: the broker's transport options echo
+    ``socket_keepalive_options``, keyed by ``socket.TCP_KEEP*`` ints, so ``inspect stats``
+    and Flower's worker page failed. JSON, Celery's own default for control, writes such
+    keys as strings. Requests are still accepted in either codec (``accept_content``:
+    msgpack and JSON, never pickle); job messages keep msgpack.
+    """
+
+    def __init__(self, app: Any = None) -> None:
+        super().__init__(app)
+        self.mailbox.serializer = CONTROL_SERIALIZER
 
 
 def create_app(settings: Settings, *, name: str = "inferq") -> Celery:
@@ -26,10 +50,14 @@ def create_app(settings: Settings, *, name: str = "inferq") -> Celery:
       its result is stored, so a killed worker's jobs go back to the queue.
     - the result backend's TTL is the cache TTL: a result *is* the cache entry.
     - task events on, so Flower sees every job.
+    - remote control in JSON (``JsonControl``), so every reply decodes.
+    - kombu's priority lists named explicitly from ``tasks/constants.py``: kombu, our
+      fetcher and Flower's queue depths (which read these transport options) count the
+      same lists.
     - ``rediss://`` URLs get the settings' TLS options (``tasks/connections.py``);
       without them kombu would not verify the broker's certificate.
     """
-    app = Celery(name, broker=settings.broker_url, backend=settings.result_backend)
+    app = Celery(name, broker=settings.broker_url, backend=settings.result_backend, control=JsonControl)
     app.conf.update(
         task_serializer="msgpack",
         accept_content=["msgpack", "json"],
@@ -50,6 +78,8 @@ def create_app(settings: Settings, *, name: str = "inferq") -> Celery:
         # vanishes from the network must not leave a connection waiting forever.
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
+            "priority_steps": list(C.PRIORITY_STEPS),
+            "sep": C.PRIORITY_SEP,
             **connection_options(),
         },
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
