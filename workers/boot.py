@@ -25,6 +25,7 @@ from tasks.keys import queue_name
 from tasks.settings import Settings, redact_url
 from workers.announce import Heartbeat, announce_models
 from workers.consumer import BatchLimits, WorkerCore
+from workers.control import report_model_queues
 from workers.events import EventSink
 from workers.fetcher import Fetcher
 from workers.leases import Leases
@@ -101,6 +102,7 @@ def run_worker(
     backend = redis_client(settings.result_backend, settings)
     broker = redis_client(settings.broker_url, settings)
     queues = sorted({queue_name(i.name, i.variant) for i in infos})
+    report_model_queues(queues)  # inspect active_queues / Flower name them as served
     # Room for one batch computing and the next one filling, and no more: a worker
     # never pulls the whole queue into memory.
     max_batch = max(limits.max_batch_size or i.max_batch_size for i in infos)
