@@ -11,9 +11,13 @@ def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
     """Run Flower with basic auth on inferq's own Celery app.
 
     Flower gets the app, not just URLs, so its broker connections use the same TLS
-    options and timeouts as everything else (``tasks/connections.py``). Its options
-    are passed in memory: the password is on no command line that ``ps`` shows.
+    options and timeouts as everything else (``tasks/connections.py``), and its
+    remote control speaks JSON (``tasks.app.JsonControl``: the worker pages decode
+    every reply). Its options are passed in memory: the password is on no command
+    line that ``ps`` shows. The broker page lists every model queue, served or not
+    (``producers/flower_queues.py``).
     """
+    from producers import flower_queues
     from tasks.app import create_app
 
     password = settings.flower_password
@@ -24,6 +28,7 @@ def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
         print(f"INFERQ_FLOWER_PASSWORD is not set; this run's password: {password}", flush=True)
     port = args.port or settings.flower_port
     print(f"Flower: http://{settings.flower_address}:{port}  (user {settings.flower_user})", flush=True)
+    flower_queues.install(settings)
     argv = [
         "flower",
         f"--address={settings.flower_address}",
