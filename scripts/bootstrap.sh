@@ -2,8 +2,18 @@
 # Installs what inferq needs on a fresh Debian machine with Python 3.11:
 # redis-server (apt-get, only when missing) and the Python packages in ./.venv.
 # Idempotent: a second run installs nothing unless pyproject.toml changed.
+# --with-browser: also Debian's chromium and chromium-driver (only the test command asks
+# for them, for the Flower browser test; the demo never needs a browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+with_browser=""
+for arg in "$@"; do
+  case "$arg" in
+    --with-browser) with_browser=1 ;;
+    *) echo "bootstrap: unknown option $arg (known: --with-browser)" >&2; exit 2 ;;
+  esac
+done
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_updated=""
@@ -26,6 +36,12 @@ if ! command -v redis-server >/dev/null; then
   echo "bootstrap: installing redis-server (apt-get)"
   apt_install redis-server
   # Debian's package starts a system service; inferq never needs it (it starts its own).
+fi
+
+# Debian's own builds, so Selenium never downloads a browser or a driver of its own.
+if [ -n "$with_browser" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
+  echo "bootstrap: installing chromium and chromium-driver (apt-get, for the browser test)"
+  apt_install chromium chromium-driver
 fi
 
 if [ ! -x .venv/bin/python ]; then

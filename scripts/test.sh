@@ -3,7 +3,8 @@
 # private redis-server that the tests start themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+# chromium + chromium-driver for the Flower browser test (tests/integration/test_flower_browser.py)
+bash scripts/bootstrap.sh --with-browser
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
