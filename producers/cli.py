@@ -141,7 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--json", action="store_true")
 
     d = sub.add_parser("demo", help="local Redis + worker + Flower, a digits workload, a latency report")
-    d.add_argument("--keep", action="store_true", help="leave Redis, worker and Flower running")
+    keep_or_stop = d.add_mutually_exclusive_group()
+    keep_or_stop.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the Redis it started, the worker and Flower running after the report "
+        "(it prints how to reach and stop them)",
+    )
+    keep_or_stop.add_argument(
+        "--stop",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="stop what `demo --keep` left running, as recorded in FILE "
+        "(default: .run/demo-kept.json beside the models folder)",
+    )
     return p
 
 
@@ -188,8 +202,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return cmd_tune(args, settings)
     if args.cmd == "demo":
-        from producers.demo import run_demo
+        from producers.demo import KEPT_FILE, run_demo, run_dir, stop_kept
 
+        if args.stop is not None:
+            return stop_kept(Path(args.stop) if args.stop else run_dir(settings) / KEPT_FILE)
         # Only a Redis the user configured is used; the default address may belong to
         # someone else, so without INFERQ_BROKER_URL the demo starts its own.
         return run_demo(settings, keep=args.keep, use_configured="INFERQ_BROKER_URL" in os.environ)

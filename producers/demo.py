@@ -4,7 +4,8 @@ Uses the configured Redis when it answers (never flushing it), or starts a priva
 one; builds the digits example if absent; starts a worker and Flower; submits the
 held-out digits to ``digits`` fp32 and int8, then the same again to show cache hits;
 prints accuracy, a latency table, throughput and cache hit ratios; stops what it
-started.
+started. With ``--keep`` what it started outlives it, recorded in
+``.run/demo-kept.json`` for ``inferq demo --stop``.
 """
 
 from __future__ import annotations
@@ -12,34 +13,92 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from collections import Counter
 from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from producers.client import Client
 from producers.local_redis import LocalRedis, redis_answers
-from producers.procs import stop_process
+from producers.procs import ProcessRecord, StopOutcome, die_with_parent, stop_process, stop_recorded
 from producers.stats import latency_table, summarize
 from producers.status import wait_for_workers
 from tasks.errors import InferqError
 from tasks.settings import Settings, redact_url
 
 VARIANTS = ("fp32", "int8")
+#: ``--keep``'s record of what it left running, in the log folder, read by ``--stop``.
+KEPT_FILE = "demo-kept.json"
+#: ``--stop`` stops the worker and Flower while Redis still answers: the worker then
+#: stores and acks what it holds, and neither waits out reconnection retries.
+STOP_ORDER = ("worker", "flower", "redis")
+LABELS = {"worker": "worker", "flower": "Flower", "redis": "Redis"}
+STOP_MESSAGES = {
+    StopOutcome.STOPPED: "stopped",
+    StopOutcome.GONE: "had already exited",
+    StopOutcome.OTHER: "is now another process (start time or command line differ): left alone",
+    StopOutcome.STUCK: "still runs after SIGKILL",
+}
 
 
-def _spawn(args: list[str], settings: Settings, log_name: str) -> subprocess.Popen[bytes]:
-    log_dir = settings.models_dir.parent / ".run"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = open(log_dir / log_name, "wb")  # noqa: SIM115 - lives as long as the child
+def run_dir(settings: Settings) -> Path:
+    """The demo's logs and ``--keep``'s record: ``.run`` beside the models folder."""
+    return settings.models_dir.parent / ".run"
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What ``--keep`` left running: enough for ``--stop`` and for people to find it all."""
+
+    #: ``worker``, ``flower`` and, only when the demo started it, ``redis``.
+    processes: dict[str, ProcessRecord]
+    redis_url: str
+    flower_url: str
+    logs: dict[str, str]
+
+    def save(self, path: Path) -> None:
+        doc = {
+            "redis_url": self.redis_url,
+            "flower_url": self.flower_url,
+            "logs": self.logs,
+            "processes": {name: r.to_json() for name, r in self.processes.items()},
+        }
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Kept:
+        doc = json.loads(path.read_text())
+        return cls(
+            processes={n: ProcessRecord.from_json(r) for n, r in doc["processes"].items()},
+            redis_url=doc["redis_url"],
+            flower_url=doc["flower_url"],
+            logs=doc["logs"],
+        )
+
+
+def _spawn(args: list[str], settings: Settings, log: Path, *, keep: bool) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(log, "wb")  # noqa: SIM115 - lives as long as the child
     env = {**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "producers.cli", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "producers.cli", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        # Kept: its own session, so the terminal's Ctrl-C or hangup after the demo
+        # does not reach it. Else it dies with the demo, even a SIGKILLed one.
+        preexec_fn=None if keep else die_with_parent,
+        start_new_session=keep,
     )
 
 
@@ -51,7 +110,22 @@ def run_pass(client: Client, x: np.ndarray, variant: str) -> tuple[list[Any], fl
 
 
 def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = True) -> int:
-    with ExitStack() as stack:
+    logs = run_dir(settings)
+    kept_file = (logs / KEPT_FILE).resolve()
+    if keep and _kept_running(kept_file):
+        print(
+            f"inferq demo: what an earlier `demo --keep` left still runs ({kept_file}); "
+            f"stop it first: {stop_command(kept_file)}",
+            file=sys.stderr,
+        )
+        return 2
+    # Everything started goes on this stack and is stopped on the way out: always
+    # without --keep, and with it when the demo fails or is interrupted.
+    with ExitStack() as started:
+        if keep:  # runs last: the record goes once what it lists is stopped
+            started.callback(kept_file.unlink, missing_ok=True)
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        log_files = {"worker": logs / "worker.log", "flower": logs / "flower.log"}
         if (
             use_configured
             and redis_answers(settings.broker_url, settings=settings)
@@ -59,12 +133,14 @@ def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = T
         ):
             print(f"using the configured Redis at {redact_url(settings.broker_url)} (nothing is flushed)")
         else:
-            local = LocalRedis().start()
-            if not keep:
-                stack.callback(local.stop)
+            local = LocalRedis(workdir=logs / "redis" if keep else None, detach=keep).start()
+            started.callback(local.stop)
+            assert local.proc is not None  # start() raises otherwise
+            procs["redis"], log_files["redis"] = local.proc, local.workdir / "redis.log"
             why = "did not answer" if use_configured else "is not configured (INFERQ_BROKER_URL)"
             print(
-                f"the broker {redact_url(settings.broker_url)} {why}; started a private Redis at {local.url}"
+                f"the broker {redact_url(settings.broker_url)} {why}; "
+                f"started a private Redis at {local.url} (pid {local.proc.pid})"
             )
             settings = settings.with_(broker_url=local.url, result_backend=local.url)
 
@@ -78,27 +154,143 @@ def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = T
         password = settings.flower_password or base64.urlsafe_b64encode(os.urandom(9)).decode()
         settings = settings.with_(flower_password=password)
         models = [f"digits:{v}" for v in VARIANTS]
-        worker = _spawn(["worker", "--models", ",".join(models)], settings, "worker.log")
-        flower = _spawn(["flower"], settings, "flower.log")
-        if not keep:
-            stack.callback(stop_process, worker)
-            stack.callback(stop_process, flower)
-        client = stack.enter_context(Client(settings))
-        print("starting a worker (TFLite only: digits fp32 + int8) and Flower ...", flush=True)
-        workers = wait_for_workers(client, models, timeout=120)
-        print(f"worker up: {workers[0]['hostname']}, RSS {workers[0].get('rss_bytes', 0) / 2**20:.0f} MiB")
-        _wait_for_flower(settings, password)
+        worker = _spawn(["worker", "--models", ",".join(models)], settings, log_files["worker"], keep=keep)
+        started.callback(stop_process, worker)
+        flower = _spawn(["flower"], settings, log_files["flower"], keep=keep)
+        started.callback(stop_process, flower)
+        procs |= {"worker": worker, "flower": flower}
         print(
-            f"Flower:  http://127.0.0.1:{settings.flower_port}  user {settings.flower_user}  password {password}"
+            f"starting a worker (TFLite only: digits fp32 + int8; pid {worker.pid}) "
+            f"and Flower (pid {flower.pid}) ...",
+            flush=True,
         )
+        with Client(settings) as client:
+            workers = wait_for_workers(client, models, timeout=120)
+            print(
+                f"worker up: {workers[0]['hostname']}, RSS {workers[0].get('rss_bytes', 0) / 2**20:.0f} MiB"
+            )
+            _wait_for_flower(settings, password)
+            flower_url = f"http://127.0.0.1:{settings.flower_port}"
+            print(f"Flower:  {flower_url}  user {settings.flower_user}  password {password}")
+            kept: Kept | None = None
+            if keep:
+                # Recorded once all answer (command lines are final) and before the
+                # workload, so `--stop` finds them even if this process is killed now.
+                kept = _record_kept(kept_file, procs, log_files, settings.broker_url, flower_url)
 
-        data = settings.models_dir / "digits" / "data"
-        x = np.load(data / "heldout_x.npy")
-        y = np.load(data / "heldout_y.npy")
-        report(client, x, y)
-        _flower_count(settings, password)
-        if keep:
-            print("--keep: Redis, worker and Flower are left running")
+            data = settings.models_dir / "digits" / "data"
+            x = np.load(data / "heldout_x.npy")
+            y = np.load(data / "heldout_y.npy")
+            report(client, x, y)
+            _flower_count(settings, password)
+        if kept is not None:
+            started.pop_all()  # the demo got through: what it started outlives it
+            _print_kept(kept, kept_file, settings.flower_user, password)
+    return 0
+
+
+def _record_kept(
+    path: Path,
+    procs: dict[str, subprocess.Popen[bytes]],
+    log_files: dict[str, Path],
+    redis_url: str,
+    flower_url: str,
+) -> Kept:
+    records = {name: ProcessRecord.read(p.pid) for name, p in procs.items()}
+    dead = sorted(name for name, r in records.items() if r is None)
+    if dead:
+        raise InferqError(f"the demo's {', '.join(dead)} exited; see the logs in {path.parent}")
+    kept = Kept(
+        processes={name: r for name, r in records.items() if r is not None},
+        redis_url=redact_url(redis_url),
+        flower_url=flower_url,
+        logs={name: str(log.resolve()) for name, log in log_files.items()},
+    )
+    kept.save(path)
+    return kept
+
+
+def _kept_running(path: Path) -> bool:
+    try:
+        return any(r.is_running() for r in Kept.load(path).processes.values())
+    except (OSError, ValueError, KeyError, TypeError):  # absent, or not a record we can read
+        return False
+
+
+def _inferq() -> str:
+    """This inferq as a shell command: ``inferq`` when that is it on PATH, else its full path."""
+    launcher = Path(sys.executable).parent / "inferq"
+    if not launcher.is_file():
+        return f"{shlex.quote(sys.executable)} -m producers.cli"
+    found = shutil.which("inferq")
+    return "inferq" if found and Path(found) == launcher else shlex.quote(str(launcher))
+
+
+def stop_command(kept_file: Path) -> str:
+    """The command that stops what ``--keep`` left running, to paste into any shell."""
+    return f"{_inferq()} demo --stop {shlex.quote(str(kept_file))}"
+
+
+def kill_command(kept: Kept) -> str:
+    """The same by hand: the worker and Flower first, Redis once they are gone."""
+    first = " ".join(str(kept.processes[n].pid) for n in ("worker", "flower"))
+    if "redis" not in kept.processes:
+        return f"kill {first}"
+    redis_pid = kept.processes["redis"].pid
+    return f"kill {first}; while kill -0 {first} 2>/dev/null; do sleep 0.2; done; kill {redis_pid}"
+
+
+def _print_kept(kept: Kept, kept_file: Path, flower_user: str, password: str) -> None:
+    pids = {name: r.pid for name, r in kept.processes.items()}
+    print("\n--keep: left running, each in a session of its own (closing this terminal does not stop them):")
+    if "redis" in pids:
+        print(f"  Redis   {kept.redis_url}  pid {pids['redis']}  log {kept.logs['redis']}")
+    print(
+        f"  worker  {','.join(f'digits:{v}' for v in VARIANTS)}  pid {pids['worker']}  log {kept.logs['worker']}"
+    )
+    print(
+        f"  Flower  {kept.flower_url}  user {flower_user}  password {password}  "
+        f"pid {pids['flower']}  log {kept.logs['flower']}"
+    )
+    if "redis" in pids:
+        print("point other inferq commands (submit, status, bench, ...) at this Redis:")
+        print(f"  export INFERQ_BROKER_URL={kept.redis_url} INFERQ_RESULT_BACKEND={kept.redis_url}")
+        what = "worker, Flower, then Redis"
+    else:
+        print(
+            f"they use the configured Redis at {kept.redis_url}, which the demo did not start and never stops"
+        )
+        what = "worker and Flower"
+    print(f"to stop them ({what}; it checks that each PID is still the process the demo started):")
+    print(f"  {stop_command(kept_file)}")
+    print(f"or by hand:\n  {kill_command(kept)}")
+
+
+def stop_kept(kept_file: Path, grace_s: float = 30.0) -> int:
+    """``inferq demo --stop``: stop what ``--keep`` left running, as recorded in ``kept_file``.
+
+    Only a process that is still the recorded one (PID, start time, command line) is
+    signalled. A configured Redis the demo used was never recorded, so it is never
+    stopped. The record is removed once nothing in it runs.
+    """
+    try:
+        kept = Kept.load(kept_file)
+    except FileNotFoundError:
+        print(f"inferq demo --stop: no {kept_file}; `inferq demo --keep` writes it", file=sys.stderr)
+        return 1
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"inferq demo --stop: cannot read {kept_file}: {exc!r}", file=sys.stderr)
+        return 2
+    stuck = False
+    for name in STOP_ORDER:
+        record = kept.processes.get(name)
+        if record is not None:
+            outcome = stop_recorded(record, grace_s)
+            stuck |= outcome is StopOutcome.STUCK
+            print(f"{LABELS[name]} (pid {record.pid}) {STOP_MESSAGES[outcome]}", flush=True)
+    if stuck:
+        return 1
+    kept_file.unlink()
     return 0
 
 

@@ -98,6 +98,10 @@ class LocalRedis:
 
     With ``tls``, it listens for TLS only (its URL is ``rediss://``) and, with
     ``tls_client_certs``, refuses clients that present no certificate signed by the CA.
+
+    It dies with the process that started it, unless ``detach``: then it runs in a
+    session of its own (a terminal's Ctrl-C or hangup does not reach it) and outlives
+    its parent (``inferq demo --keep``); give it a ``workdir`` that outlives it too.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class LocalRedis:
         extra: list[str] | None = None,
         tls: TlsFiles | None = None,
         tls_client_certs: bool = False,
+        detach: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.password = password
@@ -117,6 +122,7 @@ class LocalRedis:
         self.extra = extra or []
         self.tls = tls
         self.tls_client_certs = tls_client_certs
+        self.detach = detach
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="inferq-redis-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.proc: subprocess.Popen[bytes] | None = None
@@ -153,9 +159,12 @@ class LocalRedis:
             ]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd + self.extra,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # an interrupted test run leaves no Redis behind
+            # Else an interrupted test run or demo leaves no Redis behind.
+            preexec_fn=None if self.detach else die_with_parent,
+            start_new_session=self.detach,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
