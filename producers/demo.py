@@ -112,6 +112,8 @@ def run_pass(client: Client, x: np.ndarray, variant: str) -> tuple[list[Any], fl
 def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = True) -> int:
     logs = run_dir(settings)
     kept_file = (logs / KEPT_FILE).resolve()
+    if keep and not Path("/proc").is_dir():
+        raise InferqError("--keep records what it leaves running from /proc, which only Linux has")
     if keep and _kept_running(kept_file):
         print(
             f"inferq demo: what an earlier `demo --keep` left still runs ({kept_file}); "
