@@ -107,7 +107,7 @@ class ResultListener:
                         raise Timeout(f"result listener failed: {self._error}")
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
-                        missing = len(ids) - n
+                        missing = 1 + sum(not self._ready(j) for j in ids[n + 1 :])
                         raise Timeout(
                             f"timed out after {timeout} s waiting for {missing} of {len(ids)} job(s)"
                         )
@@ -134,6 +134,11 @@ class ResultListener:
             if progress is not None:
                 progress(1)
         return out
+
+    def _ready(self, jid: str) -> bool:
+        with self._lock:
+            event = self._events.get(jid)
+            return jid in self._arrived or event is None or event.is_set()
 
     def close(self) -> None:
         self._stop.set()

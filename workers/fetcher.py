@@ -6,11 +6,21 @@ throughput (about 300-400 plain Celery tasks/s per process on our machines). The
 fetcher instead takes up to ``n`` messages in one Lua call that also records each in
 kombu's ``unacked`` hash and ``unacked_index`` sorted set, exactly as kombu's
 ``QoS.append`` would. So the guarantees stay kombu's: a message is removed from
-those indices only when acked (after its result is stored); if this worker dies,
-while this worker lives it renews a lease on every message it holds, and once it
-stops renewing (killed, or cut off) any inferq worker takes the message back after
-the visibility timeout (``workers/leases.py``); and on a graceful stop the fetcher puts
-back what it has not run.
+those indices only when acked (after its result is stored); while this worker lives
+it renews a lease on every message it holds, and once it stops renewing (killed, or
+cut off) any inferq worker takes the message back after the visibility timeout
+(``workers/leases.py``); and on a graceful stop the fetcher puts back what it has not
+run.
+
+Every message leaves its list inside that Lua call, atomically with its record: there
+is no moment at which a message is out of Redis's lists but not yet recorded (kombu's
+``BRPOP`` has one, and a worker killed in it loses the message). An idle worker waits
+on a ``Doorbell`` (``workers/doorbell.py``), which blocks without taking anything.
+
+A message over ``max_message_bytes`` never reaches the worker: the Lua call swaps it
+for a small stub naming its task id and size, which the worker answers with
+``PayloadTooLarge``. So one oversized message from a plain Celery client costs the
+worker nothing (Redis alone holds the bytes), however big it is.
 
 Messages are taken from the queue's priority lists in kombu's order (``queue``, then
 ``queue\\x06\\x163``, ``\\x06\\x166``, ``\\x06\\x169``), so priorities work as they do
@@ -19,7 +29,6 @@ for Celery.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -28,19 +37,22 @@ from dataclasses import dataclass
 
 import redis
 
+from tasks.constants import DEFAULT_MAX_MESSAGE_BYTES
 from tasks.keys import queue_lists
+from workers.doorbell import Doorbell
 from workers.leases import UNACKED, UNACKED_INDEX, Leases
-from workers.retry import Persistent
 
 log = logging.getLogger(__name__)
 
 # KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3..] lists in priority order.
-# ARGV[1] max messages. Returns {list key, raw message, delivery tag}...
+# ARGV[1] max messages, ARGV[2] max message bytes.
+# Returns {list key, raw message, delivery tag}...
 # The raw message is stored byte for byte (no JSON re-encoding), as kombu stores it.
 # Scores are Redis's own clock, so workers on hosts whose clocks differ agree on ages.
 _FETCH = """
 local out = {}
 local n = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 for i = 3, #KEYS do
@@ -55,7 +67,17 @@ for i = 3, #KEYS do
     local tail = string.sub(item, -1024)
     local tag = string.match(tail, '"delivery_tag": "([%w%-]+)"')
     local ex, rk = string.match(tail, '"delivery_info": {"exchange": "([^"]*)", "routing_key": "([^"]*)"}')
-    if not tag or not rk then
+    if #item > limit then
+      -- Too big to hand over: a stub with the task id (headers close the envelope
+      -- too, before the properties) stands in for it, in the worker and in unacked.
+      local htail = string.sub(item, -16384)
+      local id = string.match(htail, '"headers": {.-"id": "([^"]*)"') or ''
+      local task = string.match(htail, '"headers": {.-"task": "([^"]*)"') or ''
+      if not tag or not rk then tag, ex, rk = '', '', '' end
+      item = cjson.encode({inferq_oversized = #item, inferq_limit = limit,
+        headers = {id = id, task = task},
+        properties = {delivery_tag = tag, delivery_info = {exchange = ex, routing_key = rk}}})
+    elseif not tag or not rk then
       local ok, msg = pcall(cjson.decode, item)
       tag, ex, rk = nil, '', ''
       if ok and type(msg) == 'table' and type(msg.properties) == 'table' then
@@ -75,15 +97,6 @@ for i = 3, #KEYS do
   end
 end
 return out
-"""
-
-# Records one message taken by BRPOP: KEYS[1] unacked, KEYS[2] unacked_index;
-# ARGV[1] delivery tag, ARGV[2] the unacked entry.
-_RECORD = """
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[2], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
 """
 
 
@@ -107,6 +120,7 @@ class Fetcher(threading.Thread):
         on_deliveries: Callable[[list[Delivery]], None],
         *,
         capacity: int,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         leases: Leases | None = None,
         idle_block_s: float = 1.0,
     ) -> None:
@@ -117,15 +131,15 @@ class Fetcher(threading.Thread):
         self._turn = 0
         self.on_deliveries = on_deliveries
         self.capacity = capacity
+        self.max_message_bytes = max_message_bytes
         self.leases = leases
         self.idle_block_s = idle_block_s
         self._fetch = client.register_script(_FETCH)
-        self._record_script = client.register_script(_RECORD)
+        self.doorbell = Doorbell(client, queues)
         self._in_flight = 0
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._backoff = 0.0
-        self._persist = Persistent(float("inf"), self._stopping)
 
     # --- called by the batcher thread -----------------------------------------------
 
@@ -169,12 +183,14 @@ class Fetcher(threading.Thread):
     def start(self) -> None:
         if self.leases is not None and not self.leases.is_alive():
             self.leases.start()
+        self.doorbell.start()
         super().start()
 
     def stop(self) -> None:
         """Stop taking messages; leases are kept up until ``stop_leases`` (a stopping worker
         still stores and acks the batch in hand)."""
         self._stopping.set()
+        self.doorbell.stop()
         with self._cond:
             self._cond.notify()
 
@@ -222,55 +238,29 @@ class Fetcher(threading.Thread):
         return out
 
     def _take(self, room: int) -> list[Delivery]:
-        lists = self._next_lists()
-        flat = self._fetch(keys=[UNACKED, UNACKED_INDEX, *lists], args=[room])
+        self.doorbell.clear()
+        flat = self._fetch_now(room)
         if not flat:
-            # Nothing queued: block until something is (BRPOP wakes at once on a push),
-            # then record it the same way; everything else goes through the atomic Lua
-            # call. The popped message is in this process's hands only until it is
-            # recorded, so recording outlasts a Redis restart (kombu has the same window,
-            # and loses the message if the connection drops in it).
-            popped = self.client.brpop(lists, timeout=self.idle_block_s)
-            if popped is None:
+            # Nothing queued: wait for the doorbell (it rings as soon as a queue
+            # changes, and takes nothing), then fetch again through the atomic Lua call.
+            self.doorbell.wait(self.idle_block_s)
+            if self._stopping.is_set():
                 return []
-            key, raw = _text(popped[0]), bytes(popped[1])
-            try:
-                flat = self._persist.call("recording a message", lambda: self._record(key, raw))
-            except Exception as exc:  # not recorded: it must not stay only in this process
-                self._put_back(key, raw, exc)
-                return []
-            if room > 1:
-                try:
-                    more = self._fetch(keys=[UNACKED, UNACKED_INDEX, *lists], args=[room - 1])
-                except redis.RedisError:  # anything it took is recorded: a sweep returns it
-                    more = []
-                flat += more
+            self.doorbell.clear()
+            flat = self._fetch_now(room)
         now = time.time()
         out = []
         for i in range(0, len(flat), 3):
             key, raw, tag = flat[i : i + 3]
-            out.append(Delivery(_text(key), bytes(raw), _text(tag), now))
+            out.append(Delivery(_text(key), raw if isinstance(raw, bytes) else raw.encode(), _text(tag), now))
         return out
 
-    def _record(self, key: str, raw: bytes) -> list[bytes | str]:
-        try:
-            props = json.loads(raw)["properties"]
-            tag = str(props["delivery_tag"])
-            di = props.get("delivery_info") or {}
-            tail = json.dumps([di.get("exchange", ""), di.get("routing_key", "")])[1:]
-            entry = b"[" + raw + b"," + tail.encode()
-        except (ValueError, KeyError, TypeError):
-            return [key, raw, ""]
-        self._record_script(keys=[UNACKED, UNACKED_INDEX], args=[tag, entry])
-        return [key, raw, tag]
-
-    def _put_back(self, key: str, raw: bytes, why: Exception) -> None:
-        """Return a popped message that could not be recorded to the head of its list."""
-        try:
-            self._persist.call("putting a message back", lambda: self.client.rpush(key, raw))
-            log.warning("could not record a message from %s (%s); put it back", key, why)
-        except Exception as exc:
-            log.error("lost a message from %s: could not record it (%s) nor put it back (%s)", key, why, exc)
+    def _fetch_now(self, room: int) -> list[bytes | str]:
+        lists = self._next_lists()
+        got: list[bytes | str] = self._fetch(
+            keys=[UNACKED, UNACKED_INDEX, *lists], args=[room, self.max_message_bytes]
+        )
+        return got
 
 
 def _text(v: bytes | str) -> str:

@@ -1,0 +1,172 @@
+"""Wake an idle worker the moment a job is queued, without taking the job.
+
+An idle worker must wake at once when a job is queued, but a blocking pop (``BRPOP``,
+kombu's way) takes the message out of Redis before the worker has recorded it as
+unacknowledged: a worker killed in that window, or whose connection dies with the
+reply in flight, loses the message for good. And a blocking pop hands over the whole
+message, however big. So the worker never pops while it waits; every message leaves
+its list in the fetcher's atomic Lua call (``workers/fetcher.py``).
+
+The doorbell is Redis's own change feed: client-side-caching invalidations in
+broadcast mode (``CLIENT TRACKING ON BCAST PREFIX <queue>``, Redis >= 6). Redis then
+sends this connection the *name* of every key under those prefixes that changes (a
+producer's push, another worker's pop), a few bytes each, on Redis's pub/sub channel
+``__redis__:invalidate``; nothing on the server is reconfigured. A name heard after
+the fetcher's ``clear`` rings the bell, so a push between a fetch that found nothing
+and the wait is never missed. Where tracking is refused (an older Redis, an ACL
+without ``CLIENT``), the fetcher polls instead (``POLL_S``), and says so in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+#: How often an idle fetcher looks at its queues when the doorbell cannot work.
+POLL_S = 0.025
+#: A silent connection is checked this often (a PING answered through pub/sub).
+PING_S = 10.0
+_CHANNEL = b"__redis__:invalidate"
+
+
+def broadcast_prefixes(names: list[str]) -> list[str]:
+    """The fewest prefixes covering ``names``: Redis refuses overlapping ones
+    (``inferq.m.v`` covers ``inferq.m.v2`` and every priority list of both)."""
+    out: list[str] = []
+    for name in sorted(set(names)):
+        if not out or not name.startswith(out[-1]):
+            out.append(name)
+    return out
+
+
+class Doorbell(threading.Thread):
+    """Rings when a key under one of ``prefixes`` changes in the broker."""
+
+    def __init__(self, client: redis.Redis[bytes], prefixes: list[str]) -> None:
+        super().__init__(name="inferq-doorbell", daemon=True)
+        # A connection of its own from the client's pool (address, auth, TLS, timeouts).
+        self._pool = client.connection_pool
+        self.prefixes = broadcast_prefixes(prefixes)
+        self._rang = threading.Event()
+        self._waiting = threading.Event()
+        self._stopping = threading.Event()
+        #: False until tracking is on, and whenever the connection is down: poll then.
+        self.working = False
+        self._warned = False
+
+    def clear(self) -> None:
+        """Call before each fetch: any change heard from now on rings."""
+        self._rang.clear()
+
+    def wait(self, timeout: float) -> bool:
+        """Block until the bell rings (True) or ``timeout`` passes."""
+        self._waiting.set()
+        try:
+            return self._rang.wait(timeout if self.working else min(timeout, POLL_S))
+        finally:
+            self._waiting.clear()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._waiting.set()
+
+    def run(self) -> None:
+        backoff = 0.0
+        while not self._stopping.is_set():
+            try:
+                conn = self._pool.get_connection()
+            except Exception as exc:
+                backoff = min(5.0, max(0.1, backoff * 2))
+                log.debug("doorbell: %s; retrying in %.1f s", exc, backoff)
+                self._stopping.wait(backoff)
+                continue
+            try:
+                self._subscribe(conn)
+            except redis.ResponseError as exc:  # refused, not unreachable: poll
+                if not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "Redis refused change tracking (%s); idle workers poll every %.0f ms",
+                        exc,
+                        POLL_S * 1e3,
+                    )
+                self._give_back(conn)
+                self._stopping.wait(60.0)
+                continue
+            except Exception as exc:  # the fetch loop reports an unreachable broker
+                self._give_back(conn)
+                backoff = min(5.0, max(0.1, backoff * 2))
+                log.debug("doorbell: %s; retrying in %.1f s", exc, backoff)
+                self._stopping.wait(backoff)
+                continue
+            backoff = 0.0
+            self.working = True
+            self._rang.set()  # whatever was pushed while it was away
+            try:
+                self._listen(conn)
+            except Exception as exc:
+                log.debug("doorbell connection lost (%s); reconnecting", exc)
+            finally:
+                self.working = False
+                self._give_back(conn)
+
+    def _give_back(self, conn: Any) -> None:
+        conn.disconnect()  # never reused: it is subscribed, and tracking
+        self._pool.release(conn)
+
+    def _subscribe(self, conn: Any) -> None:
+        """RESP2 on this connection (invalidations then come as plain pub/sub messages),
+        tracking redirected to itself, then subscribed. redis-py's health checks are
+        off here: their PING would meet pub/sub traffic (``_listen`` pings by itself)."""
+
+        def call(*args: Any) -> Any:
+            conn.send_command(*args, check_health=False)
+            return conn.read_response()
+
+        call("HELLO", "2")
+        client_id = call("CLIENT", "ID")
+        call(
+            "CLIENT",
+            "TRACKING",
+            "ON",
+            "REDIRECT",
+            client_id,
+            "BCAST",
+            *[a for p in self.prefixes for a in ("PREFIX", p)],
+        )
+        call("SUBSCRIBE", _CHANNEL)
+
+    def _listen(self, conn: Any) -> None:
+        pinged_at = time.monotonic()
+        pong_due = False
+        while not self._stopping.is_set():
+            # While the fetcher is busy, drain the feed every 50 ms in one go (a busy
+            # queue changes thousands of times a second); while it waits, at once.
+            waiting = self._waiting.wait(0.05)
+            if conn.can_read(timeout=0.5 if waiting else 0):
+                heard = False
+                while True:
+                    reply = conn.read_response()
+                    if isinstance(reply, list) and reply and reply[0] in (b"pong", "pong"):
+                        pong_due = False
+                    elif (
+                        isinstance(reply, list)
+                        and len(reply) == 3
+                        and reply[1] in (_CHANNEL, _CHANNEL.decode())
+                    ):
+                        heard = True
+                    if not conn.can_read(timeout=0):
+                        break
+                if heard:
+                    self._rang.set()
+            if time.monotonic() - pinged_at > PING_S:
+                if pong_due:
+                    raise ConnectionError(f"no answer to a PING in {PING_S:.0f} s")
+                conn.send_command("PING", check_health=False)
+                pinged_at, pong_due = time.monotonic(), True
