@@ -38,7 +38,7 @@ class Client:
         self.app = app or create_app(settings)
         self.backend = redis_client(settings.result_backend, settings)
         self.broker = redis_client(settings.broker_url, settings)
-        self.claims = Claims(self.backend, settings.inflight_ttl_s)
+        self.claims = Claims(self.backend, settings.inflight_ttl_s, settings.visibility_timeout_s)
         #: Watches submitted jobs so results are seen (and timed) as they arrive.
         self.listener = ResultListener(self.backend)
         self.catalog = ModelCatalog(self.backend, settings.models_dir)
@@ -176,7 +176,7 @@ class Client:
             codes: list[list[Any]] = [[CLAIMED]] * len(chunk)
         else:
             ids = [job_id(info.name, info.variant, info.version, inputs) for inputs, _ in chunk]
-            codes = self.claims.check_and_claim(ids, info.key, t0)
+            codes = self.claims.check_and_claim(ids, info.key)
         jobs: list[Job] = []
         send: list[tuple[str, bytes]] = []
         redo: list[tuple[int, str, bytes, bytes]] = []  # position in jobs, id, payload, doc read
@@ -211,7 +211,7 @@ class Client:
             send.append((jid, payload))
             jobs.append(Job(jid, self, info.name, info.variant, t0))
         if redo:
-            won = self.claims.reclaim([(jid, doc) for _, jid, _, doc in redo], info.key, t0)
+            won = self.claims.reclaim([(jid, doc) for _, jid, _, doc in redo], info.key)
             for (pos, jid, payload, _), claimed in zip(redo, won, strict=True):
                 if claimed:
                     send.append((jid, payload))

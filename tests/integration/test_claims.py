@@ -24,27 +24,27 @@ def r() -> Iterator[redis.Redis]:
 
 
 def test_an_id_is_claimed_once_then_shared_then_found(r: redis.Redis) -> None:
-    claims = Claims(r, inflight_ttl_s=60)
-    assert claims.check_and_claim(["a"], "m:v", 1.0) == [[CLAIMED]]
-    assert claims.check_and_claim(["a"], "m:v", 2.0) == [[SHARED]]
+    claims = Claims(r, inflight_ttl_s=60, stale_after_s=60)
+    assert claims.check_and_claim(["a"], "m:v") == [[CLAIMED]]
+    assert claims.check_and_claim(["a"], "m:v") == [[SHARED]]
     r.set(result_key("a"), SUCCESS)
-    assert claims.check_and_claim(["a"], "m:v", 3.0) == [[FOUND, SUCCESS]]
+    assert claims.check_and_claim(["a"], "m:v") == [[FOUND, SUCCESS]]
 
 
 def test_a_failure_of_the_moment_is_reclaimed_and_forgotten(r: redis.Redis) -> None:
     r.set(result_key("a"), TRANSIENT)
-    assert Claims(r, inflight_ttl_s=60).reclaim([("a", TRANSIENT)], "m:v", 1.0) == [True]
+    assert Claims(r, inflight_ttl_s=60, stale_after_s=60).reclaim([("a", TRANSIENT)], "m:v") == [True]
     assert r.get(result_key("a")) is None, "a waiter would read the old failure as the new run's"
     assert r.exists(inflight_key("a"))
 
 
 def test_a_result_stored_since_the_failure_was_read_is_kept_and_not_reclaimed(r: redis.Redis) -> None:
     r.set(result_key("a"), SUCCESS)  # another producer's redo finished in between
-    assert Claims(r, inflight_ttl_s=60).reclaim([("a", TRANSIENT)], "m:v", 1.0) == [False]
+    assert Claims(r, inflight_ttl_s=60, stale_after_s=60).reclaim([("a", TRANSIENT)], "m:v") == [False]
     assert r.get(result_key("a")) == SUCCESS
 
 
 def test_a_failure_gone_since_it_was_read_is_claimed_once(r: redis.Redis) -> None:
-    claims = Claims(r, inflight_ttl_s=60)
-    assert claims.reclaim([("a", TRANSIENT)], "m:v", 1.0) == [True]
-    assert claims.reclaim([("a", TRANSIENT)], "m:v", 2.0) == [False]  # now in flight
+    claims = Claims(r, inflight_ttl_s=60, stale_after_s=60)
+    assert claims.reclaim([("a", TRANSIENT)], "m:v") == [True]
+    assert claims.reclaim([("a", TRANSIENT)], "m:v") == [False]  # now in flight
