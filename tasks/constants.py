@@ -60,6 +60,11 @@ DEFAULT_MODELS_DIR = "models"
 DEFAULT_CACHE_TTL_S = 86_400
 #: 16 MiB: a 1024x1024x4 float32 image fits; anything bigger is almost surely a bug.
 DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+#: 32 MiB: a message carrying one input at the payload limit inline (base64 in a plain
+#: Celery envelope, about 4/3 of its size) fits. A bigger message never leaves Redis
+#: whole: the worker sees a stub and answers ``PayloadTooLarge`` (workers/fetcher.py),
+#: so a worker holds at most its prefetch times this much message data.
+DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 #: How long a message whose worker stopped renewing its lease waits before another
 #: worker takes it back. Live workers renew every quarter of it (workers/leases.py), so
 #: it need not outlast the slowest batch: a killed worker's jobs come back within about

@@ -45,6 +45,8 @@ class Settings:
     #: Worker processes started by ``inferq worker``.
     concurrency: int = 1
     max_payload_bytes: int = C.DEFAULT_MAX_PAYLOAD_BYTES
+    #: A queued message bigger than this is answered ``PayloadTooLarge`` unread.
+    max_message_bytes: int = C.DEFAULT_MAX_MESSAGE_BYTES
     visibility_timeout_s: int = C.DEFAULT_VISIBILITY_TIMEOUT_S
     #: Producers refuse (``Overloaded``) when a model's queue holds more jobs; 0: no limit.
     max_queue_depth: int = 0
@@ -71,7 +73,14 @@ class Settings:
         object.__setattr__(self, "models_dir", Path(self.models_dir))
         if not self.result_backend:
             object.__setattr__(self, "result_backend", self.broker_url)
-        for name in ("cache_ttl_s", "threads", "concurrency", "max_payload_bytes", "prefetch"):
+        for name in (
+            "cache_ttl_s",
+            "threads",
+            "concurrency",
+            "max_payload_bytes",
+            "max_message_bytes",
+            "prefetch",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be > 0, got {getattr(self, name)}")
         for name in ("broker_url", "result_backend"):

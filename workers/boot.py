@@ -117,6 +117,7 @@ def run_worker(
             queues,
             on_deliveries,
             capacity=capacity,
+            max_message_bytes=settings.max_message_bytes,
             leases=Leases(broker, settings.visibility_timeout_s, on_taken_back=metrics.taken_back),
         ),
         EventSink(app, hostname),

@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.codec import quote
-from tasks.constants import INPUT_KEY_PREFIX, PREDICT_TASK
-from tasks.errors import BadInput, InferqError
+from tasks.constants import PREDICT_TASK
+from tasks.errors import InferqError
 from tasks.schema import Result
 from workers.batcher import Batcher, Completer
 from workers.envelope import Rejected, parse_message
 from workers.events import EventSink
 from workers.fetcher import Delivery, Fetcher
+from workers.inputs import StoredInputs, Unusable
 from workers.metrics import Metrics
 from workers.pipeline import Pipeline, Prepared
 from workers.retry import GaveUp, Persistent
@@ -101,6 +102,7 @@ class WorkerCore:
         self.batcher: Batcher[_Entry] = Batcher(self._run_batch)
         self.completer = Completer()
         self.fetcher: Fetcher = fetcher_factory(self.on_deliveries)
+        self.inputs = StoredInputs(self.fetcher.client, pipeline.max_payload_bytes)
         self.pid = os.getpid()
         self._stopping = threading.Event()
         #: Stores and acks outlast a Redis restart or a network cut of up to ``give_up_s``.
@@ -151,7 +153,7 @@ class WorkerCore:
                 log.warning("rejected message from %s: %s", d.list_key, rej.reason)
                 msg = _Message(d, remaining=0)
                 if rej.job_id:
-                    failures.append((Outcome(rej.job_id, error=BadInput(rej.reason)), msg))
+                    failures.append((Outcome(rej.job_id, error=rej.error(rej.reason)), msg))
                 done.append(msg)
                 continue
             except Exception as exc:  # a parser bug must not poison the other messages
@@ -201,24 +203,15 @@ class WorkerCore:
 
     def _claim_inputs(self, parsed: list[tuple[_Message, list[tuple[str, Any]]]]) -> None:
         """Fetch inputs that travelled beside their messages, all in one round trip."""
-        wanted: list[tuple[_Message, dict[str, Any]]] = []
+        wanted: list[dict[str, Any]] = []
         for msg, items in parsed:
             for _, raw in items:
-                ref = raw.get("inputs_ref") if isinstance(raw, dict) else None
-                if ref is None:
-                    continue
-                # Only our own prefix: a message must not make us read arbitrary keys.
-                if isinstance(ref, str) and ref.startswith(INPUT_KEY_PREFIX) and len(ref) <= 200:
-                    wanted.append((msg, raw))
+                ref = self.inputs.ref(raw)
+                if ref is not None:
+                    wanted.append(raw)
                     msg.refs.append(ref)
-                else:
-                    raw["inputs"] = _MISSING
-        if not wanted:
-            return
-        refs = [raw["inputs_ref"] for _, raw in wanted]
-        blobs = self.persist.call("reading stored inputs", lambda: self.fetcher.client.mget(refs))
-        for (_, raw), blob in zip(wanted, blobs, strict=True):
-            raw["inputs"] = blob if blob is not None else _MISSING
+        if wanted:
+            self.persist.call("reading stored inputs", lambda: self.inputs.fill(wanted))
 
     def _take(
         self,
@@ -232,10 +225,9 @@ class WorkerCore:
                 "task-received", jid, name=PREDICT_TASK, args=_describe(raw), kwargs="{}", retries=0
             )
             try:
-                if isinstance(raw, dict) and raw.get("inputs") is _MISSING:
-                    raise BadInput(
-                        "the job's input was not found beside its message (expired, or a bad reference)"
-                    )
+                stored = raw.get("inputs") if isinstance(raw, dict) else None
+                if isinstance(stored, Unusable):
+                    raise stored.error
                 prepared = self.pipeline.prepare(jid, raw, msg.delivery.received_at)
             except InferqError as exc:
                 failures.append((Outcome(jid, error=exc, key=self._label(raw)), msg))
@@ -320,9 +312,6 @@ class WorkerCore:
         else:
             exc = f"{type(o.error).__name__}({o.error.message!r})"
             self.events.send("task-failed", o.job_id, exception=exc, traceback=None)
-
-
-_MISSING = object()
 
 
 def _why(exc: Exception) -> str:

@@ -21,6 +21,7 @@ import orjson
 
 from tasks.codec import quote
 from tasks.constants import PREDICT_TASK
+from tasks.errors import BadInput, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,14 @@ _ITEM_ID = re.compile(r"^[A-Za-z0-9\-]{1,64}$")
 
 
 class Rejected(Exception):
-    """A message that is not a job we can run; ``job_id`` is empty when it has none."""
+    """A message that is not a job we can run; ``job_id`` is empty when it has none.
+    ``error`` is the error type its job is answered with."""
 
-    def __init__(self, job_id: str, reason: str) -> None:
+    def __init__(self, job_id: str, reason: str, error: type[BadInput] = BadInput) -> None:
         super().__init__(reason)
         self.job_id = job_id
         self.reason = reason
+        self.error = error
 
 
 def parse_message(raw: bytes) -> list[tuple[str, Any]]:
@@ -53,6 +56,14 @@ def parse_message(raw: bytes) -> list[tuple[str, Any]]:
     job_id = headers.get("id")
     if not isinstance(job_id, str) or not 0 < len(job_id) <= 128:
         job_id = ""  # cannot be answered under an id; the rejection is logged
+    size = envelope.get("inferq_oversized")
+    if size is not None:  # the fetcher's stand-in for a message it would not hand over
+        raise Rejected(
+            job_id,
+            f"message is {_int(size)} bytes, over the worker's limit of {_int(envelope.get('inferq_limit'))} "
+            "bytes (INFERQ_MAX_MESSAGE_BYTES); send big inputs beside the message, as inferq's client does",
+            PayloadTooLarge,
+        )
     props = envelope.get("properties")
     if not isinstance(props, dict):
         raise Rejected(
@@ -84,6 +95,10 @@ def parse_message(raw: bytes) -> list[tuple[str, Any]]:
     if not job_id:
         raise Rejected("", "message has no task id")
     return [(job_id, arg)]
+
+
+def _int(v: Any) -> str:
+    return str(int(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
 
 
 def _expires_at(value: Any) -> float | None:

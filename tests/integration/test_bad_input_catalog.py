@@ -238,7 +238,7 @@ CATALOG: dict[str, Case] = {
     ),
     "foreign_inputs_ref": Case(
         lambda x, m, i: job_message(request(None, inputs_ref="inferq:models"), job_id=i),
-        (BadInput, r"input was not found beside its message \(expired, or a bad reference\)"),
+        (BadInput, r"'inputs_ref' is not an inferq input key"),
     ),
     "bad_item_in_bulk_message": Case(
         lambda x, m, i: bulk_with_a_good_item(

@@ -37,6 +37,7 @@ class StandInPipeline:
     """Jobs whose input is ``b"bad"`` fail validation; the rest 'compute' at once."""
 
     runtimes = {"m:v": _RUNTIME}
+    max_payload_bytes = 1 << 20
 
     def prepare(self, job_id: str, raw: dict[str, Any], received_at: float) -> Any:
         if raw.get("inputs") == b"bad":
