@@ -202,7 +202,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return cmd_tune(args, settings)
     if args.cmd == "demo":
-        from producers.demo import KEPT_FILE, run_demo, run_dir, stop_kept
+        from producers.demo import run_demo, run_dir
+        from producers.demo_keep import KEPT_FILE, stop_kept
 
         if args.stop is not None:
             return stop_kept(Path(args.stop) if args.stop else run_dir(settings) / KEPT_FILE)

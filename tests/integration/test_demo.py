@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from producers.client import Client
-from producers.demo import KEPT_FILE, Kept
+from producers.demo_keep import KEPT_FILE, Kept
 from producers.local_redis import LocalRedis, free_port, redis_answers
 from producers.procs import ProcessRecord
 from tasks.settings import Settings
