@@ -58,7 +58,11 @@ def test_queued_jobs_are_batched_and_match_direct_results(
 
     xs = unique(heldout(settings)[:200])
     jobs = client.submit_many("digits", xs, variant="fp16")
-    fp16_worker_after.append(start_worker(settings, tmp_path, ["digits:fp16"], "--max-batch-size", "32"))
+    # A long max wait: batches close only when full (the last one aside), however slowly
+    # a loaded machine decodes the bulk messages into the batcher.
+    fp16_worker_after.append(
+        start_worker(settings, tmp_path, ["digits:fp16"], "--max-batch-size", "32", "--max-wait-ms", "500")
+    )
     results = client.wait_all(jobs, timeout=60)
     sizes = [r.timing.batch_size for r in results]  # type: ignore[union-attr]
     assert max(sizes) == 32 and min(sizes) >= 1
