@@ -112,6 +112,7 @@ class Doorbell(threading.Thread):
                 self._listen(conn)
             except Exception as exc:
                 log.debug("doorbell connection lost (%s); reconnecting", exc)
+                self._stopping.wait(0.1)
             finally:
                 self.working = False
                 self._give_back(conn)

@@ -147,7 +147,9 @@ class Fetcher(threading.Thread):
         """Forget delivered messages (their results are stored) and their inputs: one round trip."""
         tags = [d.tag for d in deliveries if d.tag]
         if tags or input_keys:
-            pipe = self.client.pipeline(transaction=False)
+            # One transaction: a worker killed mid-ack must not leave a hash entry
+            # without its index entry (nothing would ever sweep it).
+            pipe = self.client.pipeline(transaction=True)
             if tags:
                 pipe.zrem(UNACKED_INDEX, *tags)
                 pipe.hdel(UNACKED, *tags)

@@ -75,6 +75,7 @@ def test_a_200_mb_message_from_a_plain_celery_client_is_refused_without_the_work
     ):
         client.result(jid, wait=True, timeout=60)
     grew = peak_rss(digits_worker.proc.pid) - before
+    print(f"200 MB message refused; the worker's peak RSS grew by {grew / MIB:.1f} MiB")
     assert grew < ALLOWED_GROWTH, f"the worker's peak RSS grew by {grew / MIB:.0f} MiB"
     assert client.broker.hlen("unacked") == 0, "the stub was acknowledged like any answered job"
     then_a_good_job_succeeds(client, digits_worker, models_dir)
@@ -94,5 +95,8 @@ def test_a_stored_input_over_the_payload_limit_is_measured_not_read(
     with pytest.raises(PayloadTooLarge, match=rf"input payload is {settings.max_payload_bytes + MIB} bytes"):
         client.result(jid, wait=True, timeout=60)
     grew = peak_rss(digits_worker.proc.pid) - before
+    print(
+        f"stored input of {settings.max_payload_bytes + MIB} bytes refused; peak RSS grew by {grew / MIB:.1f} MiB"
+    )
     assert grew < 8 * MIB, f"the worker's peak RSS grew by {grew / MIB:.0f} MiB"
     then_a_good_job_succeeds(client, digits_worker, models_dir)
