@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -103,6 +104,28 @@ class WorkerProcess:
         return self.log.read_text(errors="replace")
 
 
+def started_worker(settings: Settings, models: list[str], log: Path, *extra: str) -> WorkerProcess:
+    """A worker process that is up and announced (its log in ``log``)."""
+    w = WorkerProcess(settings, models, log, *extra)
+    with Client(settings) as c:
+        w.wait_ready(c)
+    return w
+
+
+def on_db(settings: Settings, db: int) -> Settings:
+    """The same private Redis, another database: a module's queues and announcements
+    start empty, whatever other test modules left in theirs."""
+    url = urlunsplit(urlsplit(settings.broker_url)._replace(path=f"/{db}"))
+    return settings.with_(broker_url=url, result_backend=url)
+
+
+@pytest.fixture()
+def own_redis() -> Iterator[LocalRedis]:
+    """A redis-server of the test's own, for tests that read or clear whole keyspaces."""
+    with LocalRedis() as server:
+        yield server
+
+
 def queue_depth(broker: redis.Redis, model: str, variant: str) -> int:
     """Jobs waiting in a model queue, over all its priority lists."""
     return sum(int(broker.llen(lst)) for lst in queue_lists(queue_name(model, variant)))
@@ -112,9 +135,7 @@ def queue_depth(broker: redis.Redis, model: str, variant: str) -> int:
 def digits_worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
     """One worker serving digits fp32, int8 and SavedModel (fp16 is left unserved on purpose)."""
     log = tmp_path_factory.mktemp("logs") / "worker.log"
-    w = WorkerProcess(settings, ["digits:fp32", "digits:int8", "digits:savedmodel"], log)
-    with Client(settings) as c:
-        w.wait_ready(c)
+    w = started_worker(settings, ["digits:fp32", "digits:int8", "digits:savedmodel"], log)
     yield w
     w.stop()
 

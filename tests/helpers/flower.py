@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from producers.local_redis import free_port
 from producers.procs import die_with_parent, stop_process
@@ -32,13 +32,6 @@ def get(url: str, auth: tuple[str, str] | None) -> tuple[int, bytes]:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, b""
-
-
-def on_db(settings: Settings, db: int) -> Settings:
-    """The same private Redis, another database: a module's queues and announcements
-    start empty, whatever other test modules left in theirs."""
-    url = urlunsplit(urlsplit(settings.broker_url)._replace(path=f"/{db}"))
-    return settings.with_(broker_url=url, result_backend=url)
 
 
 class FlowerProcess:

@@ -20,7 +20,7 @@ from producers.local_redis import free_port
 from tasks.errors import BadInput, TransientError
 from tasks.keys import job_id
 from tasks.settings import Settings
-from tests.conftest import ROOT, WorkerProcess, queue_depth
+from tests.conftest import ROOT, WorkerProcess, queue_depth, started_worker
 from workers.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -36,10 +36,7 @@ def unique(x: np.ndarray) -> np.ndarray:
 
 
 def start_worker(settings: Settings, tmp_path: Path, models: list[str], *extra: str) -> WorkerProcess:
-    w = WorkerProcess(settings, models, tmp_path / f"worker-{time.monotonic_ns()}.log", *extra)
-    with Client(settings) as c:
-        w.wait_ready(c)
-    return w
+    return started_worker(settings, models, tmp_path / f"worker-{time.monotonic_ns()}.log", *extra)
 
 
 @pytest.fixture()

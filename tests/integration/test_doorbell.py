@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -17,12 +16,6 @@ from workers.fetcher import Fetcher
 pytestmark = pytest.mark.integration
 
 QUEUE = "inferq.bell.fp32"
-
-
-@pytest.fixture()
-def server() -> Iterator[LocalRedis]:
-    with LocalRedis() as s:
-        yield s
 
 
 def started(bell: Doorbell, timeout: float = 10) -> Doorbell:
@@ -40,8 +33,8 @@ def test_overlapping_queue_names_share_one_broadcast_prefix() -> None:
     ]
 
 
-def test_a_push_to_any_priority_list_rings_and_the_message_stays_queued(server: LocalRedis) -> None:
-    r = redis.Redis.from_url(server.url)
+def test_a_push_to_any_priority_list_rings_and_the_message_stays_queued(own_redis: LocalRedis) -> None:
+    r = redis.Redis.from_url(own_redis.url)
     bell = started(Doorbell(r, [QUEUE, "inferq.bell.int8"]))
     try:
         assert bell.working
@@ -60,11 +53,11 @@ def test_a_push_to_any_priority_list_rings_and_the_message_stays_queued(server: 
 
 
 def test_a_redis_that_refuses_tracking_leaves_the_fetcher_polling(
-    server: LocalRedis, caplog: pytest.LogCaptureFixture
+    own_redis: LocalRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    admin = redis.Redis.from_url(server.url)
+    admin = redis.Redis.from_url(own_redis.url)
     admin.execute_command("ACL", "SETUSER", "nobell", "on", ">pw", "~*", "&*", "+@all", "-client")
-    url = server.url.replace("redis://", "redis://nobell:pw@")
+    url = own_redis.url.replace("redis://", "redis://nobell:pw@")
     r = redis.Redis.from_url(url)
     got: list[object] = []
     with caplog.at_level(logging.WARNING, logger="workers.doorbell"):

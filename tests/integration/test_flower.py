@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,19 +16,9 @@ from producers.client import Client
 from producers.local_redis import free_port
 from tasks.settings import Settings
 from tests.conftest import ROOT
+from tests.helpers.flower import get
 
 pytestmark = pytest.mark.integration
-
-
-def get(url: str, auth: tuple[str, str] | None) -> tuple[int, bytes]:
-    headers = {}
-    if auth:
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, b""
 
 
 @pytest.fixture()

@@ -15,8 +15,8 @@ import pytest
 
 from producers.client import Client
 from tasks.settings import Settings
-from tests.conftest import WorkerProcess, queue_depth
-from tests.helpers.flower import FlowerProcess, on_db
+from tests.conftest import WorkerProcess, on_db, queue_depth, started_worker
+from tests.helpers.flower import FlowerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -32,9 +32,7 @@ def own_settings(settings: Settings) -> Settings:
 
 @pytest.fixture(scope="module")
 def fp32_worker(own_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(own_settings, ["digits:fp32"], tmp_path_factory.mktemp("broker") / "worker.log")
-    with Client(own_settings) as c:
-        w.wait_ready(c)
+    w = started_worker(own_settings, ["digits:fp32"], tmp_path_factory.mktemp("broker") / "worker.log")
     yield w
     w.stop()
 

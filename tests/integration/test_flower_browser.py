@@ -26,8 +26,8 @@ import pytest
 from producers.client import Client
 from producers.job import Job
 from tasks.settings import Settings
-from tests.conftest import WorkerProcess, queue_depth
-from tests.helpers.flower import FlowerProcess, on_db
+from tests.conftest import WorkerProcess, on_db, queue_depth, started_worker
+from tests.helpers.flower import FlowerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -72,9 +72,7 @@ def own_settings(settings: Settings) -> Settings:
 
 @pytest.fixture(scope="module")
 def fp32_worker(own_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(own_settings, ["digits:fp32"], tmp_path_factory.mktemp("browser") / "worker.log")
-    with Client(own_settings) as c:
-        w.wait_ready(c)
+    w = started_worker(own_settings, ["digits:fp32"], tmp_path_factory.mktemp("browser") / "worker.log")
     yield w
     w.stop()
 

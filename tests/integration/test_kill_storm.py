@@ -27,7 +27,7 @@ from producers.local_redis import LocalRedis
 from tasks.keys import queue_lists, queue_name, result_key
 from tasks.schema import Result
 from tasks.settings import Settings
-from tests.conftest import WorkerProcess, queue_depth
+from tests.conftest import WorkerProcess, on_db, queue_depth
 
 pytestmark = pytest.mark.integration
 
@@ -75,10 +75,8 @@ def test_no_job_is_lost_when_workers_are_killed_repeatedly_under_load(
     redis_server: LocalRedis, models_dir: Path, tmp_path: Path
 ) -> None:
     # A fresh database of the session's server: nothing another test left behind.
-    settings = Settings(
-        broker_url=redis_server.url.rsplit("/", 1)[0] + "/7",
-        models_dir=models_dir,
-        visibility_timeout_s=VISIBILITY_S,
+    settings = on_db(
+        Settings(models_dir=models_dir, visibility_timeout_s=VISIBILITY_S, broker_url=redis_server.url), 7
     )
     rng = random.Random(9)
     base = np.load(models_dir / "digits" / "data" / "heldout_x.npy").astype(np.float32)
@@ -138,10 +136,8 @@ def test_no_job_is_lost_when_workers_are_killed_repeatedly_under_load(
 def test_a_stale_claim_blocks_a_resubmit_for_no_longer_than_the_visibility_timeout(
     redis_server: LocalRedis, models_dir: Path, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        broker_url=redis_server.url.rsplit("/", 1)[0] + "/8",
-        models_dir=models_dir,
-        visibility_timeout_s=VISIBILITY_S,
+    settings = on_db(
+        Settings(models_dir=models_dir, visibility_timeout_s=VISIBILITY_S, broker_url=redis_server.url), 8
     )
     x = np.load(models_dir / "digits" / "data" / "heldout_x.npy")[0] + np.float32(time.time() % 1)
     w = WorkerProcess(settings, ["digits:fp32"], tmp_path / "worker.log")

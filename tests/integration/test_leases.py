@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -24,18 +23,12 @@ QUEUE = "inferq.digits.fp32"
 
 
 @pytest.fixture()
-def server() -> Iterator[LocalRedis]:
-    with LocalRedis() as s:
-        yield s
+def r(own_redis: LocalRedis) -> redis.Redis:
+    return redis.Redis.from_url(own_redis.url)
 
 
-@pytest.fixture()
-def r(server: LocalRedis) -> redis.Redis:
-    return redis.Redis.from_url(server.url)
-
-
-def send(server: LocalRedis, job_id: str, priority: int) -> None:
-    app = create_app(Settings(broker_url=server.url))
+def send(own_redis: LocalRedis, job_id: str, priority: int) -> None:
+    app = create_app(Settings(broker_url=own_redis.url))
     request = {"model": "digits", "variant": "fp32", "inputs": {}}
     app.send_task(PREDICT_TASK, args=[request], task_id=job_id, queue=QUEUE, priority=priority)
 
@@ -64,9 +57,9 @@ def test_only_model_queues_are_swept_here(name: str, ours: bool) -> None:
 
 
 def test_a_dead_workers_message_is_taken_back_to_its_priority_list_and_runs_again(
-    server: LocalRedis, r: redis.Redis
+    own_redis: LocalRedis, r: redis.Redis
 ) -> None:
-    send(server, "job-low", priority=6)
+    send(own_redis, "job-low", priority=6)
     [d] = take(r, 1)
     assert r.zcard(UNACKED_INDEX) == 1 and r.llen(QUEUE + PRIORITY_SEP + "6") == 0
     # The fetcher's worker dies: nobody renews the lease.
@@ -84,8 +77,8 @@ def test_a_dead_workers_message_is_taken_back_to_its_priority_list_and_runs_agai
     assert r.zscore(UNACKED_INDEX, again.tag) is not None and r.hexists(UNACKED, again.tag)
 
 
-def test_a_held_lease_is_renewed_and_never_taken_back(server: LocalRedis, r: redis.Redis) -> None:
-    send(server, "job-held", priority=3)
+def test_a_held_lease_is_renewed_and_never_taken_back(own_redis: LocalRedis, r: redis.Redis) -> None:
+    send(own_redis, "job-held", priority=3)
     [d] = take(r, 1)
     mine = Leases(r, visibility_timeout_s=0.4)
     mine.hold([d.tag])
@@ -103,12 +96,12 @@ def test_a_held_lease_is_renewed_and_never_taken_back(server: LocalRedis, r: red
     assert Leases(r, visibility_timeout_s=0.4).sweep() == 1
 
 
-def test_racing_sweepers_put_a_message_back_exactly_once(server: LocalRedis, r: redis.Redis) -> None:
+def test_racing_sweepers_put_a_message_back_exactly_once(own_redis: LocalRedis, r: redis.Redis) -> None:
     for i in range(50):
-        send(server, f"job-{i}", priority=3)
+        send(own_redis, f"job-{i}", priority=3)
     assert len(take(r, 50)) == 50
     time.sleep(0.3)
-    sweepers = [Leases(redis.Redis.from_url(server.url), visibility_timeout_s=0.2) for _ in range(4)]
+    sweepers = [Leases(redis.Redis.from_url(own_redis.url), visibility_timeout_s=0.2) for _ in range(4)]
     threads = [threading.Thread(target=s.sweep) for s in sweepers]
     for t in threads:
         t.start()

@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from producers.client import Client
 from tasks.settings import Settings
-from tests.conftest import ROOT, WorkerProcess
-from tests.helpers.flower import FlowerProcess, on_db
+from tests.conftest import ROOT, WorkerProcess, on_db, started_worker
+from tests.helpers.flower import FlowerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +34,7 @@ def own_settings(settings: Settings) -> Settings:
 
 @pytest.fixture(scope="module")
 def worker(own_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    w = WorkerProcess(own_settings, MODELS, tmp_path_factory.mktemp("control") / "worker.log")
-    with Client(own_settings) as c:
-        w.wait_ready(c)
+    w = started_worker(own_settings, MODELS, tmp_path_factory.mktemp("control") / "worker.log")
     yield w
     w.stop()
 
