@@ -33,7 +33,7 @@ from tasks.settings import Settings
 
 #: Seconds to wait for a TCP (and TLS) connection to Redis.
 CONNECT_TIMEOUT_S = 5.0
-#: Longest read we wait for: more than any blocking command we send (BRPOP blocks 1 s).
+#: Longest read we wait for: more than any blocking wait we do (a worker's doorbell, 0.5 s).
 SOCKET_TIMEOUT_S = 15.0
 #: A connection idle this long is PINGed before use, so a restarted Redis is noticed
 #: before a command is lost on the old connection.
