@@ -254,13 +254,18 @@ class Client:
         del body["inputs"]
         blobs: dict[str, bytes] = {}
         entries: list[dict[str, Any]] = []
+        # Inline inputs travel as base64 inside kombu's JSON: keep a bulk message well
+        # under the workers' INFERQ_MAX_MESSAGE_BYTES, or they would answer it
+        # PayloadTooLarge unread; past this budget inputs go beside the message.
+        inline_left = self.settings.max_message_bytes // 2
         for jid, payload in items:
-            if len(payload) > C.INLINE_INPUT_MAX_BYTES:
+            if len(payload) > min(C.INLINE_INPUT_MAX_BYTES, inline_left):
                 ref = input_key(jid, uuid.uuid4().hex[:8])
                 blobs[ref] = payload
                 entries.append({"id": jid, "inputs_ref": ref})
             else:
                 entries.append({"id": jid, "inputs": payload})
+                inline_left -= len(payload)
         if blobs:
             pipe = self.broker.pipeline(transaction=False)
             for ref, payload in blobs.items():

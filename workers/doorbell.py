@@ -11,10 +11,18 @@ The doorbell is Redis's own change feed: client-side-caching invalidations in
 broadcast mode (``CLIENT TRACKING ON BCAST PREFIX <queue>``, Redis >= 6). Redis then
 sends this connection the *name* of every key under those prefixes that changes (a
 producer's push, another worker's pop), a few bytes each, on Redis's pub/sub channel
-``__redis__:invalidate``; nothing on the server is reconfigured. A name heard after
-the fetcher's ``clear`` rings the bell, so a push between a fetch that found nothing
-and the wait is never missed. Where tracking is refused (an older Redis, an ACL
-without ``CLIENT``), the fetcher polls instead (``POLL_S``), and says so in the log.
+``__redis__:invalidate``; nothing on the server is reconfigured (Redis >= 6, which
+redis-py's RESP3 needs anyway). A name of one of this worker's lists heard after the
+fetcher's ``clear`` rings the bell, so a push between a fetch that found nothing and
+the wait is never missed. Where tracking is refused (an ACL user without ``HELLO``,
+``CLIENT ID``/``TRACKING`` or ``SUBSCRIBE`` on ``__redis__:invalidate``), the fetcher
+polls instead (``POLL_S``), and says so in the log.
+
+The cost: every change to a queue (a push, or any worker's pop) reaches every worker
+serving it. Idle workers all wake on a push and race for the message in their Lua
+fetches (one wins); busy ones read the feed every 50 ms. With a few workers per queue
+that is noise (docs/benchmarks.md); with dozens of idle workers on one queue, each job
+costs about two Lua fetches per worker, where ``BRPOP`` woke one.
 """
 
 from __future__ import annotations
@@ -48,11 +56,15 @@ def broadcast_prefixes(names: list[str]) -> list[str]:
 class Doorbell(threading.Thread):
     """Rings when a key under one of ``prefixes`` changes in the broker."""
 
-    def __init__(self, client: redis.Redis[bytes], prefixes: list[str]) -> None:
+    def __init__(self, client: redis.Redis[bytes], lists: list[str]) -> None:
+        """``lists``: every list this worker takes messages from (each priority list)."""
         super().__init__(name="inferq-doorbell", daemon=True)
         # A connection of its own from the client's pool (address, auth, TLS, timeouts).
         self._pool = client.connection_pool
-        self.prefixes = broadcast_prefixes(prefixes)
+        self.prefixes = broadcast_prefixes(lists)
+        # A prefix covers other queues too (``inferq.m.v`` covers ``inferq.m.v2``):
+        # only a change to one of ours rings.
+        self._ours = {lst.encode() for lst in lists}
         self._rang = threading.Event()
         self._waiting = threading.Event()
         self._stopping = threading.Event()
@@ -75,6 +87,7 @@ class Doorbell(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
         self._waiting.set()
+        self._rang.set()  # a fetcher waiting on the bell stops at once
 
     def run(self) -> None:
         backoff = 0.0
@@ -111,9 +124,11 @@ class Doorbell(threading.Thread):
             try:
                 self._listen(conn)
             except Exception as exc:
+                self.working = False  # the fetcher polls meanwhile
                 log.debug("doorbell connection lost (%s); reconnecting", exc)
+                self._give_back(conn)
                 self._stopping.wait(0.1)
-            finally:
+            else:
                 self.working = False
                 self._give_back(conn)
 
@@ -153,15 +168,12 @@ class Doorbell(threading.Thread):
             if conn.can_read(timeout=0.5 if waiting else 0):
                 heard = False
                 while True:
-                    reply = conn.read_response()
-                    if isinstance(reply, list) and reply and reply[0] in (b"pong", "pong"):
+                    reply = _as_bytes(conn.read_response())
+                    if isinstance(reply, list) and reply and reply[0] == b"pong":
                         pong_due = False
-                    elif (
-                        isinstance(reply, list)
-                        and len(reply) == 3
-                        and reply[1] in (_CHANNEL, _CHANNEL.decode())
-                    ):
-                        heard = True
+                    elif isinstance(reply, list) and len(reply) == 3 and reply[1] == _CHANNEL:
+                        keys = reply[2]  # None: the whole database was flushed
+                        heard = heard or keys is None or any(k in self._ours for k in keys)
                     if not conn.can_read(timeout=0):
                         break
                 if heard:
@@ -171,3 +183,12 @@ class Doorbell(threading.Thread):
                     raise ConnectionError(f"no answer to a PING in {PING_S:.0f} s")
                 conn.send_command("PING", check_health=False)
                 pinged_at, pong_due = time.monotonic(), True
+
+
+def _as_bytes(reply: Any) -> Any:
+    """A reply with its strings as bytes, whether or not the pool decodes responses."""
+    if isinstance(reply, str):
+        return reply.encode()
+    if isinstance(reply, list):
+        return [_as_bytes(r) for r in reply]
+    return reply

@@ -13,14 +13,17 @@ cut off) any inferq worker takes the message back after the visibility timeout
 run.
 
 Every message leaves its list inside that Lua call, atomically with its record: there
-is no moment at which a message is out of Redis's lists but not yet recorded (kombu's
-``BRPOP`` has one, and a worker killed in it loses the message). An idle worker waits
-on a ``Doorbell`` (``workers/doorbell.py``), which blocks without taking anything.
+is no moment at which a kombu message (one with a delivery tag) is out of Redis's lists
+but not yet recorded (kombu's ``BRPOP`` has one, and a worker killed in it loses the
+message). An idle worker waits on a ``Doorbell`` (``workers/doorbell.py``), which
+blocks without taking anything.
 
-A message over ``max_message_bytes`` never reaches the worker: the Lua call swaps it
-for a small stub naming its task id and size, which the worker answers with
-``PayloadTooLarge``. So one oversized message from a plain Celery client costs the
-worker nothing (Redis alone holds the bytes), however big it is.
+A message over ``max_message_bytes`` never reaches the worker: the Lua call replaces
+it with a small stub naming its task id and size (in the worker and in ``unacked``;
+the original is dropped), which the worker answers with ``PayloadTooLarge``. So one
+oversized message from a plain Celery client costs the worker nothing, however big.
+A bulk message is answered under its message id only (inferq's client keeps its own
+bulk messages under the limit).
 
 Messages are taken from the queue's priority lists in kombu's order (``queue``, then
 ``queue\\x06\\x163``, ``\\x06\\x166``, ``\\x06\\x169``), so priorities work as they do
@@ -70,9 +73,10 @@ for i = 3, #KEYS do
     if #item > limit then
       -- Too big to hand over: a stub with the task id (headers close the envelope
       -- too, before the properties) stands in for it, in the worker and in unacked.
-      local htail = string.sub(item, -16384)
-      local id = string.match(htail, '"headers": {.-"id": "([^"]*)"') or ''
-      local task = string.match(htail, '"headers": {.-"task": "([^"]*)"') or ''
+      -- 64 KiB: Celery caps argsrepr and kwargsrepr at 1 KiB each by default.
+      local htail = string.sub(item, -65536)
+      local id = string.match(htail, '"headers": {.-"id": "([^"\\\\]*)"') or ''
+      local task = string.match(htail, '"headers": {.-"task": "([^"\\\\]*)"') or ''
       if not tag or not rk then tag, ex, rk = '', '', '' end
       item = cjson.encode({inferq_oversized = #item, inferq_limit = limit,
         headers = {id = id, task = task},
@@ -135,7 +139,7 @@ class Fetcher(threading.Thread):
         self.leases = leases
         self.idle_block_s = idle_block_s
         self._fetch = client.register_script(_FETCH)
-        self.doorbell = Doorbell(client, queues)
+        self.doorbell = Doorbell(client, [lst for step in self._steps for lst in step])
         self._in_flight = 0
         self._cond = threading.Condition()
         self._stopping = threading.Event()

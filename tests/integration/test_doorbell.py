@@ -35,7 +35,7 @@ def test_overlapping_queue_names_share_one_broadcast_prefix() -> None:
 
 def test_a_push_to_any_priority_list_rings_and_the_message_stays_queued(own_redis: LocalRedis) -> None:
     r = redis.Redis.from_url(own_redis.url)
-    bell = started(Doorbell(r, [QUEUE, "inferq.bell.int8"]))
+    bell = started(Doorbell(r, [*queue_lists(QUEUE), *queue_lists("inferq.bell.int8")]))
     try:
         assert bell.working
         for lst in queue_lists(QUEUE):
@@ -45,6 +45,7 @@ def test_a_push_to_any_priority_list_rings_and_the_message_stays_queued(own_redi
             assert bell.wait(10), f"a push to {lst!r} did not ring"
             assert r.llen(lst) == 1, "the doorbell must not take the message"
         bell.clear()
+        r.lpush(QUEUE + "x", b"job")  # under the same broadcast prefix, but not ours
         r.lpush("inferq.other.queue", b"job")
         r.set("celery-task-meta-x", b"{}")
         assert not bell.wait(0.3), "rang for a key outside its queues"

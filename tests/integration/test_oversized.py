@@ -20,9 +20,10 @@ from celery import Celery
 from producers.client import Client
 from tasks.constants import INPUT_KEY_PREFIX, PREDICT_TASK
 from tasks.errors import PayloadTooLarge
-from tasks.keys import queue_name
+from tasks.keys import queue_lists, queue_name
 from tasks.settings import Settings
 from tests.conftest import WorkerProcess
+from workers.envelope import parse_message
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +101,24 @@ def test_a_stored_input_over_the_payload_limit_is_measured_not_read(
     )
     assert grew < 8 * MIB, f"the worker's peak RSS grew by {grew / MIB:.0f} MiB"
     then_a_good_job_succeeds(client, digits_worker, models_dir)
+
+
+def test_the_client_keeps_its_bulk_messages_under_the_workers_message_limit(
+    settings: Settings, models_dir: Path
+) -> None:
+    limit = 64 * 1024
+    xs = np.load(models_dir / "digits" / "data" / "heldout_x.npy")[:64] + np.float32(uuid.uuid4().int % 997)
+    small = settings.with_(max_message_bytes=limit)
+    with Client(small) as client:
+        queue = queue_name("digits", "fp16")  # no worker serves it: the message stays
+        lists = queue_lists(queue)
+        before = {lst: client.broker.llen(lst) for lst in lists}
+        client.submit_many("digits", xs, variant="fp16", chunk_size=64, no_cache=True)
+        [(lst, raw)] = [
+            (lst, client.broker.lindex(lst, 0)) for lst in lists if client.broker.llen(lst) > before[lst]
+        ]
+        client.broker.lpop(lst)  # not for any later test
+    assert len(raw) <= limit, f"a {len(raw)}-byte message for a {limit}-byte limit"
+    items = parse_message(raw)
+    assert len(items) == 64 and sum("inputs_ref" in req for _, req in items) > 0
+    assert "inputs" in items[0][1], "inline inputs come first, until the budget is spent"
