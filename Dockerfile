@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY tasks tasks
 COPY workers workers
 COPY producers producers
+COPY ops ops
 RUN pip install --no-cache-dir ".[worker,tf,flower]"
 ENV INFERQ_MODELS_DIR=/models
 ENTRYPOINT ["inferq"]

@@ -27,14 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.system_bench import cpu_name, spawn, stop, worker_cmd  # noqa: E402
+from ops.bench.loadgen import open_loop  # noqa: E402
+from ops.local.redis_server import LocalRedis  # noqa: E402
+from ops.stats import summarize  # noqa: E402
+from ops.status import wait_for_workers  # noqa: E402
 from producers.client import Client  # noqa: E402
-from producers.loadgen import open_loop  # noqa: E402
-from producers.local_redis import LocalRedis  # noqa: E402
-from producers.stats import summarize  # noqa: E402
-from producers.status import wait_for_workers  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
-from workers.registry import Registry  # noqa: E402
-from workers.runtimes.litert import LiteRTRuntime  # noqa: E402
+from workers.models.registry import Registry  # noqa: E402
+from workers.models.runtimes.litert import LiteRTRuntime  # noqa: E402
 
 
 def mobilenet(settings: Settings, threads: int, n: int, logdir: Path, max_batch: int | None = None) -> None:

@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.system_bench import cpu_name, drain, inputs  # noqa: E402
+from benchmarks.trees import cli_module  # noqa: E402
+from ops.local.processes import die_with_parent, stop_process  # noqa: E402
+from ops.local.redis_server import LocalRedis  # noqa: E402
 from producers.client import Client  # noqa: E402
-from producers.local_redis import LocalRedis  # noqa: E402
-from producers.procs import die_with_parent, stop_process  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 
 
@@ -39,7 +40,7 @@ def drain_rate(tree: Path, models_dir: Path, jobs: int, extra: list[str]) -> flo
             cmd = [
                 sys.executable,
                 "-m",
-                "producers.cli",
+                cli_module(tree),
                 "worker",
                 "--models",
                 "digits:fp32",

@@ -30,11 +30,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ops.local.redis_server import LocalRedis  # noqa: E402
 from producers.client import Client  # noqa: E402
-from producers.local_redis import LocalRedis  # noqa: E402
 from tasks.keys import result_key  # noqa: E402
-from tasks.schema import Result  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
+from tasks.wire import Result  # noqa: E402
 from tests.conftest import WorkerProcess  # noqa: E402
 
 
@@ -131,7 +131,7 @@ def main() -> None:
         models = args.models_dir or tmp / "models"
         if not (models / "digits" / "fp32" / "meta.json").is_file():
             subprocess.run(
-                [sys.executable, "-m", "producers.cli", "models", "build-examples", "--only", "digits"],
+                [sys.executable, "-m", "ops.cli", "models", "build-examples", "--only", "digits"],
                 env={**os.environ, "INFERQ_MODELS_DIR": str(models)},
                 check=True,
                 cwd=ROOT,

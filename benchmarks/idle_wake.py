@@ -28,11 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.kill_storm import start_worker  # noqa: E402
 from benchmarks.system_bench import cpu_name  # noqa: E402
+from ops.local.processes import stop_process  # noqa: E402
+from ops.local.redis_server import LocalRedis  # noqa: E402
+from ops.stats import summarize  # noqa: E402
+from ops.status import wait_for_workers  # noqa: E402
 from producers.client import Client  # noqa: E402
-from producers.local_redis import LocalRedis  # noqa: E402
-from producers.procs import stop_process  # noqa: E402
-from producers.stats import summarize  # noqa: E402
-from producers.status import wait_for_workers  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 
 

@@ -32,11 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.system_bench import cpu_name  # noqa: E402
+from benchmarks.trees import cli_module  # noqa: E402
+from ops.local.processes import die_with_parent, stop_process  # noqa: E402
+from ops.local.redis_server import LocalRedis  # noqa: E402
+from ops.status import wait_for_workers  # noqa: E402
 from producers.client import Client  # noqa: E402
 from producers.job import Job  # noqa: E402
-from producers.local_redis import LocalRedis  # noqa: E402
-from producers.procs import die_with_parent, stop_process  # noqa: E402
-from producers.status import wait_for_workers  # noqa: E402
 from tasks.keys import result_key  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 
@@ -48,7 +49,7 @@ def start_worker(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """An ``inferq worker`` run from ``tree``'s code, serving ``MODELS``."""
     host = f"storm{n}-{os.getpid()}@localhost"
-    cmd = [sys.executable, "-m", "producers.cli", "worker", "--models", ",".join(MODELS)]
+    cmd = [sys.executable, "-m", cli_module(tree), "worker", "--models", ",".join(MODELS)]
     cmd += ["--hostname", host, "--metrics-port", "0", *(extra or [])]
     env = {**os.environ, **settings.env(), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(  # cwd=tree: that checkout's modules come first on sys.path

@@ -34,8 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workers.registry import Registry  # noqa: E402
-from workers.runtimes.litert import LiteRTRuntime, bucket_for, interpreter_class  # noqa: E402
+from workers.models.registry import Registry  # noqa: E402
+from workers.models.runtimes.litert import LiteRTRuntime, bucket_for, interpreter_class  # noqa: E402
 
 DIGITS_SIZES = [1, 2, 4, 8, 16, 32, 64]
 MOBILENET_SIZES = [1, 2, 4, 8]
@@ -140,8 +140,8 @@ RSS_SNIPPET = """
 import json, sys, time
 sys.path.insert(0, {root!r})
 from pathlib import Path
-from workers.registry import Registry
-from workers.runtimes.litert import LiteRTRuntime, interpreter_class
+from workers.models.registry import Registry
+from workers.models.runtimes.litert import LiteRTRuntime, interpreter_class
 from benchmarks.litert_batching import rss_mib
 interpreter_class()  # import LiteRT before the baseline
 reg = Registry(Path({models!r}))

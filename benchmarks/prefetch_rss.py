@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.system_bench import cpu_name, worker_cmd  # noqa: E402
+from ops.local.redis_server import LocalRedis  # noqa: E402
 from producers.client import Client  # noqa: E402
-from producers.local_redis import LocalRedis  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 
 

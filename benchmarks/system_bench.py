@@ -33,11 +33,11 @@ from celery import Celery
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ops.local.processes import stop_process  # noqa: E402
+from ops.local.redis_server import LocalRedis  # noqa: E402
+from ops.stats import summarize  # noqa: E402
+from ops.status import collect, wait_for_workers  # noqa: E402
 from producers.client import Client  # noqa: E402
-from producers.local_redis import LocalRedis  # noqa: E402
-from producers.procs import stop_process  # noqa: E402
-from producers.stats import summarize  # noqa: E402
-from producers.status import collect, wait_for_workers  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def worker_cmd(models: str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "producers.cli",
+        "ops.cli",
         "worker",
         "--models",
         models,

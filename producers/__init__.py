@@ -20,7 +20,8 @@ from tasks.errors import (
     Timeout,
     TransientError,
 )
-from tasks.schema import JobStatus, Result, Timing
+from tasks.schema import JobStatus, Timing
+from tasks.wire import Result
 
 __all__ = [
     "BadInput",

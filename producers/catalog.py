@@ -7,16 +7,17 @@ submit before it has ever seen a worker if it shares the folder.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+import orjson
 import redis
 
 from tasks import constants as C
 from tasks.errors import ModelNotFound
 from tasks.keys import check_name
 from tasks.schema import ModelInfo
+from tasks.wire import ModelAnnouncement
 
 #: How long a read of the announced models is reused.
 REFRESH_S = 5.0
@@ -33,7 +34,8 @@ class ModelCatalog:
         """Model variants announced by workers (``name:variant`` -> ``ModelInfo``)."""
         if refresh or not self._models or time.monotonic() - self._read_at > REFRESH_S:
             raw = self.backend.hgetall(C.MODELS_KEY)
-            self._models = {k.decode(): ModelInfo.from_dict(json.loads(v)) for k, v in raw.items()}
+            parsed = {k.decode(): ModelAnnouncement.parse(v) for k, v in raw.items()}
+            self._models = {k: info for k, info in parsed.items() if info is not None}
             self._read_at = time.monotonic()
         return self._models
 
@@ -68,4 +70,4 @@ class ModelCatalog:
         meta = self.models_dir / model / variant / "meta.json"
         if not meta.is_file():
             return None
-        return ModelInfo.from_dict(json.loads(meta.read_text()))
+        return ModelInfo.from_dict(orjson.loads(meta.read_bytes()))

@@ -16,18 +16,20 @@ from celery import Celery
 
 from producers.catalog import ModelCatalog
 from producers.claims import CLAIMED, FOUND, SHARED, Claims
-from producers.job import Job, result_from_meta, usable_from_cache
+from producers.job import Job
 from producers.limits import QueueDepthGuard
-from producers.waiter import READY, ResultListener, parse_meta
+from producers.listener import Arrival, ResultListener
 from tasks import constants as C
 from tasks.app import create_app
 from tasks.codec import encode_inputs
 from tasks.connections import redis_client
 from tasks.errors import BadInput, InferqError, PayloadTooLarge
 from tasks.keys import inflight_key, input_key, job_id, queue_name, random_job_id, result_key
-from tasks.schema import JobStatus, ModelInfo, Request, Result
+from tasks.kombu_layout import check_transport_options
+from tasks.schema import JobStatus, ModelInfo
 from tasks.settings import Settings
 from tasks.validation import validate_inputs
+from tasks.wire import BulkItem, BulkMessage, Request, Result, StatusRecord
 
 
 class Client:
@@ -36,6 +38,8 @@ class Client:
     def __init__(self, settings: Settings, *, app: Celery | None = None) -> None:
         self.settings = settings
         self.app = app or create_app(settings)
+        # An app handed in may carry transport options that move kombu's keys.
+        check_transport_options(self.app.conf.broker_transport_options or {}, settings.broker_url)
         self.backend = redis_client(settings.result_backend, settings)
         self.broker = redis_client(settings.broker_url, settings)
         self.claims = Claims(self.backend, settings.inflight_ttl_s, settings.visibility_timeout_s)
@@ -182,8 +186,8 @@ class Client:
         redo: list[tuple[int, str, bytes, bytes]] = []  # position in jobs, id, payload, doc read
         for jid, (_, payload), found in zip(ids, chunk, codes, strict=True):
             if found[0] == FOUND:
-                meta = parse_meta(found[1])
-                if meta is not None and usable_from_cache(meta):
+                record = StatusRecord.parse(found[1], jid)
+                if record is not None and record.cacheable:
                     jobs.append(
                         Job(
                             jid,
@@ -193,12 +197,12 @@ class Client:
                             t0,
                             cached=True,
                             enqueued=False,
-                            _meta=meta,
+                            _record=record,
                             _arrived=time.time(),
                         )
                     )
                     continue
-                if meta is not None and meta.get("status") not in READY:
+                if record is not None and not record.ready:
                     jobs.append(Job(jid, self, info.name, info.variant, t0, enqueued=False))  # shared
                     continue
                 # A failure of the moment is not a cache hit: run it again (if still so).
@@ -242,18 +246,16 @@ class Client:
         decode again. The blob is stored in the broker's Redis first, then the message
         names it; the worker deletes it once the job's result is stored.
         """
-        body = Request(
+        common = Request(
             model=info.name,
             variant=info.variant,
-            inputs=None,
             version=info.version,
             enqueued_at=t0,
             cache=cache,
             deadline_at=deadline_at,
-        ).to_wire()
-        del body["inputs"]
+        )
         blobs: dict[str, bytes] = {}
-        entries: list[dict[str, Any]] = []
+        entries: list[BulkItem] = []
         # Inline inputs travel as base64 inside kombu's JSON: keep a bulk message well
         # under the workers' INFERQ_MAX_MESSAGE_BYTES, or they would answer it
         # PayloadTooLarge unread; past this budget inputs go beside the message.
@@ -262,20 +264,22 @@ class Client:
             if len(payload) > min(C.INLINE_INPUT_MAX_BYTES, inline_left):
                 ref = input_key(jid, uuid.uuid4().hex[:8])
                 blobs[ref] = payload
-                entries.append({"id": jid, "inputs_ref": ref})
+                entries.append(BulkItem(jid, inputs_ref=ref))
             else:
-                entries.append({"id": jid, "inputs": payload})
+                entries.append(BulkItem(jid, inputs=payload))
                 inline_left -= len(payload)
         if blobs:
             pipe = self.broker.pipeline(transaction=False)
             for ref, payload in blobs.items():
                 pipe.set(ref, payload, ex=self.settings.cache_ttl_s)
             pipe.execute()
+        body: dict[str, Any]
         if len(entries) == 1:
-            task_id = entries[0].pop("id")
-            body.update(entries[0])
+            task_id = entries[0].id
+            common.inputs, common.inputs_ref = entries[0].inputs, entries[0].inputs_ref
+            body = common.to_wire()
         else:
-            body["items"] = entries
+            body = BulkMessage(common, entries).to_wire()
             task_id = "bulk-" + uuid.uuid4().hex
         # argsrepr: Celery logs and shows a task's args; never the input payload.
         self.app.send_task(
@@ -292,18 +296,9 @@ class Client:
 
     def status(self, job_id: str) -> JobStatus:
         """Where a job is, without blocking."""
-        meta = parse_meta(self.backend.get(result_key(job_id)))
-        if meta is not None:
-            state = meta.get("status")
-            if state == "SUCCESS":
-                return JobStatus.SUCCESS
-            if state == "FAILURE":
-                exc = meta.get("result") or {}
-                return JobStatus.EXPIRED if exc.get("exc_type") == "Expired" else JobStatus.FAILURE
-            if state == "REVOKED":
-                return JobStatus.EXPIRED
-            if state in ("STARTED", "RETRY"):
-                return JobStatus.RUNNING
+        record = StatusRecord.parse(self.backend.get(result_key(job_id)), job_id)
+        if record is not None and record.job_status() is not JobStatus.QUEUED:
+            return record.job_status()
         if self.backend.exists(inflight_key(job_id)):
             return JobStatus.QUEUED
         return JobStatus.PENDING
@@ -311,13 +306,17 @@ class Client:
     def result(self, job_id: str, *, wait: bool = False, timeout: float | None = None) -> Result:
         """A job's result by id; with ``wait``, block until it is ready."""
         if wait:
-            meta, _ = self.listener.wait([job_id], timeout)[job_id]
+            record, _ = self.listener.wait([job_id], timeout)[job_id]
         else:
-            found = parse_meta(self.backend.get(result_key(job_id)))
-            if found is None:
+            found = StatusRecord.parse(self.backend.get(result_key(job_id)), job_id)
+            if found is None or not found.ready:
                 raise InferqError(f"job {job_id} has no result yet (status {self.status(job_id).value})")
-            meta = found
-        return result_from_meta(job_id, meta, cached=False)
+            record = found
+        return record.to_result(cached=False)
+
+    def wait_for(self, job_ids: list[str], timeout: float | None) -> dict[str, Arrival]:
+        """Block until each id has a ready status record (``Job.wait`` calls this)."""
+        return self.listener.wait(job_ids, timeout)
 
     def wait_all(
         self, jobs: Iterable[Job], timeout: float | None = None, progress: Callable[[int], None] | None = None

@@ -7,7 +7,7 @@ import time
 import redis
 
 from tasks.errors import Overloaded
-from tasks.keys import queue_lists
+from tasks.kombu_layout import queue_lists
 
 #: The depth is read from Redis at most this often per queue; between reads the guard
 #: counts its own sends, so the limit is soft by what other producers add meanwhile.

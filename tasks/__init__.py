@@ -16,8 +16,9 @@ from tasks.errors import (
     Timeout,
     TransientError,
 )
-from tasks.schema import JobStatus, ModelInfo, Request, Result, TensorSpec, Timing
+from tasks.schema import JobStatus, ModelInfo, TensorSpec, Timing
 from tasks.settings import Settings
+from tasks.wire import Request, Result
 
 __all__ = [
     "BadInput",

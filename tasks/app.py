@@ -7,7 +7,6 @@ from typing import Any
 from celery import Celery
 from celery.app.control import Control
 
-from tasks import constants as C
 from tasks.connections import (
     CONNECT_TIMEOUT_S,
     HEALTH_CHECK_S,
@@ -16,6 +15,7 @@ from tasks.connections import (
     tls_options,
     uses_tls,
 )
+from tasks.kombu_layout import PRIORITY_SEP, PRIORITY_STEPS
 from tasks.settings import Settings
 
 #: The codec of remote-control requests and replies (inspect, ping, Flower's worker pages).
@@ -51,7 +51,7 @@ def create_app(settings: Settings, *, name: str = "inferq") -> Celery:
     - the result backend's TTL is the cache TTL: a result *is* the cache entry.
     - task events on, so Flower sees every job.
     - remote control in JSON (``JsonControl``), so every reply decodes.
-    - kombu's priority lists named explicitly from ``tasks/constants.py``: kombu, our
+    - kombu's priority lists named explicitly from ``tasks/kombu_layout.py``: kombu, our
       fetcher and Flower's queue depths (which read these transport options) count the
       same lists.
     - ``rediss://`` URLs get the settings' TLS options (``tasks/connections.py``);
@@ -78,8 +78,8 @@ def create_app(settings: Settings, *, name: str = "inferq") -> Celery:
         # vanishes from the network must not leave a connection waiting forever.
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
-            "priority_steps": list(C.PRIORITY_STEPS),
-            "sep": C.PRIORITY_SEP,
+            "priority_steps": list(PRIORITY_STEPS),
+            "sep": PRIORITY_SEP,
             **connection_options(),
         },
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},

@@ -6,7 +6,7 @@ settings: the same broker, TLS options, timeouts and JSON remote control as
 ``inferq worker`` and ``inferq flower``.
 
 Importing this module reads the ``INFERQ_*`` variables: it is an entry point (the
-``celery`` command's), like ``producers.cli``. Library code builds its own app with
+``celery`` command's), like ``ops.cli``. Library code builds its own app with
 ``tasks.app.create_app(settings)`` instead. It imports nothing heavy (no TensorFlow,
 no LiteRT) and registers no task: jobs are run by ``inferq worker``, not by
 ``celery -A tasks.celery_app worker``.

@@ -44,7 +44,7 @@ KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 15, 5, 3
 #: redis-py retries a command this many times on a fresh connection (its default is 10
 #: with backoff, which stretches one failing call past a minute). Enough for a pooled
 #: connection that a Redis restart left stale; longer outages are the callers' to ride
-#: out, with backoff they control (workers/retry.py, producers/waiter.py).
+#: out, with backoff they control (workers/broker/retry.py, producers/listener.py).
 COMMAND_RETRIES = 2
 
 

@@ -17,10 +17,8 @@ WIRE_VERSION = 1
 #: loaded, so a job never lands on a worker that cannot run it.
 QUEUE_PREFIX = "inferq"
 
-#: kombu's Redis transport keeps a queue's messages in one list per priority step:
-#: ``queue`` (0, served first), then ``queue\x06\x163``, ``\x06\x166``, ``\x06\x169``.
-PRIORITY_STEPS = (0, 3, 6, 9)
-PRIORITY_SEP = "\x06\x16"
+#: (The Redis lists behind a queue, one per priority step, are kombu's layout:
+#: ``tasks/kombu_layout.py``.)
 
 #: The client's job priorities, as kombu priorities (lower is served first). Ordinary
 #: jobs are not sent at 0, so that ``high`` has a list to overtake them from; a job a
@@ -62,11 +60,11 @@ DEFAULT_CACHE_TTL_S = 86_400
 DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 #: 32 MiB: a message carrying one input at the payload limit inline (base64 in a plain
 #: Celery envelope, about 4/3 of its size) fits. A bigger message never leaves Redis
-#: whole: the worker sees a stub and answers ``PayloadTooLarge`` (workers/fetcher.py),
+#: whole: the worker sees a stub and answers ``PayloadTooLarge`` (workers/broker/fetcher.py),
 #: so a worker holds at most its prefetch times this much message data.
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 #: How long a message whose worker stopped renewing its lease waits before another
-#: worker takes it back. Live workers renew every quarter of it (workers/leases.py), so
+#: worker takes it back. Live workers renew every quarter of it (workers/broker/leases.py), so
 #: it need not outlast the slowest batch: a killed worker's jobs come back within about
 #: a minute instead of Celery's default hour.
 DEFAULT_VISIBILITY_TIMEOUT_S = 60

@@ -60,6 +60,11 @@ class ConfigError(InferqError):
     """A setting or a model folder is invalid; raised at start-up, never per job."""
 
 
+class IncompatibleVersion(InferqError):
+    """A stored record is in a wire version this side does not read (``tasks/wire/``):
+    one side was upgraded and the other not yet."""
+
+
 _BY_NAME: dict[str, type[InferqError]] = {
     cls.__name__: cls
     for cls in (
@@ -72,6 +77,7 @@ _BY_NAME: dict[str, type[InferqError]] = {
         Expired,
         Overloaded,
         ConfigError,
+        IncompatibleVersion,
     )
 }
 
@@ -92,10 +98,10 @@ def error_from_wire(exc_type: str, exc_message: Any) -> InferqError:
     return cls(message)
 
 
-def is_cacheable(exc_type: str) -> bool:
-    """Whether a stored failure of this type may be served from the cache (the input's fault).
+def cacheable_types() -> tuple[str, ...]:
+    """The error types whose stored failure may be served from the cache (the input's fault).
 
-    (The producers' cache-check Lua script names the same types: BadInput, PayloadTooLarge.)
+    The cache check in Redis (``tasks/lua/status_record.lua``) is handed this list, so
+    the Lua and Python readers of a status record cannot disagree on it.
     """
-    cls = _BY_NAME.get(exc_type)
-    return cls is not None and cls.cacheable
+    return tuple(sorted(name for name, cls in _BY_NAME.items() if cls.cacheable))

@@ -54,11 +54,6 @@ def queue_name(model: str, variant: str) -> str:
     return f"{C.QUEUE_PREFIX}.{model}.{variant}"
 
 
-def queue_lists(queue: str) -> list[str]:
-    """The Redis lists behind a queue, in the order kombu serves them (by priority)."""
-    return [queue if p == 0 else f"{queue}{C.PRIORITY_SEP}{p}" for p in C.PRIORITY_STEPS]
-
-
 def result_key(job_id: str) -> str:
     return f"{C.RESULT_KEY_PREFIX}{job_id}"
 

@@ -1,21 +1,14 @@
-"""What travels: model descriptions, job requests, results with timing, job status.
+"""The typed vocabulary both sides share: tensor specs, model descriptions, timing, job status.
 
-All of it is plain JSON/msgpack data at the edges; these dataclasses are the typed
-view each side works with.
+How these travel (and the job, result and status forms built from them) is
+``tasks/wire/``'s business.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
-
-import numpy as np
-
-from tasks import constants as C
-from tasks.codec import array_from_json, array_to_json
-from tasks.errors import BadInput
 
 
 class JobStatus(StrEnum):
@@ -112,71 +105,6 @@ class ModelInfo:
 
 
 @dataclass
-class Request:
-    """The single argument of the ``inferq.predict`` task."""
-
-    model: str
-    variant: str
-    inputs: Any  # msgpack bytes from our client, or a JSON mapping from others
-    version: str | None = None
-    enqueued_at: float = field(default_factory=time.time)
-    cache: bool = True
-    deadline_at: float | None = None  # unix time after which the job is not computed
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "v": C.WIRE_VERSION,
-            "model": self.model,
-            "variant": self.variant,
-            "version": self.version,
-            "inputs": self.inputs,
-            "enqueued_at": self.enqueued_at,
-            "cache": self.cache,
-            "deadline_at": self.deadline_at,
-        }
-
-    @classmethod
-    def from_wire(cls, obj: Any) -> Request:
-        """Parse a task argument, naming what was expected when it is malformed."""
-        if not isinstance(obj, dict):
-            raise BadInput(
-                f"job argument must be a map with model, variant and inputs, got {type(obj).__name__}"
-            )
-        if obj.get("v", C.WIRE_VERSION) != C.WIRE_VERSION:
-            raise BadInput(f"job wire version must be {C.WIRE_VERSION}, got {obj.get('v')!r}")
-        missing = [k for k in ("model", "variant", "inputs") if k not in obj]
-        if missing:
-            raise BadInput(f"job is missing field(s) {missing}; expected model, variant and inputs")
-        for k in ("model", "variant"):
-            if not isinstance(obj[k], str):
-                raise BadInput(f"job field {k!r} must be a string, got {type(obj[k]).__name__}")
-        enqueued_at = _stamp(obj, "enqueued_at")
-        version = obj.get("version")
-        return cls(
-            model=obj["model"],
-            variant=obj["variant"],
-            inputs=obj["inputs"],
-            version=str(version) if version is not None else None,
-            enqueued_at=time.time() if enqueued_at is None else enqueued_at,
-            cache=bool(obj.get("cache", True)),
-            deadline_at=_stamp(obj, "deadline_at"),
-        )
-
-
-def _stamp(obj: dict[str, Any], name: str) -> float | None:
-    """A unix-time field as a float; absent or not a number is None."""
-    value = obj.get(name)
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except OverflowError:  # a JSON integer too big for a float
-        raise BadInput(
-            f"job field {name!r} must be a unix time in seconds, got an integer too large"
-        ) from None
-
-
-@dataclass
 class Timing:
     """Where a job's time went. Stamps are unix seconds; durations milliseconds.
 
@@ -239,51 +167,3 @@ class Timing:
     def from_dict(cls, d: dict[str, Any]) -> Timing:
         fields = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in fields})
-
-
-@dataclass
-class Result:
-    """A finished job as the client returns it."""
-
-    job_id: str
-    model: str
-    variant: str
-    version: str
-    outputs: dict[str, np.ndarray]
-    timing: Timing
-    cached: bool = False
-
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON document stored in the result backend (what ``AsyncResult`` reads)."""
-        return {
-            "v": C.WIRE_VERSION,
-            "model": self.model,
-            "variant": self.variant,
-            "version": self.version,
-            "outputs": {k: array_to_json(v) for k, v in self.outputs.items()},
-            "timing": self.timing.to_dict(),
-        }
-
-    @classmethod
-    def from_wire(cls, job_id: str, obj: dict[str, Any], *, cached: bool) -> Result:
-        return cls(
-            job_id=job_id,
-            model=obj["model"],
-            variant=obj["variant"],
-            version=str(obj["version"]),
-            outputs={k: array_from_json(v) for k, v in obj["outputs"].items()},
-            timing=Timing.from_dict(obj["timing"]),
-            cached=cached,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """For ``--json`` output: arrays as nested lists, readable by any tool."""
-        return {
-            "job_id": self.job_id,
-            "model": self.model,
-            "variant": self.variant,
-            "version": self.version,
-            "cached": self.cached,
-            "outputs": {k: v.tolist() for k, v in self.outputs.items()},
-            "timing": self.timing.to_dict(),
-        }

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from tasks import constants as C
 from tasks.errors import ConfigError
+from tasks.kombu_layout import check_transport_options
 
 
 def redact_url(url: str) -> str:
@@ -100,6 +101,9 @@ class Settings:
                     f"setting {name} carries TLS options {tls_params}; set them with "
                     "INFERQ_REDIS_CA_CERTS, INFERQ_REDIS_CERTFILE, INFERQ_REDIS_KEYFILE, INFERQ_REDIS_CERT_REQS"
                 )
+        # A broker URL whose query moves kombu's keys (``?global_keyprefix=``) is refused
+        # as the settings are read, before any process connects or loads a model.
+        check_transport_options({}, self.broker_url)
         if self.redis_cert_reqs not in TLS_CERT_REQS:
             raise ConfigError(
                 f"setting redis_cert_reqs must be one of {list(TLS_CERT_REQS)}, got {self.redis_cert_reqs!r}"

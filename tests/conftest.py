@@ -17,11 +17,12 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
+from ops.local.processes import die_with_parent, stop_process
+from ops.local.redis_server import LocalRedis
+from ops.status import wait_for_workers
 from producers.client import Client
-from producers.local_redis import LocalRedis
-from producers.procs import die_with_parent, stop_process
-from producers.status import wait_for_workers
-from tasks.keys import queue_lists, queue_name
+from tasks.keys import queue_name
+from tasks.kombu_layout import queue_lists
 from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return Path(cached)
     out = tmp_path_factory.mktemp("models")
     subprocess.run(
-        [sys.executable, "-m", "producers.cli", "models", "build-examples", "--only", "digits"],
+        [sys.executable, "-m", "ops.cli", "models", "build-examples", "--only", "digits"],
         env={**os.environ, "INFERQ_MODELS_DIR": str(out)},
         check=True,
         cwd=ROOT,
@@ -66,7 +67,7 @@ class WorkerProcess:
         self.models = models
         self.log = log
         self.hostname: str | None = f"test{os.getpid()}-{time.monotonic_ns()}@localhost"
-        cmd = [*(prefix or []), sys.executable, "-m", "producers.cli", "worker", "--models", ",".join(models)]
+        cmd = [*(prefix or []), sys.executable, "-m", "ops.cli", "worker", "--models", ",".join(models)]
         cmd += extra
         if "--concurrency" not in extra:
             cmd += ["--hostname", self.hostname]

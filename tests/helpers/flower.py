@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from producers.local_redis import free_port
-from producers.procs import die_with_parent, stop_process
+from ops.local.processes import die_with_parent, stop_process
+from ops.local.redis_server import free_port
 from tasks.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def get(url: str, auth: tuple[str, str] | None) -> tuple[int, bytes]:
 
 
 class FlowerProcess:
-    """``python -m producers.cli flower`` on a free port, password set, log in a file."""
+    """``python -m ops.cli flower`` on a free port, password set, log in a file."""
 
     def __init__(self, settings: Settings, log: Path) -> None:
         self.settings = settings.with_(flower_port=free_port(), flower_password=PASSWORD)
@@ -44,7 +44,7 @@ class FlowerProcess:
         self.log = log
         self._fh = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "producers.cli", "flower"],
+            [sys.executable, "-m", "ops.cli", "flower"],
             env={**os.environ, **self.settings.env()},
             stdout=self._fh,
             stderr=subprocess.STDOUT,

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from producers.client import Client
-from producers.job import result_from_meta
 from tasks.constants import PREDICT_TASK
 from tasks.errors import BadInput, InferqError, ModelNotFound, PayloadTooLarge
 from tasks.keys import queue_name, result_key
@@ -243,7 +242,7 @@ def test_input_values_never_reach_the_worker_log_or_stored_errors(
         job_message(request({"image": image.tolist()}), job_id=good, ctype=JSON),
     )
     metas = client.listener.wait([*answered, good], timeout=30)
-    assert result_from_meta(good, metas[good][0], cached=False).outputs["probs"].shape == (10,)
+    assert metas[good][0].to_result(cached=False).outputs["probs"].shape == (10,)
     stored = [client.backend.get(result_key(j)) or b"" for j in answered]
     assert all(b'"FAILURE"' in doc for doc in stored)
     for needle in (SECRET, "1234.567", "98765432101"):

@@ -36,7 +36,6 @@ import pytest
 import redis
 
 from producers.client import Client
-from producers.job import result_from_meta
 from tasks.codec import encode_inputs
 from tasks.errors import BadInput, InferqError, ModelNotFound, PayloadTooLarge
 from tasks.keys import NAME_RE
@@ -292,7 +291,7 @@ def push_between_good_jobs(broker: redis.Redis, heldout: np.ndarray, bad: bytes)
 
 
 def assert_succeeded(mclient: Client, metas: dict, ids: list[str], expected: np.ndarray) -> None:
-    results = [result_from_meta(j, metas[j][0], cached=False) for j in ids]
+    results = [metas[j][0].to_result(cached=False) for j in ids]
     for res, want in zip(results, expected, strict=True):
         assert res.outputs["probs"].shape == (10,)
         np.testing.assert_allclose(res.outputs["probs"], want, atol=1e-5)
@@ -321,7 +320,7 @@ def test_bad_message_fails_alone_in_its_batch_and_the_worker_keeps_serving(
     if case.error is not None:
         cls, match = case.error
         with pytest.raises(cls, match=match) as err:
-            result_from_meta(bad_id, metas[bad_id][0], cached=False)
+            metas[bad_id][0].to_result(cached=False)
         assert err.type is cls
     else:
         assert case.logged is not None
@@ -329,7 +328,7 @@ def test_bad_message_fails_alone_in_its_batch_and_the_worker_keeps_serving(
     assert_succeeded(mclient, metas, good_ids, expected)
     for sib in siblings:
         np.testing.assert_allclose(
-            result_from_meta(sib, metas[sib][0], cached=False).outputs["probs"], expected[0], atol=1e-5
+            metas[sib][0].to_result(cached=False).outputs["probs"], expected[0], atol=1e-5
         )
     assert not marker.exists()
     assert_worker_serves(digits_worker, mclient, heldout, expected)

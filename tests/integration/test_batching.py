@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import redis
 
+from ops.local.redis_server import free_port
 from producers.client import Client
-from producers.local_redis import free_port
 from tasks.errors import BadInput, TransientError
 from tasks.keys import job_id
 from tasks.settings import Settings
 from tests.conftest import ROOT, WorkerProcess, queue_depth, started_worker
-from workers.registry import Registry
+from workers.models.registry import Registry
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def fp16_worker_after(settings: Settings, tmp_path: Path) -> Iterator[list[Worke
 def test_queued_jobs_are_batched_and_match_direct_results(
     settings: Settings, client: Client, tmp_path: Path, fp16_worker_after
 ) -> None:
-    from workers.runtimes.litert import LiteRTRuntime
+    from workers.models.runtimes.litert import LiteRTRuntime
 
     xs = unique(heldout(settings)[:200])
     jobs = client.submit_many("digits", xs, variant="fp16")
@@ -121,7 +121,7 @@ open("{out}/reshaper.tflite", "wb").write(tf.lite.TFLiteConverter.from_saved_mod
 """
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, cwd=ROOT)
     subprocess.run(
-        [sys.executable, "-m", "producers.cli", "models", "add", "reshaper", str(out / "reshaper.tflite")],
+        [sys.executable, "-m", "ops.cli", "models", "add", "reshaper", str(out / "reshaper.tflite")],
         env={**os.environ, **settings.env()}, check=True, capture_output=True, cwd=ROOT,
     )  # fmt: skip
     return "reshaper:fp32"
@@ -196,7 +196,7 @@ def test_cli_submit_many_npy_prints_results_in_order(
     xs = unique(heldout(settings)[200:230])
     np.save(tmp_path / "many.npy", xs)
     proc = subprocess.run(
-        [sys.executable, "-m", "producers.cli", "submit", "digits:int8", "--input", str(tmp_path / "many.npy"),
+        [sys.executable, "-m", "ops.cli", "submit", "digits:int8", "--input", str(tmp_path / "many.npy"),
          "--wait", "--json", "--chunk-size", "8"],
         env={**os.environ, **settings.env()}, capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
@@ -276,7 +276,7 @@ def test_status_shows_depth_rate_and_recent_latency_per_model(
     client.wait_all(client.submit_many("digits", unique(heldout(settings)[:60]), variant="fp32"), timeout=60)
     time.sleep(6)  # one heartbeat
     proc = subprocess.run(
-        [sys.executable, "-m", "producers.cli", "status", "--json"],
+        [sys.executable, "-m", "ops.cli", "status", "--json"],
         env={**os.environ, **settings.env()}, capture_output=True, text=True, cwd=ROOT, timeout=60,
     )  # fmt: skip
     doc = json.loads(proc.stdout)["models"]["digits:fp32"]

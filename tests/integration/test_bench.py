@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def bench(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producers.cli", "bench", *args],
+        [sys.executable, "-m", "ops.cli", "bench", *args],
         env={**os.environ, **settings.env()}, capture_output=True, text=True, cwd=ROOT, timeout=180,
     )  # fmt: skip
 
@@ -70,7 +70,7 @@ def test_ctrl_c_stops_the_load_and_still_reports(digits_worker, settings: Settin
     import time
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producers.cli", "bench", "--model", "digits:int8", "--concurrency", "2",
+        [sys.executable, "-m", "ops.cli", "bench", "--model", "digits:int8", "--concurrency", "2",
          "--duration", "60", "--json"],
         env={**os.environ, **settings.env()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )  # fmt: skip

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from ops.local.redis_server import LocalRedis
 from producers.claims import CLAIMED, FOUND, SHARED, Claims
-from producers.local_redis import LocalRedis
 from tasks.keys import inflight_key, result_key
 
 pytestmark = pytest.mark.integration

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ops.demo.keep import KEPT_FILE, Kept
+from ops.local.processes import ProcessRecord
+from ops.local.redis_server import LocalRedis, free_port, redis_answers
 from producers.client import Client
-from producers.demo_keep import KEPT_FILE, Kept
-from producers.local_redis import LocalRedis, free_port, redis_answers
-from producers.procs import ProcessRecord
 from tasks.settings import Settings
 from tests.conftest import ROOT
 
@@ -40,7 +40,7 @@ pytestmark = [
 
 FLOWER_PASSWORD = "demo-test-pw"
 LAUNCHER = Path(sys.executable).parent / "inferq"
-INFERQ = [str(LAUNCHER)] if LAUNCHER.is_file() else [sys.executable, "-m", "producers.cli"]
+INFERQ = [str(LAUNCHER)] if LAUNCHER.is_file() else [sys.executable, "-m", "ops.cli"]
 
 
 class DemoRun:

@@ -8,10 +8,10 @@ import time
 import pytest
 import redis
 
-from producers.local_redis import LocalRedis
-from tasks.keys import queue_lists
-from workers.doorbell import Doorbell, broadcast_prefixes
-from workers.fetcher import Fetcher
+from ops.local.redis_server import LocalRedis
+from tasks.kombu_layout import queue_lists
+from workers.broker.doorbell import Doorbell, broadcast_prefixes
+from workers.broker.fetcher import Fetcher
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,7 @@ def test_a_redis_that_refuses_tracking_leaves_the_fetcher_polling(
     url = own_redis.url.replace("redis://", "redis://nobell:pw@")
     r = redis.Redis.from_url(url)
     got: list[object] = []
-    with caplog.at_level(logging.WARNING, logger="workers.doorbell"):
+    with caplog.at_level(logging.WARNING, logger="workers.broker.doorbell"):
         fetcher = Fetcher(r, [QUEUE], got.extend, capacity=4)
         fetcher.start()
         try:

@@ -12,10 +12,10 @@ import pytest
 from celery import Celery
 
 from producers.client import Client
-from tasks.keys import queue_lists
+from tasks.kombu_layout import queue_lists
 from tasks.settings import Settings
 from tests.conftest import queue_depth
-from workers.registry import Registry
+from workers.models.registry import Registry
 
 pytestmark = pytest.mark.integration
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ops.local.redis_server import LocalRedis, free_port
 from producers.client import Client
 from producers.job import Job
-from producers.local_redis import LocalRedis, free_port
 from tasks.keys import result_key
-from tasks.schema import Result
 from tasks.settings import Settings
+from tasks.wire import Result
 from tests.conftest import WorkerProcess, queue_depth
 
 pytestmark = pytest.mark.integration

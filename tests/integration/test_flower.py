@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ops.local.redis_server import free_port
 from producers.client import Client
-from producers.local_redis import free_port
 from tasks.settings import Settings
 from tests.conftest import ROOT
 from tests.helpers.flower import get
@@ -26,7 +26,7 @@ def flower(settings: Settings, tmp_path: Path):
     s = settings.with_(flower_port=free_port(), flower_password="s3cret-pw")
     log = (tmp_path / "flower.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producers.cli", "flower"],
+        [sys.executable, "-m", "ops.cli", "flower"],
         env={**os.environ, **s.env()}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
     )  # fmt: skip
     base = f"http://127.0.0.1:{s.flower_port}"

@@ -9,13 +9,14 @@ import time
 import pytest
 import redis
 
-from producers.local_redis import LocalRedis
+from ops.local.redis_server import LocalRedis
 from tasks.app import create_app
-from tasks.constants import PREDICT_TASK, PRIORITY_SEP
+from tasks.constants import PREDICT_TASK
+from tasks.kombu_layout import PRIORITY_SEP, UNACKED, UNACKED_INDEX, is_model_queue, list_for
 from tasks.settings import Settings
-from workers.envelope import parse_message
-from workers.fetcher import Delivery, Fetcher
-from workers.leases import UNACKED, UNACKED_INDEX, Leases, is_model_queue, list_for
+from workers.broker.envelope import parse_message
+from workers.broker.fetcher import Delivery, Fetcher
+from workers.broker.leases import Leases
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,10 @@ from celery import Celery
 from producers.client import Client
 from tasks.constants import PREDICT_TASK
 from tasks.errors import BadInput, Expired, Overloaded
-from tasks.keys import queue_lists, queue_name
-from tasks.schema import Result
+from tasks.keys import queue_name
+from tasks.kombu_layout import queue_lists
 from tasks.settings import Settings
+from tasks.wire import Result
 from tests.conftest import WorkerProcess
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,7 @@ def inferq(
     settings: Settings, *args: str, check: bool = True, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "producers.cli", *args],
+        [sys.executable, "-m", "ops.cli", *args],
         env={**os.environ, **settings.env()},
         capture_output=True,
         text=True,

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ops.local.redis_server import LocalRedis
 from producers.client import Client
 from producers.job import Job
-from producers.local_redis import LocalRedis
-from tasks.schema import Result
 from tasks.settings import Settings
+from tasks.wire import Result
 from tests.conftest import WorkerProcess
 
 pytestmark = pytest.mark.integration

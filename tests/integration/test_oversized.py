@@ -20,10 +20,11 @@ from celery import Celery
 from producers.client import Client
 from tasks.constants import INPUT_KEY_PREFIX, PREDICT_TASK
 from tasks.errors import PayloadTooLarge
-from tasks.keys import queue_lists, queue_name
+from tasks.keys import queue_name
+from tasks.kombu_layout import queue_lists
 from tasks.settings import Settings
 from tests.conftest import WorkerProcess
-from workers.envelope import parse_message
+from workers.broker.envelope import parse_message
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ def gone(pid: int) -> bool:
 def test_a_private_redis_dies_when_the_process_that_started_it_is_killed() -> None:
     code = (
         "import time\n"
-        "from producers.local_redis import LocalRedis\n"
+        "from ops.local.redis_server import LocalRedis\n"
         "r = LocalRedis().start()\n"
         "print(r.proc.pid, flush=True)\n"
         "time.sleep(120)\n"

@@ -20,15 +20,15 @@ import pytest
 import redis
 from kombu.exceptions import OperationalError
 
+from ops.local.processes import stop_process
+from ops.local.redis_server import LocalRedis, TlsFiles, free_port, make_tls_files
 from producers.client import Client
-from producers.local_redis import LocalRedis, TlsFiles, free_port, make_tls_files
-from producers.procs import stop_process
 from tasks.app import create_app
 from tasks.errors import BadInput
 from tasks.settings import Settings
 from tests.conftest import ROOT, WorkerProcess
-from workers.cli import add_model
-from workers.registry import ModelPathRefused, Registry
+from workers.boot.cli import add_model
+from workers.models.registry import ModelPathRefused, Registry
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ WRONG = "Wq2-not-the-password-0815"
 
 def inferq(settings: Settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producers.cli", *args],
+        [sys.executable, "-m", "ops.cli", *args],
         env={**os.environ, **settings.env()}, capture_output=True, text=True, cwd=ROOT, timeout=timeout,
     )  # fmt: skip
 
@@ -175,7 +175,7 @@ def test_flower_reaches_a_tls_broker_sees_the_worker_queue_and_jobs(
     base = f"http://127.0.0.1:{settings.flower_port}"
     with (tmp_path / "flower.log").open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "producers.cli", "flower"],
+            [sys.executable, "-m", "ops.cli", "flower"],
             env={**os.environ, **settings.env()}, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
     try:
@@ -260,7 +260,7 @@ def test_a_model_entry_leading_out_of_the_models_folder_is_refused(models_root: 
 def test_listing_the_models_folder_logs_each_refusal_and_keeps_the_good_models(
     models_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="workers.registry"):
+    with caplog.at_level(logging.ERROR, logger="workers.models.registry"):
         entries = Registry(models_root).entries()
     assert [e.key for e in entries] == ["digits:fp32"]
     refused = [r.getMessage() for r in caplog.records if "the models folder" in r.getMessage()]

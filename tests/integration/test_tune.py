@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def inferq(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "producers.cli", *args],
+        [sys.executable, "-m", "ops.cli", *args],
         env={**os.environ, **settings.env()}, capture_output=True, text=True, cwd=ROOT, timeout=timeout,
     )  # fmt: skip
 

@@ -15,16 +15,17 @@ from typing import Any
 import pytest
 import redis
 
-from producers.local_redis import LocalRedis
+from ops.local.redis_server import LocalRedis
 from tasks.app import create_app
 from tasks.constants import PREDICT_TASK
 from tasks.errors import BadInput
-from workers.consumer import WorkerCore
-from workers.events import EventSink
-from workers.fetcher import Fetcher
-from workers.leases import UNACKED, Leases
-from workers.metrics import Metrics
-from workers.store import Outcome
+from tasks.kombu_layout import UNACKED
+from workers.broker.fetcher import Fetcher
+from workers.broker.leases import Leases
+from workers.serving.consumer import WorkerCore
+from workers.serving.events import EventSink
+from workers.serving.metrics import Metrics
+from workers.serving.store import Outcome
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +69,7 @@ class RefusingWriter:
             self.refused += 1
             time.sleep(0.2)  # let the good half of a bulk message finish first
             raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
-        self.stored.update({o.job_id: o.state for o in outcomes})
+        self.stored.update({o.job_id: o.record().state for o in outcomes})
 
 
 @pytest.fixture()

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from producers.bench import BenchConfig, find_knee, pick_inputs, run_bench
-from producers.loadgen import poisson_schedule
-from tasks.schema import Result, Timing
+from ops.bench.loadgen import poisson_schedule
+from ops.bench.run import BenchConfig, find_knee, pick_inputs, run_bench
+from tasks.schema import Timing
+from tasks.wire import Result
 
 
 @pytest.mark.parametrize("rate", [10.0, 200.0, 5000.0])

@@ -9,7 +9,7 @@ import pickle
 import msgpack
 import pytest
 
-from workers.envelope import Rejected, parse_message
+from workers.broker.envelope import Rejected, parse_message
 
 
 def envelope(

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from tasks.constants import PRIORITY_SEP
-from tasks.keys import queue_lists
-from workers.fetcher import Fetcher
+from tasks.kombu_layout import PRIORITY_SEP, queue_lists
+from workers.broker.fetcher import Fetcher
 
 
 def fetcher(queues: list[str]) -> Fetcher:

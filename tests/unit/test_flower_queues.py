@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from producers.flower_queues import model_queue_of
-from tasks.keys import queue_lists, queue_name
+from ops.flower.queues import model_queue_of
+from tasks.keys import queue_name
+from tasks.kombu_layout import queue_lists
 
 
 def test_every_priority_list_of_a_model_queue_maps_to_the_queue() -> None:

@@ -1,4 +1,4 @@
-"""workers/runtimes/litert.py: the "pad" and "resize" batch policies, on the real example models."""
+"""workers/models/runtimes/litert.py: the "pad" and "resize" batch policies, on the real example models."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 
 from tasks.errors import BadInput, ConfigError
 from tasks.schema import ModelInfo, TensorSpec
-from workers.registry import ModelEntry, Registry
-from workers.runtimes import litert
-from workers.runtimes.litert import LiteRTRuntime, bucket_for, bucket_sizes
+from workers.models.registry import ModelEntry, Registry
+from workers.models.runtimes import litert
+from workers.models.runtimes.litert import LiteRTRuntime, bucket_for, bucket_sizes
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ["fp32", "int8"]

@@ -1,4 +1,4 @@
-"""workers/runtimes/litert.py: quantize/dequantize arithmetic, and import hygiene."""
+"""workers/models/runtimes/litert.py: quantize/dequantize arithmetic, and import hygiene."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.schema import TensorSpec
-from workers.runtimes.litert import _clean, _spec, dequantize, quantize
+from workers.models.runtimes.litert import _clean, _spec, dequantize, quantize
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,7 +102,7 @@ def test_spec_from_float_tensor_details_has_no_quantization_and_keeps_dynamic_di
 
 def test_importing_producer_and_litert_modules_does_not_import_tensorflow():
     code = (
-        "import workers.runtimes.litert, producers.client, tasks, sys; "
+        "import workers.models.runtimes.litert, producers.client, tasks, sys; "
         "assert 'tensorflow' not in sys.modules, sorted(m for m in sys.modules if 'tensorflow' in m)"
     )
     proc = subprocess.run(
@@ -113,7 +113,7 @@ def test_importing_producer_and_litert_modules_does_not_import_tensorflow():
 
 def test_importing_litert_module_does_not_load_the_interpreter():
     code = (
-        "import workers.runtimes.litert, sys; "
+        "import workers.models.runtimes.litert, sys; "
         "bad = [m for m in sys.modules if m.startswith(('ai_edge_litert', 'tflite_runtime'))]; "
         "assert not bad, bad"
     )

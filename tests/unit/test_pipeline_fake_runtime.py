@@ -1,4 +1,4 @@
-"""workers/pipeline.py with a fake in-memory runtime: per-job checks, batching, error mapping."""
+"""workers/serving/pipeline.py with a fake in-memory runtime: per-job checks, batching, error mapping."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pytest
 
 from tasks.codec import encode_inputs
 from tasks.errors import BadInput, ModelNotFound, PayloadTooLarge, TransientError
-from tasks.schema import ModelInfo, Request, Result, TensorSpec
-from workers.pipeline import Pipeline, Prepared
+from tasks.schema import ModelInfo, TensorSpec
+from tasks.wire import Request, Result
+from workers.serving.pipeline import Pipeline, Prepared
 
 IN = TensorSpec(name="x", shape=(2, 3), dtype="float32", tensor_dtype="float32")
 OUT_SUM = TensorSpec(name="total", shape=(), dtype="float32", tensor_dtype="float32")

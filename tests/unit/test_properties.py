@@ -25,8 +25,8 @@ from tasks.errors import BadInput, InferqError
 from tasks.keys import job_id
 from tasks.schema import ModelInfo, TensorSpec
 from tasks.validation import validate_inputs
-from workers.envelope import Rejected, parse_message
-from workers.pipeline import Pipeline, Prepared
+from workers.broker.envelope import Rejected, parse_message
+from workers.serving.pipeline import Pipeline, Prepared
 
 MAX = 1 << 16
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

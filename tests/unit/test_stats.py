@@ -1,4 +1,4 @@
-"""producers/stats.py: exact percentiles and the latency table."""
+"""ops/stats.py: exact percentiles and the latency table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.stats import PERCENTILES, latency_table, summarize
+from ops.stats import PERCENTILES, latency_table, summarize
 
 NAMES = ["p50", "p90", "p95", "p99", "p99_9"]
 

@@ -1,0 +1,1 @@
+"""``inferq bench`` and ``inferq tune``: load through the real system, latency and throughput."""

@@ -1,0 +1,93 @@
+"""Worker processes that ``inferq bench --compare`` and ``inferq tune`` start themselves.
+
+Comparing batching on/off or tuning ``max_batch_size`` / ``max_wait_ms`` / threads
+means running the same load against workers configured differently, so these
+commands start (and stop) one worker per configuration. They need the model's queue
+to themselves: another worker on it would take part of the load and blur the
+comparison, so they refuse to start while one is running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from ops.local.processes import die_with_parent, stop_process
+from ops.status import collect, wait_for_workers
+from producers.client import Client
+from tasks.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    variant: str
+    max_batch_size: int | None = None
+    max_wait_ms: float | None = None
+    threads: int | None = None
+
+    def args(self) -> list[str]:
+        out = []
+        if self.max_batch_size is not None:
+            out += ["--max-batch-size", str(self.max_batch_size)]
+        if self.max_wait_ms is not None:
+            out += ["--max-wait-ms", str(self.max_wait_ms)]
+        if self.threads is not None:
+            out += ["--threads", str(self.threads)]
+        return out
+
+    def label(self) -> str:
+        parts = [self.variant]
+        if self.max_batch_size is not None:
+            parts.append("no batching" if self.max_batch_size == 1 else f"batch {self.max_batch_size}")
+        if self.max_wait_ms is not None:
+            parts.append(f"wait {self.max_wait_ms:g} ms")
+        if self.threads is not None:
+            parts.append(f"{self.threads} thr")
+        return ", ".join(parts)
+
+
+def ensure_queue_is_ours(client: Client, model: str) -> None:
+    busy = [
+        w["hostname"]
+        for w in collect(client)["workers"]
+        if any(m.split(":")[0] == model for m in w["models"])
+    ]
+    if busy:
+        raise ConfigError(
+            f"workers already serve {model!r} ({', '.join(busy)}); stop them first: "
+            "--compare and tune start their own workers and need the queue to themselves"
+        )
+
+
+@contextmanager
+def managed_worker(client: Client, model: str, cfg: WorkerConfig, timeout: float = 120.0) -> Iterator[str]:
+    """Start ``inferq worker`` for ``model:variant`` with ``cfg``; stop it on exit."""
+    hostname = f"bench-{uuid.uuid4().hex[:8]}@localhost"
+    key = f"{model}:{cfg.variant}"
+    cmd = [sys.executable, "-m", "ops.cli", "worker", "--models", key, "--hostname", hostname,
+           "--metrics-port", "0", *cfg.args()]  # fmt: skip
+    log = tempfile.NamedTemporaryFile(prefix="inferq-bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, **client.settings.env()},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,  # a killed bench leaves no worker serving the queue
+    )
+    try:
+        try:
+            wait_for_workers(client, [key], timeout=timeout, hostname=hostname)
+        except Exception:
+            raise ConfigError(f"worker for {key} did not start; see {log.name}") from None
+        time.sleep(0.2)
+        yield hostname
+    finally:
+        stop_process(proc)
+        log.close()

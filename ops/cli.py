@@ -1,0 +1,336 @@
+"""The ``inferq`` command line.
+
+Operator commands (submit, result, status, flower, demo, bench, tune) live here;
+``worker`` and ``models`` are handed to ``workers.boot.cli``, whose heavy parts are
+imported only when asked for, so that ``inferq submit`` never pays for TensorFlow or
+LiteRT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tasks import constants as C
+from tasks.errors import InferqError
+from tasks.settings import Settings, redact_url
+from workers.boot.cli import add_worker_arguments
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inferq", description="Queue-based ML inference on Celery + Redis.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    add_worker_arguments(sub.add_parser("worker", help="run a worker serving some models"))
+
+    m = sub.add_parser("models", help="build, add and list models")
+    msub = m.add_subparsers(dest="models_cmd", required=True)
+    b = msub.add_parser("build-examples", help="build digits and mobilenet_v2 locally (needs the tf extra)")
+    b.add_argument("--only", help="comma list: digits, mobilenet_v2")
+    b.add_argument("--force", action="store_true", help="rebuild even if present")
+    a = msub.add_parser("add", help="register a .tflite file or SavedModel folder")
+    a.add_argument("name")
+    a.add_argument("path")
+    a.add_argument("--variant")
+    a.add_argument("--version")
+    ls = msub.add_parser("list", help="list models and variants")
+    ls.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("submit", help="submit one input to MODEL[:VARIANT]")
+    s.add_argument("model", metavar="MODEL[:VARIANT]")
+    s.add_argument(
+        "--input",
+        required=True,
+        type=Path,
+        help=".npy, .json, .png or .jpg; an .npy with a leading axis of inputs is sent in bulk",
+    )
+    s.add_argument("--wait", action="store_true", help="wait for the result and print it")
+    s.add_argument("--timeout", type=float, default=30.0)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--no-cache", action="store_true", help="compute even if a result is cached")
+    s.add_argument(
+        "--priority",
+        choices=sorted(C.PRIORITIES),
+        default=C.DEFAULT_PRIORITY,
+        help="queued high jobs go first",
+    )
+    s.add_argument("--chunk-size", type=int, default=64, help="inputs per message for a many-input .npy")
+
+    r = sub.add_parser("result", help="show a job's status or result")
+    r.add_argument("job_id")
+    r.add_argument("--wait", action="store_true")
+    r.add_argument("--timeout", type=float, default=30.0)
+    r.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("status", help="workers online, models, queue depths")
+    st.add_argument("--json", action="store_true")
+
+    f = sub.add_parser("flower", help="run Flower for this app on 127.0.0.1 with basic auth")
+    f.add_argument("--port", type=int)
+
+    bn = sub.add_parser("bench", help="load a model through the system; latency percentiles and throughput")
+    bn.add_argument("--model", required=True, metavar="MODEL[:VARIANT]")
+    load = bn.add_mutually_exclusive_group(required=True)
+    load.add_argument("--rate", help="open loop: Poisson arrivals, jobs/s; a comma list sweeps")
+    load.add_argument(
+        "--concurrency", dest="bench_concurrency", help="closed loop: jobs in flight; a comma list sweeps"
+    )
+    bn.add_argument("--duration", type=float, default=10.0, help="seconds of load per point")
+    bn.add_argument(
+        "--sweep",
+        action="store_true",
+        help="from the given rate/concurrency, double the load until the system saturates; report the curve and knee",
+    )
+    bn.add_argument(
+        "--inputs",
+        type=Path,
+        help=".npy of inputs (leading axis); default: the model's held-out data or random",
+    )
+    bn.add_argument(
+        "--repeat-fraction",
+        type=float,
+        default=0.0,
+        help="share of jobs resending an earlier input (cache hits)",
+    )
+    bn.add_argument("--senders", type=int, default=4, help="sender threads for open loop")
+    bn.add_argument("--json", action="store_true")
+    bn.add_argument(
+        "--plot", type=Path, help="write a PNG: latency CDF, breakdown per percentile, sweep curve"
+    )
+    bn.add_argument(
+        "--compare",
+        help="variant,batching,cache: run the same load over each combination, side by side "
+        "(starts its own workers; the model's queue must have no other worker)",
+    )
+    bn.add_argument("--variants", help="variants for --compare variant (default: all in the models folder)")
+
+    tu = sub.add_parser(
+        "tune", help="recommend batching/threads/variant for a p99 budget (starts its own workers)"
+    )
+    tu.add_argument("--model", required=True)
+    tu.add_argument("--p99-ms", type=float, required=True, help="end-to-end p99 budget")
+    tu.add_argument("--variants", help="comma list (default: every variant in the models folder)")
+    tu.add_argument("--batch-sizes", default="1,8,32", help="max_batch_size values to try")
+    tu.add_argument("--waits", default="2", help="max_wait_ms values to try (with batching)")
+    tu.add_argument("--tune-threads", default="1", help="worker thread counts to try")
+    tu.add_argument(
+        "--concurrency", dest="tune_concurrency", default="1,8,32", help="closed-loop loads per configuration"
+    )
+    tu.add_argument("--duration", type=float, default=3.0, help="seconds per load point")
+    tu.add_argument(
+        "--inputs", type=Path, help=".npy of inputs (default: the model's held-out data or random)"
+    )
+    tu.add_argument(
+        "--apply", action="store_true", help="write the recommendation into the variant's meta.json"
+    )
+    tu.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="local Redis + worker + Flower, a digits workload, a latency report")
+    keep_or_stop = d.add_mutually_exclusive_group()
+    keep_or_stop.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the Redis it started, the worker and Flower running after the report "
+        "(it prints how to reach and stop them)",
+    )
+    keep_or_stop.add_argument(
+        "--stop",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="stop what `demo --keep` left running, as recorded in FILE "
+        "(default: .run/demo-kept.json beside the models folder)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    for name in ("threads", "concurrency"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    settings: Settings | None = None
+    try:
+        settings = Settings.from_env(**overrides)
+        return _dispatch(args, settings)
+    except InferqError as exc:
+        print(f"inferq: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except RedisConnectionError as exc:  # includes a wrong password; URLs shown without it
+        where = redact_url(settings.broker_url) if settings is not None else "?"
+        print(f"inferq: cannot use Redis at {where}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.cmd == "worker":
+        from workers.boot.cli import cmd_worker
+
+        return cmd_worker(args, settings)
+    if args.cmd == "models":
+        from workers.boot.cli import cmd_models
+
+        return cmd_models(args, settings)
+    if args.cmd == "flower":
+        from ops.flower.run import cmd_flower
+
+        return cmd_flower(args, settings)
+    if args.cmd == "bench":
+        from ops.bench.cli import cmd_bench
+
+        return cmd_bench(args, settings)
+    if args.cmd == "tune":
+        from ops.bench.cli import cmd_tune
+
+        return cmd_tune(args, settings)
+    if args.cmd == "demo":
+        from ops.demo.keep import KEPT_FILE, stop_kept
+        from ops.demo.run import run_demo, run_dir
+
+        if args.stop is not None:
+            return stop_kept(Path(args.stop) if args.stop else run_dir(settings) / KEPT_FILE)
+        # Only a Redis the user configured is used; the default address may belong to
+        # someone else, so without INFERQ_BROKER_URL the demo starts its own.
+        return run_demo(settings, keep=args.keep, use_configured="INFERQ_BROKER_URL" in os.environ)
+    from producers.client import Client
+
+    with Client(settings) as client:
+        if args.cmd == "submit":
+            return cmd_submit(args, client)
+        if args.cmd == "result":
+            return cmd_result(args, client)
+        if args.cmd == "status":
+            from ops.status import print_status
+
+            return print_status(client, as_json=args.json)
+    raise SystemExit(f"unknown command {args.cmd}")
+
+
+def cmd_submit(args: argparse.Namespace, client: Any) -> int:
+    from ops.input_files import is_many, read_input
+
+    model, _, variant = args.model.partition(":")
+    info = client.model_info(model, variant or None)
+    x = read_input(args.input, info)
+    if is_many(x, info):
+        return _submit_many(args, client, info, x)
+    job = client.submit(model, x, variant=info.variant, no_cache=args.no_cache, priority=args.priority)
+    if not args.wait:
+        doc = {
+            "job_id": job.id,
+            "model": info.name,
+            "variant": info.variant,
+            "cached": job.cached,
+            "enqueued": job.enqueued,
+        }
+        print(json.dumps(doc) if args.json else f"{job.id} ({'cached' if job.cached else 'queued'})")
+        return 0
+    _print_result(job.wait(timeout=args.timeout), info.labels, as_json=args.json)
+    return 0
+
+
+def _submit_many(args: argparse.Namespace, client: Any, info: Any, xs: Any) -> int:
+    """An .npy with one more leading axis than the model's input: bulk messages, progress bars."""
+    from tqdm import tqdm
+
+    quiet = args.json or not sys.stderr.isatty()
+    with tqdm(total=len(xs), desc="submit", unit="job", disable=quiet, file=sys.stderr) as bar:
+        jobs = client.submit_many(
+            info.name,
+            xs,
+            variant=info.variant,
+            chunk_size=args.chunk_size,
+            no_cache=args.no_cache,
+            priority=args.priority,
+            progress=bar.update,
+        )
+    cached = sum(j.cached for j in jobs)
+    if not args.wait:
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "job_ids": [j.id for j in jobs],
+                        "cached": cached,
+                        "enqueued": sum(j.enqueued for j in jobs),
+                    }
+                )
+            )
+        else:
+            print("\n".join(j.id for j in jobs))
+            print(f"{len(jobs)} jobs ({cached} cached)", file=sys.stderr)
+        return 0
+    with tqdm(total=len(jobs), desc="results", unit="job", disable=quiet, file=sys.stderr) as bar:
+        bar.update(sum(j.done for j in jobs))
+        results = client.wait_all(jobs, timeout=args.timeout, progress=bar.update)
+    errors = [r for r in results if isinstance(r, Exception)]
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    r.to_json()
+                    if not isinstance(r, Exception)
+                    else {"error": type(r).__name__, "message": str(r)}
+                    for r in results
+                ]
+            )
+        )
+    else:
+        for j, r in zip(jobs, results, strict=True):
+            if isinstance(r, Exception):
+                print(f"{j.id}  {type(r).__name__}: {r}")
+            else:
+                flat = next(iter(r.outputs.values())).reshape(-1)
+                top = int(flat.argmax())
+                label = info.labels[top] if info.labels else top
+                print(f"{j.id}  top-1 {label}  {'(cached)' if r.cached else ''}")
+        print(
+            f"{len(results)} jobs: {len(results) - len(errors)} ok, {len(errors)} failed, {cached} cached",
+            file=sys.stderr,
+        )
+    return 1 if errors else 0
+
+
+def cmd_result(args: argparse.Namespace, client: Any) -> int:
+    if not args.wait:
+        status = client.status(args.job_id)
+        if status.value not in ("success", "failure", "expired"):
+            print(json.dumps({"job_id": args.job_id, "status": status.value}) if args.json else status.value)
+            return 0
+    res = client.result(args.job_id, wait=args.wait, timeout=args.timeout)
+    _print_result(res, (), as_json=args.json)
+    return 0
+
+
+def _print_result(res: Any, labels: tuple[str, ...], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(res.to_json()))
+        return
+    t = res.timing
+    print(f"job {res.job_id}: {res.model}:{res.variant} v{res.version}{' (cached)' if res.cached else ''}")
+    for name, arr in res.outputs.items():
+        flat = arr.reshape(-1)
+        top = (
+            f"  top-1 {labels[int(flat.argmax())] if labels else int(flat.argmax())}" if flat.size > 1 else ""
+        )
+        print(
+            f"  {name} {list(arr.shape)} {arr.dtype}{top}: {flat[:10].round(4).tolist()}{' ...' if flat.size > 10 else ''}"
+        )
+    e2e = f"{t.end_to_end_ms:.1f}" if t.end_to_end_ms is not None else "?"
+    print(
+        f"  queue {t.queue_ms:.1f} ms, batch wait {t.batch_wait_ms:.1f} ms, compute {t.compute_ms:.1f} ms, "
+        f"processing {t.processing_ms:.1f} ms, end to end {e2e} ms, batch {t.batch_size}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

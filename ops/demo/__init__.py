@@ -1,0 +1,1 @@
+"""``inferq demo``: the whole path on one machine, and what ``--keep`` leaves running."""

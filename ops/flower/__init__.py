@@ -1,0 +1,1 @@
+"""``inferq flower``: Flower on inferq's Celery app, aware of every model queue."""

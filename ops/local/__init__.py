@@ -1,0 +1,1 @@
+"""Processes the operator tools start on this machine: a private Redis, workers, Flower."""

@@ -1,0 +1,253 @@
+"""Wait for results without polling lag.
+
+Celery's Redis backend publishes every state it stores on a channel named like the
+result key. A ``ResultListener`` owns one pub/sub connection and one thread: jobs are
+watched from the moment they are submitted, so a result is seen (and its end-to-end
+time stamped) within a round trip of being stored, instead of Celery's classic 0.5 s
+polling interval, and however late the caller gets round to ``wait``.
+
+No result is missed: after Redis confirms a subscription, the listener reads the key
+once, so a result stored before the subscription took effect is found by the read,
+one stored after it by the subscription. When the connection drops (Redis restarted,
+network cut), the listener reconnects with backoff and subscribes again to every job
+still awaited; the reads that follow the new confirmations find the results stored
+while it was away. Waiters notice nothing but the delay.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+
+from tasks.constants import RESULT_KEY_PREFIX
+from tasks.errors import Timeout
+from tasks.keys import result_key
+from tasks.wire import StatusRecord
+
+log = logging.getLogger(__name__)
+
+Arrival = tuple[StatusRecord, float]  # (the job's ready status record, unix time it was seen)
+
+
+class ResultListener:
+    """One background thread that watches job ids and records when each result arrives."""
+
+    #: How long the thread blocks on the socket per turn while it has subscriptions;
+    #: also the longest a new watch waits before it is subscribed (when the thread is
+    #: idle, a watch wakes it at once).
+    TICK_S = 0.002
+    #: A result nobody waited for is dropped after this long (a web backend may submit
+    #: here and poll from elsewhere); so is a watch that never saw a result.
+    KEEP_ARRIVED_S = 300.0
+    KEEP_WATCH_S = 3600.0
+
+    def __init__(self, client: redis.Redis[bytes]) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._arrived: dict[str, Arrival] = {}
+        self._events: dict[str, threading.Event] = {}
+        self._watched_at: dict[str, float] = {}
+        self._waiters: dict[str, int] = {}
+        self._pruned_at = time.monotonic()
+        self._to_subscribe: list[str] = []
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._error: BaseException | None = None
+
+    def watch(self, job_ids: Iterable[str]) -> None:
+        """Start watching ids (cheap; call it before the job is sent)."""
+        self._ensure_thread()
+        with self._lock:
+            for jid in job_ids:
+                if jid not in self._events and jid not in self._arrived:
+                    self._events[jid] = threading.Event()
+                    self._watched_at[jid] = time.monotonic()
+                    self._to_subscribe.append(jid)
+        self._wake.set()
+
+    def wait(
+        self, job_ids: Iterable[str], timeout: float | None, progress: Callable[[int], None] | None = None
+    ) -> dict[str, Arrival]:
+        """Block until every id has a ready state; raises ``Timeout`` naming how many did not.
+
+        Several callers may wait on one id (two requests for the same input share one
+        job): an arrival is kept until its last waiter has read it.
+        """
+        ids = list(dict.fromkeys(job_ids))
+        self.watch(ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out: dict[str, Arrival] = {}
+        for n, jid in enumerate(ids):
+            with self._lock:
+                event = self._events.get(jid)
+                self._waiters[jid] = self._waiters.get(jid, 0) + 1
+            try:
+                while event is not None and not event.is_set():
+                    if self._error is not None:
+                        raise Timeout(f"result listener failed: {self._error}")
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        missing = 1 + sum(not self._ready(j) for j in ids[n + 1 :])
+                        raise Timeout(
+                            f"timed out after {timeout} s waiting for {missing} of {len(ids)} job(s)"
+                        )
+                    event.wait(0.5 if left is None else min(left, 0.5))
+                with self._lock:
+                    arrival = self._arrived.get(jid)
+            finally:
+                with self._lock:
+                    self._waiters[jid] -= 1
+                    if self._waiters[jid] == 0:
+                        del self._waiters[jid]
+                        if jid in self._arrived:  # the last reader forgets it
+                            del self._arrived[jid]
+                            self._events.pop(jid, None)
+                            self._watched_at.pop(jid, None)
+            if arrival is None and self._error is not None:
+                raise Timeout(f"result listener failed: {self._error}")
+            if arrival is None:  # a stale watch was pruned: watch and read it anew
+                return {
+                    **out,
+                    **self.wait(ids[n:], None if deadline is None else deadline - time.monotonic(), progress),
+                }
+            out[jid] = arrival
+            if progress is not None:
+                progress(1)
+        return out
+
+    def _ready(self, jid: str) -> bool:
+        with self._lock:
+            event = self._events.get(jid)
+            return jid in self._arrived or event is None or event.is_set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._pid == os.getpid():
+            self._thread.join(timeout=2)
+
+    # --- the listener thread --------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        # A client created before a fork (gunicorn, Celery prefork) has no thread in the
+        # child: start one per process.
+        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+                return
+            self._pid = os.getpid()
+            self._error = None  # a new thread, a new chance
+            self._to_subscribe = [j for j in self._events if j not in self._arrived]
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="inferq-results", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                self._listen()
+                return
+            except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+                self._fail(exc)  # a wrong password does not fix itself: tell the waiters
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() - began > 30:
+                    delay = 0.1  # a new outage, not the same one continuing
+                # Lost the connection: every watch still awaited is subscribed afresh
+                # on the next connection, and its key read once confirmed.
+                log.warning("result listener lost Redis (%s); reconnecting in %.1f s", exc, delay)
+                with self._lock:
+                    self._to_subscribe = [j for j in self._events if j not in self._arrived]
+                self._stop.wait(delay)
+                delay = min(5.0, delay * 2)
+            except Exception as exc:  # surfaced to waiters instead of dying silently
+                self._fail(exc)
+                return
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        with self._lock:
+            for event in self._events.values():
+                event.set()
+
+    def _listen(self) -> None:
+        pubsub = self._client.pubsub()
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    subs, self._to_subscribe = self._to_subscribe, []
+                if subs:
+                    pubsub.subscribe(*[result_key(j) for j in subs])
+                if not pubsub.subscribed:
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    continue
+                confirmed: list[str] = []
+                finished: list[str] = []
+                msg = pubsub.get_message(timeout=self.TICK_S)
+                while msg is not None:
+                    channel = _text(msg["channel"])
+                    if msg["type"] == "subscribe":
+                        confirmed.append(channel)
+                    elif msg["type"] == "message" and self._offer(channel, msg.get("data")):
+                        finished.append(channel)
+                    msg = pubsub.get_message(timeout=0)
+                if confirmed:
+                    for channel, raw in zip(confirmed, self._client.mget(confirmed), strict=True):
+                        if self._offer(channel, raw):
+                            finished.append(channel)
+                if finished:  # one command for all of this turn's results
+                    pubsub.unsubscribe(*finished)
+                if time.monotonic() - self._pruned_at > 5.0:
+                    self._prune(pubsub)
+        finally:
+            pubsub.close()
+
+    def _prune(self, pubsub: Any) -> None:
+        now = time.monotonic()
+        self._pruned_at = now
+        stale: list[str] = []
+        with self._lock:
+            for jid, (_, arrived) in list(self._arrived.items()):
+                if time.time() - arrived > self.KEEP_ARRIVED_S:
+                    del self._arrived[jid]
+                    self._events.pop(jid, None)
+                    self._watched_at.pop(jid, None)
+            for jid, since in list(self._watched_at.items()):
+                if jid not in self._arrived and now - since > self.KEEP_WATCH_S:
+                    stale.append(jid)
+                    self._watched_at.pop(jid)
+                    event = self._events.pop(jid, None)
+                    if event is not None:
+                        event.set()  # a waiter (if any) re-reads the key
+        if stale:
+            pubsub.unsubscribe(*[result_key(j) for j in stale])
+
+    def _offer(self, channel: str, raw: bytes | str | None) -> bool:
+        """Record a ready result; True when the channel is no longer needed."""
+        jid = channel.removeprefix(RESULT_KEY_PREFIX)
+        record = StatusRecord.parse(raw, jid)
+        if record is None or not record.ready:
+            return False
+        with self._lock:
+            event = self._events.get(jid)
+            if event is None or event.is_set():
+                return True
+            self._arrived[jid] = (record, time.time())
+            event.set()
+        return True
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

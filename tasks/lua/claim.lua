@@ -1,0 +1,23 @@
+-- The in-flight claim of a job id (tasks/wire/control.py, Claim): '<wire version>:<unix time>'
+-- on Redis's clock. A claim younger than ARGV[1] seconds holds the id; an older one,
+-- or one in another wire version, may be stale (its producer died before sending, or
+-- its message was lost) and is taken over. ARGV[2] is the claim's TTL, ARGV[3] the
+-- wire version.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local stamp = ARGV[3] .. ':' .. string.format('%.6f', now)
+
+local function claim_time(raw)
+  if not raw then return nil end
+  local v, at = string.match(raw, '^(%d+):([%d%.]+)$')
+  if v ~= ARGV[3] then return nil end
+  return tonumber(at)
+end
+
+local function claim(key)
+  if redis.call('SET', key, stamp, 'NX', 'EX', ARGV[2]) then return true end
+  local at = claim_time(redis.call('GET', key))
+  if at and now - at < tonumber(ARGV[1]) then return false end
+  redis.call('SET', key, stamp, 'EX', ARGV[2])  -- stale: its job may never run
+  return true
+end

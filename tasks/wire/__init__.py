@@ -1,0 +1,42 @@
+"""Every form that crosses Redis, defined once: producers and workers build and parse here.
+
+``jobs.py`` (producer -> worker), ``results.py`` (worker -> producer), ``control.py``
+(claims, announcements, heartbeats, the oversized stub), ``version.py``.
+
+| form | written by | read by | where it lives |
+|---|---|---|---|
+| ``Request``: one job | client (or any Celery client) | worker | a kombu message's task argument |
+| ``BulkMessage``: many jobs | client | worker | one kombu message, ``items`` |
+| ``Result``: a computed result | worker | client | inside a ``StatusRecord`` (SUCCESS) |
+| ``StatusRecord``: a job's state | worker | client, Lua ``status_record.lua`` | ``celery-task-meta-<id>`` |
+| ``Claim``: "queued by someone" | client (Lua) | client (Lua) | ``inferq:inflight:<id>`` |
+| ``ModelAnnouncement``: a served model | worker | client, ``inferq status``, Flower | ``inferq:models`` hash |
+| ``WorkerBeat``: a live worker | worker | ``inferq status``, tools | ``inferq:workers`` hash |
+| ``OversizedStub``: a message too big to read | worker (Lua ``fetch.lua``) | worker | in place of the message |
+
+Each carries a version (``v``). A reader that meets a version it does not know says so
+(``BadInput`` for a job, ``IncompatibleVersion`` for a stored record) instead of
+misreading it; a form without ``v`` is version 1 (what a plain Celery client sends,
+and what inferq wrote before the field existed). The status record is Celery's own
+result document (so ``AsyncResult`` reads it) plus ``v``.
+"""
+
+from tasks.wire.control import Claim, ModelAnnouncement, OversizedStub, WorkerBeat
+from tasks.wire.jobs import BulkItem, BulkMessage, Request, is_item_id
+from tasks.wire.results import READY_STATES, Result, StatusRecord
+from tasks.wire.version import VERSION
+
+__all__ = [
+    "READY_STATES",
+    "VERSION",
+    "BulkItem",
+    "BulkMessage",
+    "Claim",
+    "ModelAnnouncement",
+    "OversizedStub",
+    "Request",
+    "Result",
+    "StatusRecord",
+    "WorkerBeat",
+    "is_item_id",
+]

@@ -1,0 +1,161 @@
+"""Jobs, producer -> worker: the task argument of one job (``Request``) or of many (``BulkMessage``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.errors import BadInput
+from tasks.wire.version import VERSION, show
+
+
+@dataclass
+class Request:
+    """One job: the single argument of the ``inferq.predict`` task.
+
+    ``inputs`` is msgpack bytes from our client, a JSON mapping from other clients, or
+    absent when the input travelled beside the message (``inputs_ref``).
+    """
+
+    model: str
+    variant: str
+    inputs: Any = None
+    version: str | None = None
+    enqueued_at: float = field(default_factory=time.time)
+    cache: bool = True
+    deadline_at: float | None = None  # unix time after which the job is not computed
+    inputs_ref: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        d = self._common()
+        d.update(_inputs_fields(self.inputs, self.inputs_ref))
+        return d
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "model": self.model,
+            "variant": self.variant,
+            "version": self.version,
+            "enqueued_at": self.enqueued_at,
+            "cache": self.cache,
+            "deadline_at": self.deadline_at,
+        }
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> Request:
+        """Parse a task argument, naming what was expected when it is malformed."""
+        if not isinstance(obj, dict):
+            raise BadInput(
+                f"job argument must be a map with model, variant and inputs, got {type(obj).__name__}"
+            )
+        _check_version(obj, "job")
+        missing = [k for k in ("model", "variant") if k not in obj]
+        if "inputs" not in obj and "inputs_ref" not in obj:
+            missing.append("inputs")
+        if missing:
+            raise BadInput(f"job is missing field(s) {missing}; expected model, variant and inputs")
+        for k in ("model", "variant"):
+            if not isinstance(obj[k], str):
+                raise BadInput(f"job field {k!r} must be a string, got {type(obj[k]).__name__}")
+        enqueued_at = _stamp(obj, "enqueued_at")
+        version = obj.get("version")
+        ref = obj.get("inputs_ref")
+        return cls(
+            model=obj["model"],
+            variant=obj["variant"],
+            inputs=obj.get("inputs"),
+            version=str(version) if version is not None else None,
+            enqueued_at=time.time() if enqueued_at is None else enqueued_at,
+            cache=bool(obj.get("cache", True)),
+            deadline_at=_stamp(obj, "deadline_at"),
+            inputs_ref=ref if isinstance(ref, str) else None,
+        )
+
+
+@dataclass(frozen=True)
+class BulkItem:
+    """One input of a bulk message: its job id, and its input inline or beside the message."""
+
+    id: str
+    inputs: bytes | None = None
+    inputs_ref: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, **_inputs_fields(self.inputs, self.inputs_ref)}
+
+
+@dataclass
+class BulkMessage:
+    """Many jobs of one model variant in one message: shared fields once, then ``items``.
+
+    Each item keeps its own job id (and so its own cache entry and status record).
+    """
+
+    common: Request
+    items: list[BulkItem]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**self.common._common(), "items": [it.to_wire() for it in self.items]}
+
+    @staticmethod
+    def is_bulk(obj: Any) -> bool:
+        return isinstance(obj, dict) and "items" in obj
+
+    @staticmethod
+    def split(obj: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], list[int]]:
+        """The per-job task arguments of a bulk message, and the positions of items without a
+        usable id.
+
+        An item without a usable id is skipped (nobody can be waiting on it), so it
+        cannot keep its siblings from running. Raises ``BadInput`` when ``items`` is
+        not a non-empty list or no item is usable. The per-job arguments are parsed
+        later, one job at a time, by ``Request.from_wire``.
+        """
+        _check_version(obj, "bulk job")
+        items = obj["items"]
+        if not isinstance(items, list) or not items:
+            raise BadInput("bulk job 'items' must be a non-empty list of {id, inputs}")
+        common = {k: v for k, v in obj.items() if k != "items"}
+        out: list[tuple[str, dict[str, Any]]] = []
+        skipped: list[int] = []
+        for i, it in enumerate(items):
+            jid = it.get("id") if isinstance(it, dict) else None
+            if not (isinstance(jid, str) and is_item_id(jid)):
+                skipped.append(i)
+                continue
+            assert isinstance(it, dict)
+            own = {k: it[k] for k in ("inputs", "inputs_ref") if k in it}
+            out.append((jid, {**common, **own}))
+        if not out:
+            raise BadInput("every bulk item needs an 'id' of letters, digits and '-' (at most 64)")
+        return out, skipped
+
+
+def is_item_id(jid: str) -> bool:
+    """A bulk item's id: letters, digits and '-', at most 64 (a job id, never a key pattern)."""
+    return 0 < len(jid) <= 64 and all(c.isascii() and (c.isalnum() or c == "-") for c in jid)
+
+
+def _inputs_fields(inputs: Any, ref: str | None) -> dict[str, Any]:
+    return {"inputs_ref": ref} if ref is not None else {"inputs": inputs}
+
+
+def _check_version(obj: Mapping[str, Any], what: str) -> None:
+    if obj.get("v", VERSION) != VERSION:
+        raise BadInput(f"{what} wire version must be {VERSION}, got {show(obj.get('v'))}")
+
+
+def _stamp(obj: Mapping[str, Any], name: str) -> float | None:
+    """A unix-time field as a float; absent or not a number is None."""
+    value = obj.get(name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # a JSON integer too big for a float
+        raise BadInput(
+            f"job field {name!r} must be a unix time in seconds, got an integer too large"
+        ) from None

@@ -1,0 +1,126 @@
+"""The worker side of the ``inferq`` command: ``worker`` and ``models``.
+
+``ops.cli`` (the ``inferq`` command) and ``python -m workers`` (what ``inferq worker
+--concurrency N`` starts per process) both parse ``worker``'s options here. Only light
+modules are imported at the top: the worker itself, TensorFlow and LiteRT load when a
+command needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from tasks.errors import BadInput
+from tasks.keys import check_name
+from tasks.schema import ModelInfo
+from tasks.settings import Settings
+from workers.models.registry import Registry, resolve_inside
+
+
+def add_worker_arguments(w: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``inferq worker`` (and ``python -m workers``)."""
+    w.add_argument(
+        "--models", help="comma list of MODEL or MODEL:VARIANT (default: all in the models folder)"
+    )
+    w.add_argument("--threads", type=int, help="XNNPACK/TensorFlow threads per process (INFERQ_THREADS)")
+    w.add_argument("--concurrency", type=int, help="worker processes (INFERQ_CONCURRENCY)")
+    w.add_argument("--hostname", help="Celery node name (default inferq-PID@host)")
+    w.add_argument(
+        "--max-batch-size", type=int, help="override every model's max_batch_size (1: no batching)"
+    )
+    w.add_argument("--max-wait-ms", type=float, help="override every model's max_wait_ms")
+    w.add_argument("--metrics-port", type=int, help="Prometheus port (INFERQ_METRICS_PORT; 0: off)")
+    return w
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.boot.start import run_worker, supervise
+    from workers.serving.consumer import BatchLimits
+
+    specs = [s for s in (args.models or "").split(",") if s] or None
+    if settings.concurrency > 1:
+        logging.basicConfig(level=settings.log_level)
+        extra = []
+        if args.max_batch_size is not None:
+            extra += ["--max-batch-size", str(args.max_batch_size)]
+        if args.max_wait_ms is not None:
+            extra += ["--max-wait-ms", str(args.max_wait_ms)]
+        return supervise(settings, specs, settings.concurrency, extra)
+    limits = BatchLimits(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms)
+    run_worker(settings, specs, hostname=args.hostname, limits=limits, metrics_port=args.metrics_port)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    registry = Registry(settings.models_dir)
+    if args.models_cmd == "build-examples":
+        from workers.models.examples import build_examples
+
+        only = [s for s in (args.only or "").split(",") if s] or None
+        built = build_examples(settings.models_dir, only=only, force=args.force)
+        print(f"built: {', '.join(built) or 'nothing (all present)'} in {settings.models_dir}")
+        return 0
+    if args.models_cmd == "add":
+        entry = add_model(registry, args.name, Path(args.path), args.variant, args.version)
+        print(f"added {entry.key} version {entry.info.version} ({entry.info.size_bytes} bytes)")
+        return 0
+    if args.models_cmd == "list":
+        entries = registry.entries()
+        if args.json:
+            print(
+                json.dumps(
+                    [{**e.info.to_dict(), "path": str(e.path), "sha256": e.sha256} for e in entries], indent=2
+                )
+            )
+            return 0
+        print(
+            f"{'model':<16} {'variant':<11} {'runtime':<10} {'bytes':>10}  {'version':<12}  inputs -> outputs"
+        )
+        for e in entries:
+            i = e.info
+            ins = " ".join(s.describe() for s in i.inputs)
+            outs = " ".join(s.describe() for s in i.outputs)
+            print(
+                f"{i.name:<16} {i.variant:<11} {i.runtime:<10} {i.size_bytes:>10}  {i.version:<12}  {ins} -> {outs}"
+            )
+        return 0
+    raise SystemExit(f"unknown models command {args.models_cmd}")
+
+
+def add_model(registry: Registry, name: str, path: Path, variant: str | None, version: str | None):  # type: ignore[no-untyped-def]
+    """Register a user's ``.tflite`` file or SavedModel folder, reading its tensors.
+
+    Names become folder names under the models folder, so they are checked before
+    anything is read: plain names only (no ``/``, ``..``, leading dot, NUL).
+    """
+    check_name("model", name)
+    if variant is not None:
+        check_name("variant", variant)
+    if not path.exists():
+        raise BadInput(f"{path} does not exist")
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise BadInput(f"{path} is a folder but not a SavedModel (no saved_model.pb)")
+        from workers.models.runtimes.tensorflow import describe_savedmodel
+
+        variant = variant or "savedmodel"
+        runtime = "tensorflow"
+        ins, outs = describe_savedmodel(path)
+    elif path.suffix == ".tflite":
+        from workers.models.runtimes.litert import describe_tflite
+
+        ins, outs = describe_tflite(path)
+        runtime = "litert"
+        variant = variant or ("int8" if any(s.quantization for s in ins) else "fp32")
+    else:
+        raise BadInput(f"{path}: expected a .tflite file or a SavedModel folder")
+    check_name("variant", variant)
+    resolve_inside(registry.root, f"{name}/{variant}")
+    info = ModelInfo(
+        name=name, variant=variant, version=version or "", runtime=runtime, inputs=ins, outputs=outs
+    )
+    return registry.write(info, path)

@@ -1,0 +1,326 @@
+"""A worker process's job path: fetch -> decode -> validate -> batch -> predict -> store -> ack.
+
+The ``Fetcher`` thread takes messages from the model queues many at a time and hands
+them here; each message is parsed and each job decoded and validated on that thread
+(a bad one is answered at once, alone) and then queued for the ``Batcher``, whose
+thread runs a group through the model, stores every job's state in one Redis round
+trip, and only then acknowledges the messages. Flower sees every job, single, batched
+or bulk, through the task events sent here.
+
+Why not celery-batches 0.11: it pins ``celery<5.7``, sends no task events (Flower
+cannot see batched jobs) and leaves a failed batch's jobs PENDING. And why not a
+Celery task strategy over kombu's own consumer: kombu's Redis transport costs a round
+trip per message received and another per ack, which caps a worker at a few hundred
+small jobs per second whatever the batching. Celery still runs the worker around
+this (events, heartbeats, remote control, Flower's view of the worker); a worker
+bootstep starts and stops the job path with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.codec import quote
+from tasks.constants import PREDICT_TASK
+from tasks.errors import InferqError
+from tasks.wire import Result
+from workers.broker.envelope import Rejected, parse_message
+from workers.broker.fetcher import Delivery, Fetcher
+from workers.broker.retry import GaveUp, Persistent
+from workers.broker.stored_inputs import StoredInputs, Unusable
+from workers.serving.batcher import Batcher, Completer
+from workers.serving.events import EventSink
+from workers.serving.metrics import Metrics
+from workers.serving.pipeline import Pipeline, Prepared
+from workers.serving.store import Outcome, ResultWriter
+
+log = logging.getLogger(__name__)
+
+#: A model whose last batch took at least this long gets a ``STARTED`` state (and a
+#: ``task-started`` event) for each job before it runs. Faster models skip it: the
+#: state would live for a millisecond and cost a write per job.
+TRACK_STARTED_MS = 20.0
+
+
+@dataclass
+class BatchLimits:
+    """Per-worker overrides of the models' own ``max_batch_size`` / ``max_wait_ms``."""
+
+    max_batch_size: int | None = None
+    max_wait_ms: float | None = None
+
+
+@dataclass
+class _Message:
+    """A delivered message whose jobs are in flight: acked when the last one is stored."""
+
+    delivery: Delivery
+    remaining: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    refs: list[str] = field(default_factory=list)  # inputs stored beside the message
+    #: Some job's outcome could not be stored: the message is given up, never acked.
+    abandoned: bool = False
+
+    def finish(self, n: int = 1) -> bool:
+        """Count ``n`` jobs done; True when this was the last (time to ack)."""
+        with self.lock:
+            self.remaining -= n
+            return self.remaining == 0
+
+
+@dataclass
+class _Entry:
+    job: Prepared
+    msg: _Message
+
+
+class WorkerCore:
+    """Everything one worker process runs besides Celery's own consumer."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        writer: ResultWriter,
+        fetcher_factory: Any,
+        events: EventSink,
+        *,
+        limits: BatchLimits | None = None,
+        metrics: Metrics | None = None,
+        give_up_s: float = 300.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.writer = writer
+        self.events = events
+        self.limits = limits or BatchLimits()
+        self.metrics = metrics or Metrics(None)
+        self.batcher: Batcher[_Entry] = Batcher(self._run_batch)
+        self.completer = Completer()
+        self.fetcher: Fetcher = fetcher_factory(self.on_deliveries)
+        self.inputs = StoredInputs(self.fetcher.client, pipeline.max_payload_bytes)
+        self.pid = os.getpid()
+        self._stopping = threading.Event()
+        #: Stores and acks outlast a Redis restart or a network cut of up to ``give_up_s``.
+        self.persist = Persistent(give_up_s, self._stopping)
+        self._started = False
+        self._last_compute_ms: dict[str, float] = {}
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self.completer.start()
+            self.batcher.start()
+            self.fetcher.start()
+
+    def shutdown(self) -> None:
+        """Finish the batch in hand; put everything else back on its queue."""
+        if not self._started:
+            return
+        self._started = False
+        self._stopping.set()
+        self.fetcher.stop()
+        self.fetcher.join(timeout=10)
+        left = self.batcher.stop()
+        self.completer.stop()  # stores and acks every batch already computed
+        restore = list({id(e.msg): e.msg.delivery for e in left}.values())
+        if restore:
+            try:
+                self.fetcher.restore(restore)
+                log.info("returned %d buffered message(s) to the queue", len(restore))
+            except Exception as exc:  # the visibility timeout will bring them back
+                log.warning("could not return %d message(s) to the queue: %s", len(restore), exc)
+        self.fetcher.stop_leases()
+        self.events.close()
+
+    # --- fetcher thread -------------------------------------------------------------
+
+    def on_deliveries(self, deliveries: list[Delivery]) -> None:
+        """Answer bad jobs, hand good ones to the batcher. Never raises: each delivery ends
+        acknowledged, given up (it comes back), or held by its jobs in the batcher."""
+        failures: list[tuple[Outcome, _Message]] = []
+        done: list[_Message] = []
+        parsed: list[tuple[_Message, list[tuple[str, Any]]]] = []
+        for d in deliveries:
+            try:
+                items = parse_message(d.raw)
+            except Rejected as rej:
+                # Not answerable as a job (no id) or refused unread: logged without the body.
+                log.warning("rejected message from %s: %s", d.list_key, rej.reason)
+                msg = _Message(d, remaining=0)
+                if rej.job_id:
+                    failures.append((Outcome(rej.job_id, error=rej.error(rej.reason)), msg))
+                done.append(msg)
+                continue
+            except Exception as exc:  # a parser bug must not poison the other messages
+                log.error("could not read a message from %s (%s); dropped", d.list_key, type(exc).__name__)
+                done.append(_Message(d, remaining=0))
+                continue
+            # One more than its jobs: this hold keeps the message from being acked (by a
+            # batch finishing on the completer thread) before its early failures are stored.
+            parsed.append((_Message(d, remaining=len(items) + 1), items))
+        try:
+            self._claim_inputs(parsed)
+        except Exception as exc:
+            log.error("%s; %d message(s) come back after the visibility timeout", _why(exc), len(deliveries))
+            self.fetcher.abandon(deliveries)
+            return
+        for msg, items in parsed:
+            self._take(msg, items, failures)
+        if failures:
+            outcomes = [o for o, _ in failures]
+            try:
+                self.persist.call("storing failures", lambda: self.writer.store(outcomes))
+            except Exception as exc:
+                log.error("%s; their messages come back after the visibility timeout", _why(exc))
+                for _, msg in failures:
+                    msg.abandoned = True
+            else:
+                for o in outcomes:
+                    self._finish_event(o, 0.0)
+                self.metrics.failed_early(outcomes)
+                self.events.flush()
+        done += [msg for msg, _ in parsed if msg.finish()]  # release the holds
+        self._ack(done)
+
+    def _ack(self, messages: list[_Message]) -> None:
+        """Acknowledge finished messages (and drop their stored inputs); give up the abandoned."""
+        ack = [m for m in messages if not m.abandoned]
+        lost = [m.delivery for m in messages if m.abandoned]
+        if ack:
+            refs = [r for m in ack for r in m.refs]
+            try:
+                self.persist.call("acknowledging", lambda: self.fetcher.ack([m.delivery for m in ack], refs))
+            except Exception as exc:  # the results are stored; a redelivery recomputes them
+                log.error("%s; %d message(s) will be redelivered", _why(exc), len(ack))
+                lost += [m.delivery for m in ack]
+        if lost:
+            self.fetcher.abandon(lost)
+
+    def _claim_inputs(self, parsed: list[tuple[_Message, list[tuple[str, Any]]]]) -> None:
+        """Fetch inputs that travelled beside their messages, all in one round trip."""
+        wanted: list[dict[str, Any]] = []
+        for msg, items in parsed:
+            for _, raw in items:
+                ref = self.inputs.ref(raw)
+                if ref is not None:
+                    wanted.append(raw)
+                    msg.refs.append(ref)
+        if wanted:
+            self.persist.call("reading stored inputs", lambda: self.inputs.fill(wanted))
+
+    def _take(
+        self,
+        msg: _Message,
+        items: list[tuple[str, Any]],
+        failures: list[tuple[Outcome, _Message]],
+    ) -> None:
+        answered = 0
+        for jid, raw in items:
+            self.events.send(
+                "task-received", jid, name=PREDICT_TASK, args=_describe(raw), kwargs="{}", retries=0
+            )
+            try:
+                stored = raw.get("inputs") if isinstance(raw, dict) else None
+                if isinstance(stored, Unusable):
+                    raise stored.error
+                prepared = self.pipeline.prepare(jid, raw, msg.delivery.received_at)
+            except InferqError as exc:
+                failures.append((Outcome(jid, error=exc, key=self._label(raw)), msg))
+                answered += 1
+                continue
+            info = prepared.runtime.info
+            max_size = self.limits.max_batch_size or info.max_batch_size
+            max_wait = self.limits.max_wait_ms if self.limits.max_wait_ms is not None else info.max_wait_ms
+            key: Hashable = prepared.batch_key
+            self.batcher.put(key, _Entry(prepared, msg), max_size=max_size, max_wait_s=max_wait / 1e3)
+        if answered:
+            msg.finish(answered)  # never the last: on_deliveries still holds the message
+
+    def _label(self, raw: Any) -> str:
+        """The job's model:variant for metrics, if served (senders don't pick labels)."""
+        if isinstance(raw, dict):
+            key = f"{raw.get('model')}:{raw.get('variant')}"
+            if key in self.pipeline.runtimes:
+                return key
+        return "unknown"
+
+    # --- batcher thread -------------------------------------------------------------
+
+    def _run_batch(self, entries: list[_Entry]) -> None:
+        """Compute one batch; everything after the model call goes to the completer thread,
+        so the next batch starts at once while this one's results are stored."""
+        jobs = [e.job for e in entries]
+        key = jobs[0].runtime.info.key
+        if self._last_compute_ms.get(key, TRACK_STARTED_MS) >= TRACK_STARTED_MS:
+            ids = [j.job_id for j in jobs]
+            self.completer.submit(lambda: self._mark_started(ids))
+        t0 = time.time()
+        try:
+            results: list[Result] | None = self.pipeline.run(jobs)
+            error: InferqError | None = None
+            assert results is not None
+            self._last_compute_ms[key] = results[0].timing.compute_ms
+        except InferqError as exc:
+            results, error = None, exc
+        self.completer.submit(lambda: self._complete(entries, results, error, t0))
+
+    def _mark_started(self, ids: list[str]) -> None:
+        self.writer.started(ids)
+        for i in ids:
+            self.events.send("task-started", i, pid=self.pid)
+        self.events.flush()
+
+    def _complete(
+        self, entries: list[_Entry], results: list[Result] | None, error: InferqError | None, t0: float
+    ) -> None:
+        """On the completer thread: store, then acknowledge, then tell Flower and metrics."""
+        jobs = [e.job for e in entries]
+        if results is not None:
+            outcomes = [Outcome(r.job_id, result=r.to_wire()) for r in results]
+        else:
+            assert error is not None
+            outcomes = [Outcome(j.job_id, error=error, key=jobs[0].runtime.info.key) for j in jobs]
+        try:
+            self.persist.call(f"storing a batch of {len(entries)}", lambda: self.writer.store(outcomes))
+            stored = True
+        except Exception as exc:
+            # Not stored: not acked either; the messages come back after the visibility timeout.
+            log.error("%s; leaving it unacknowledged", _why(exc))
+            stored = False
+        now = time.time()
+        finished: list[_Message] = []
+        for e, o in zip(entries, outcomes, strict=True):
+            if stored:
+                self._finish_event(o, now - e.job.received_at)
+            else:
+                e.msg.abandoned = True
+            if e.msg.finish():
+                finished.append(e.msg)
+        self._ack(finished)
+        if stored:
+            self.events.flush()
+            self.metrics.batch_done(jobs, results, t0)
+
+    def _finish_event(self, o: Outcome, runtime_s: float) -> None:
+        if o.error is None:
+            self.events.send("task-succeeded", o.job_id, result="<outputs>", runtime=runtime_s)
+        else:
+            exc = f"{type(o.error).__name__}({o.error.message!r})"
+            self.events.send("task-failed", o.job_id, exception=exc, traceback=None)
+
+
+def _why(exc: Exception) -> str:
+    """A failed Redis call for the log: our own message, or the exception's type and text."""
+    return str(exc) if isinstance(exc, GaveUp) else f"{type(exc).__name__}: {exc}"
+
+
+def _describe(raw: Any) -> str:
+    """What Flower shows as the job's args: model and variant, never the input payload."""
+    if isinstance(raw, dict):
+        return f"({quote(raw.get('model'))}, {quote(raw.get('variant'))})"
+    return "(<malformed>)"

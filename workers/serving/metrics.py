@@ -1,0 +1,177 @@
+"""Prometheus metrics and the recent-latency window ``inferq status`` shows.
+
+Per job: queue time, batch wait, processing time; per batch: compute time and batch
+size; counters of jobs by status. Cache hits and misses happen on the producer side
+(the cache check is the producer's Lua call, which counts them in Redis); the worker
+exports those counters too, read from Redis at scrape time, so one scrape target has
+the whole picture. End-to-end time is only known to the client (``inferq bench``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from tasks.constants import CACHE_STATS_KEY
+from tasks.wire import Result
+from workers.serving.pipeline import Prepared
+from workers.serving.store import Outcome
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+WINDOW_S = 60.0
+
+
+class Metrics:
+    """Records outcomes; serves ``/metrics`` on ``port`` when one is given."""
+
+    def __init__(self, port: int | None, *, redis_client: Any = None) -> None:
+        self._lock = threading.Lock()
+        self.succeeded = 0
+        self.failed = 0
+        self._recent: dict[str, deque[tuple[float, float, float]]] = defaultdict(lambda: deque(maxlen=20_000))
+        self._prom: dict[str, Any] | None = None
+        if port:
+            self._prom = self._start(port, redis_client)
+
+    # --- recording ------------------------------------------------------------------
+
+    def batch_done(self, jobs: list[Prepared], results: list[Result] | None, t0: float) -> None:
+        key = jobs[0].runtime.info.key
+        model, variant = key.split(":", 1)
+        now = time.time()
+        with self._lock:
+            if results is None:
+                self.failed += len(jobs)
+            else:
+                self.succeeded += len(jobs)
+                recent = self._recent[key]
+                for r in results:
+                    recent.append((now, r.timing.queue_ms, r.timing.processing_ms))
+        p = self._prom
+        if p is None:
+            return
+        status = "success" if results is not None else "failure"
+        p["jobs"].labels(model, variant, status).inc(len(jobs))
+        p["batch_size"].labels(model, variant).observe(len(jobs))
+        if results:
+            t = results[0].timing
+            p["compute"].labels(model, variant).observe(t.compute_ms / 1e3)
+            for r in results:
+                p["queue"].labels(model, variant).observe(r.timing.queue_ms / 1e3)
+                p["batch_wait"].labels(model, variant).observe(r.timing.batch_wait_ms / 1e3)
+                p["processing"].labels(model, variant).observe(r.timing.processing_ms / 1e3)
+
+    def failed_early(self, outcomes: Iterable[Outcome]) -> None:
+        """Jobs refused before batching (bad input, unknown model)."""
+        outcomes = list(outcomes)
+        with self._lock:
+            self.failed += len(outcomes)
+        if self._prom is not None:
+            for o in outcomes:
+                model, _, variant = o.key.partition(":")
+                self._prom["jobs"].labels(model, variant or "unknown", "failure").inc()
+
+    def taken_back(self, queue: str, n: int) -> None:
+        """Messages of ``queue`` (``inferq.<model>.<variant>``) taken back from a dead worker."""
+        if self._prom is not None:
+            _, model, variant = queue.split(".", 2)
+            self._prom["taken_back"].labels(model, variant).inc(n)
+
+    # --- for the heartbeat / inferq status --------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        cutoff = time.time() - WINDOW_S
+        models: dict[str, Any] = {}
+        with self._lock:
+            for key, recent in self._recent.items():
+                while recent and recent[0][0] < cutoff:
+                    recent.popleft()
+                if not recent:
+                    continue
+                arr = np.array([(q, p) for _, q, p in recent])
+                span = max(1.0, min(WINDOW_S, time.time() - recent[0][0]))
+                q50, q99 = np.percentile(arr[:, 0], [50, 99])
+                p50, p99 = np.percentile(arr[:, 1], [50, 99])
+                models[key] = {
+                    "jobs_s": len(recent) / span,
+                    "queue_p50_ms": float(q50),
+                    "queue_p99_ms": float(q99),
+                    "processing_p50_ms": float(p50),
+                    "processing_p99_ms": float(p99),
+                }
+            return {"succeeded": self.succeeded, "failed": self.failed, "recent": models}
+
+    # --- prometheus -----------------------------------------------------------------
+
+    def _start(self, port: int, redis_client: Any) -> dict[str, Any] | None:
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+        except ImportError:
+            log.warning("prometheus_client is not installed: no /metrics (pip install 'inferq[worker]')")
+            return None
+        reg = CollectorRegistry()
+        labels = ("model", "variant")
+
+        def hist(name: str, doc: str, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Any:
+            return Histogram(name, doc, labels, registry=reg, buckets=buckets)
+
+        prom = {
+            "queue": hist("inferq_queue_seconds", "Time from enqueue to a worker receiving the job"),
+            "batch_wait": hist(
+                "inferq_batch_wait_seconds", "Time a received job waited for its batch to start"
+            ),
+            "compute": hist("inferq_compute_seconds", "Model time per batch"),
+            "processing": hist("inferq_processing_seconds", "Time from receipt to result ready, per job"),
+            "batch_size": hist("inferq_batch_size", "Jobs per model call", BATCH_BUCKETS),
+            "jobs": Counter("inferq_jobs", "Jobs finished by this worker", (*labels, "status"), registry=reg),
+            "taken_back": Counter(
+                "inferq_messages_taken_back",
+                "Messages this worker put back on their queue after their worker's lease lapsed",
+                labels,
+                registry=reg,
+            ),
+        }
+        if redis_client is not None:
+            reg.register(_CacheCollector(redis_client))
+        try:
+            start_http_server(port, addr="127.0.0.1", registry=reg)
+        except OSError as exc:
+            log.warning("metrics port %d not available (%s): no /metrics", port, exc)
+            return None
+        log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", port)
+        return prom
+
+
+class _CacheCollector:
+    """Cache hit/miss counters that producers keep in Redis (``HINCRBY`` in their Lua call)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        hits = CounterMetricFamily(
+            "inferq_cache_hits", "Submits served from the cache", labels=("model", "variant")
+        )
+        misses = CounterMetricFamily(
+            "inferq_cache_misses", "Submits that were enqueued", labels=("model", "variant")
+        )
+        try:
+            raw = self.client.hgetall(CACHE_STATS_KEY)
+        except Exception:
+            raw = {}
+        for field, value in raw.items():
+            model, variant, kind = field.decode().rsplit(":", 2)
+            (hits if kind == "hit" else misses).add_metric([model, variant], float(value))
+        yield hits
+        yield misses

@@ -1,0 +1,64 @@
+"""Write job states to the result backend (which doubles as the cache), a batch at a time.
+
+The records are ``tasks/wire/``'s ``StatusRecord``: what Celery's Redis backend would
+write, so any Celery client can poll them with ``AsyncResult``; but a whole batch goes
+out in one Lua call (one round trip, ``tasks/lua/store.lua``) instead of one ``SETEX``
++ ``PUBLISH`` per job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from tasks import lua
+from tasks.errors import InferqError
+from tasks.keys import result_key
+from tasks.wire import StatusRecord
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One job's end: a result document or an error."""
+
+    job_id: str
+    result: dict[str, Any] | None = None
+    error: InferqError | None = None
+    key: str = "unknown"  # model:variant, for metrics
+
+    def record(self) -> StatusRecord:
+        if self.error is None:
+            assert self.result is not None
+            return StatusRecord.success(self.job_id, self.result)
+        return StatusRecord.failure(self.job_id, self.error)
+
+
+class ResultWriter:
+    """Stores outcomes (and ``STARTED`` marks) with one round trip per call."""
+
+    def __init__(self, client: redis.Redis[bytes], ttl_s: int, started_ttl_s: int | None = None) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        #: A ``STARTED`` state is not a result: if the job's message were lost, a state
+        #: that lived as long as the cache would make every resubmission wait for it.
+        self.started_ttl_s = min(ttl_s, started_ttl_s or ttl_s)
+        self._store = client.register_script(lua.source("store"))
+        self._started = client.register_script(lua.source("mark_started"))
+
+    def started(self, job_ids: Iterable[str]) -> None:
+        ids = list(job_ids)
+        if ids:
+            self._started(
+                keys=[result_key(j) for j in ids],
+                args=[self.started_ttl_s, *(StatusRecord.started(j).encode() for j in ids)],
+            )
+
+    def store(self, outcomes: Iterable[Outcome]) -> None:
+        outcomes = list(outcomes)
+        if not outcomes:
+            return
+        docs = [o.record().encode() for o in outcomes]
+        self._store(keys=[result_key(o.job_id) for o in outcomes], args=[self.ttl_s, *docs])
