@@ -6,6 +6,6 @@ COPY tasks tasks
 COPY workers workers
 COPY producers producers
 COPY ops ops
-RUN pip install --no-cache-dir ".[worker,tf,flower]"
+RUN pip install --no-cache-dir ".[cli,worker,tf,flower]"
 ENV INFERQ_MODELS_DIR=/models
 ENTRYPOINT ["inferq"]

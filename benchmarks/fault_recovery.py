@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from ops.local.redis_server import LocalRedis  # noqa: E402
 from producers.client import Client  # noqa: E402
 from tasks.keys import result_key  # noqa: E402
+from tasks.kombu_layout import UNACKED_INDEX  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 from tasks.wire import Result  # noqa: E402
 from tests.conftest import WorkerProcess  # noqa: E402
@@ -63,11 +64,11 @@ def takeover(models_dir: Path, n: int, vt: int, tmp: Path) -> dict[str, object]:
             jobs = client.submit_many("digits", inputs(models_dir, n), variant="fp32", chunk_size=1)
             keys = [result_key(j.id) for j in jobs]
             os.kill(doomed.proc.pid, signal.SIGCONT)
-            while client.backend.exists(*keys) < 100 or client.broker.zcard("unacked_index") == 0:
+            while client.backend.exists(*keys) < 100 or client.broker.zcard(UNACKED_INDEX) == 0:
                 time.sleep(0.002)
             doomed.proc.kill()
             killed_at = time.time()
-            held = client.broker.zcard("unacked_index")
+            held = client.broker.zcard(UNACKED_INDEX)
             done_before = client.backend.exists(*keys)
             os.kill(survivor.proc.pid, signal.SIGCONT)
             results = client.wait_all(jobs, timeout=vt + 120)

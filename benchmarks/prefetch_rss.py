@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.system_bench import cpu_name, worker_cmd  # noqa: E402
 from ops.local.redis_server import LocalRedis  # noqa: E402
 from producers.client import Client  # noqa: E402
+from tasks.kombu_layout import UNACKED_INDEX  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 
 
@@ -81,7 +82,7 @@ def main() -> None:
                     (
                         time.time() - start,
                         r.llen("inferq.digits.fp32"),
-                        int(r.zcard("unacked_index")),
+                        int(r.zcard(UNACKED_INDEX)),
                         rss_mib(w.pid),
                     )
                 )

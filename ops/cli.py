@@ -169,6 +169,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"inferq: {args.cmd} needs {exc.name}, which is not installed: pip install 'inferq[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+#: Optional packages some commands import, and the extra that installs each.
+EXTRAS = {
+    "tqdm": "cli",
+    "PIL": "cli",
+    "matplotlib": "bench",
+    "flower": "flower",
+    "ai_edge_litert": "worker",
+    "prometheus_client": "worker",
+    "tensorflow": "tf",
+    "sklearn": "tf",
+}
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,6 +13,7 @@ from producers.job import Job
 from tasks.errors import (
     BadInput,
     Expired,
+    IncompatibleVersion,
     InferqError,
     ModelNotFound,
     Overloaded,
@@ -27,6 +28,7 @@ __all__ = [
     "BadInput",
     "Client",
     "Expired",
+    "IncompatibleVersion",
     "InferqError",
     "Job",
     "JobStatus",

@@ -187,7 +187,9 @@ class Client:
         for jid, (_, payload), found in zip(ids, chunk, codes, strict=True):
             if found[0] == FOUND:
                 record = StatusRecord.parse(found[1], jid)
-                if record is not None and record.cacheable:
+                if record is not None and (record.cacheable or record.foreign):
+                    # A record of a newer inferq is reported (IncompatibleVersion), never
+                    # deleted and redone: during a rolling upgrade it is someone's result.
                     jobs.append(
                         Job(
                             jid,
@@ -195,7 +197,7 @@ class Client:
                             info.name,
                             info.variant,
                             t0,
-                            cached=True,
+                            cached=record.cacheable,
                             enqueued=False,
                             _record=record,
                             _arrived=time.time(),

@@ -8,6 +8,7 @@ will always fail and the failure may be served from the cache) or of the moment.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, ClassVar
 
 
@@ -98,6 +99,7 @@ def error_from_wire(exc_type: str, exc_message: Any) -> InferqError:
     return cls(message)
 
 
+@cache
 def cacheable_types() -> tuple[str, ...]:
     """The error types whose stored failure may be served from the cache (the input's fault).
 

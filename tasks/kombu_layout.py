@@ -11,7 +11,7 @@ sweep, Flower's queue depths and a plain Celery worker would misread it:
   set (delivery tag, scored by delivery time);
 - the delivery tag and routing key live in the envelope's ``properties``.
 
-None of this is kombu's public API. ``tests/unit/test_kombu_layout.py`` pins every name
+None of this is kombu's public API. ``tests/integration/test_kombu_layout.py`` pins every name
 and format here against the installed kombu (including a real ``QoS.append`` on a real
 Redis), so an upgrade that changes them fails a test, not production. The Lua side of
 the same layout is ``tasks/lua/fetch.lua`` and ``take_back.lua``, which take these
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -86,6 +87,20 @@ def decode_unacked_entry(raw: bytes | str) -> tuple[dict[str, Any], str, str]:
     if not isinstance(exchange, str) or not isinstance(routing_key, str):
         raise ValueError("not a kombu unacked entry")
     return message, exchange, routing_key
+
+
+def redelivery(message: dict[str, Any], routing_key: str) -> tuple[str, str]:
+    """A taken-back message as kombu's restore would requeue it: marked ``redelivered``,
+    under a new delivery tag (so a worker that was only cut off, and comes back to ack
+    the old tag, cannot touch the new delivery's record); returns ``(list, message JSON)``.
+
+    Raises ``KeyError``/``TypeError``/``AttributeError`` for a message without kombu's
+    ``properties``.
+    """
+    message.setdefault("headers", {})["redelivered"] = True
+    properties = message["properties"]
+    properties["delivery_tag"] = str(uuid.uuid4())
+    return list_for(routing_key, properties.get("priority")), json.dumps(message)
 
 
 def delivery_fields(message: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -1,5 +1,6 @@
 -- The in-flight claim of a job id (tasks/wire/control.py, Claim): '<wire version>:<unix time>'
--- on Redis's clock. A claim younger than ARGV[1] seconds holds the id; an older one,
+-- on Redis's clock (a bare '<unix time>', as inferq wrote it before claims had a
+-- version, is read as version 1, so a rolling upgrade does not send jobs twice). A claim younger than ARGV[1] seconds holds the id; an older one,
 -- or one in another wire version, may be stale (its producer died before sending, or
 -- its message was lost) and is taken over. ARGV[2] is the claim's TTL, ARGV[3] the
 -- wire version.
@@ -10,6 +11,7 @@ local stamp = ARGV[3] .. ':' .. string.format('%.6f', now)
 local function claim_time(raw)
   if not raw then return nil end
   local v, at = string.match(raw, '^(%d+):([%d%.]+)$')
+  if not v then v, at = '1', string.match(raw, '^([%d%.]+)$') end
   if v ~= ARGV[3] then return nil end
   return tonumber(at)
 end

@@ -1,7 +1,7 @@
 -- Reads a job's status record (tasks/wire/results.py, StatusRecord.cacheable): may it be served
 -- as a cache hit? Yes for a result, and for a failure whose error type is one of
 -- `cacheable` (a set handed in by Python: tasks.errors.cacheable_types), in wire
--- version `version`. tests/unit/test_status_record_lua.py holds this to agreeing with
+-- version `version`. tests/integration/test_lua_agreement.py holds this to agreeing with
 -- the Python reader on the same records.
 local function status_cacheable(raw, version, cacheable)
   local ok, doc = pcall(cjson.decode, raw)

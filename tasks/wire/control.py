@@ -17,7 +17,8 @@ class Claim:
     """The in-flight claim's value: ``<v>:<unix time on Redis's clock>``.
 
     Written and read by ``tasks/lua/claim.lua``; this is the same format in Python,
-    for tests and tools. A value in another version is treated as stale (taken over).
+    for tests and tools. A value in another version is treated as stale (taken over);
+    a bare time (claims before they had a version) is version 1.
     """
 
     @staticmethod
@@ -30,7 +31,9 @@ class Claim:
             return None
         text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
         version, sep, at = text.partition(":")
-        if not sep or version != str(VERSION):
+        if not sep:
+            version, at = "1", text
+        if version != str(VERSION):
             return None
         try:
             return float(at)

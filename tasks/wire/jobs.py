@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.errors import BadInput
+from tasks.errors import BadInput, IncompatibleVersion
 from tasks.wire.version import VERSION, show
 
 
@@ -114,7 +115,8 @@ class BulkMessage:
         not a non-empty list or no item is usable. The per-job arguments are parsed
         later, one job at a time, by ``Request.from_wire``.
         """
-        _check_version(obj, "bulk job")
+        # No version check here: each item is parsed by ``Request.from_wire`` and answered
+        # alone (under its own id, which a waiter watches), also when the version is off.
         items = obj["items"]
         if not isinstance(items, list) or not items:
             raise BadInput("bulk job 'items' must be a non-empty list of {id, inputs}")
@@ -134,9 +136,12 @@ class BulkMessage:
         return out, skipped
 
 
+_ITEM_ID = re.compile(r"[A-Za-z0-9\-]{1,64}")
+
+
 def is_item_id(jid: str) -> bool:
     """A bulk item's id: letters, digits and '-', at most 64 (a job id, never a key pattern)."""
-    return 0 < len(jid) <= 64 and all(c.isascii() and (c.isalnum() or c == "-") for c in jid)
+    return _ITEM_ID.fullmatch(jid) is not None
 
 
 def _inputs_fields(inputs: Any, ref: str | None) -> dict[str, Any]:
@@ -144,8 +149,13 @@ def _inputs_fields(inputs: Any, ref: str | None) -> dict[str, Any]:
 
 
 def _check_version(obj: Mapping[str, Any], what: str) -> None:
+    # Not BadInput: that is cached under the job's id, and the same input sent again
+    # by an upgraded client must run, not meet this answer for a day.
     if obj.get("v", VERSION) != VERSION:
-        raise BadInput(f"{what} wire version must be {VERSION}, got {show(obj.get('v'))}")
+        raise IncompatibleVersion(
+            f"{what} wire version must be {VERSION}, got {show(obj.get('v'))} "
+            "(the producer and the worker run inferq versions that do not match)"
+        )
 
 
 def _stamp(obj: Mapping[str, Any], name: str) -> float | None:

@@ -73,6 +73,8 @@ class Result:
         }
 
 
+_CACHEABLE = frozenset(cacheable_types())
+
 #: Celery states after which nothing more happens to a job.
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
@@ -170,6 +172,12 @@ class StatusRecord:
         return cls(jid, state, result=result if isinstance(result, dict) else None)
 
     @property
+    def foreign(self) -> bool:
+        """Written in a wire version this reader does not know (by a newer inferq): never
+        to be deleted, redone or served, only reported (``IncompatibleVersion``)."""
+        return self.version != VERSION
+
+    @property
     def ready(self) -> bool:
         """Nothing more will happen to this job: wake its waiters."""
         return self.state in READY_STATES
@@ -181,7 +189,7 @@ class StatusRecord:
             return False
         if self.state == "SUCCESS":
             return self.result is not None and "outputs" in self.result
-        return self.state == "FAILURE" and self.error_type in cacheable_types()
+        return self.state == "FAILURE" and self.error_type in _CACHEABLE
 
     def job_status(self) -> JobStatus:
         if self.state == "SUCCESS":

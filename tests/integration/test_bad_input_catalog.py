@@ -37,7 +37,7 @@ import redis
 
 from producers.client import Client
 from tasks.codec import encode_inputs
-from tasks.errors import BadInput, InferqError, ModelNotFound, PayloadTooLarge
+from tasks.errors import BadInput, IncompatibleVersion, InferqError, ModelNotFound, PayloadTooLarge
 from tasks.keys import NAME_RE
 from tests.helpers.raw_messages import (
     JSON,
@@ -228,7 +228,8 @@ CATALOG: dict[str, Case] = {
         lambda x, m, i: job_message({"model": "digits"}, job_id=i),
         (BadInput, r"job is missing field\(s\) \['variant', 'inputs'\]; expected model, variant and inputs"),
     ),
-    "wrong_wire_version": Case(req(v=99), (BadInput, r"job wire version must be 1, got 99")),
+    # Not BadInput: a version mismatch is not the input's fault and must not be cached.
+    "wrong_wire_version": Case(req(v=99), (IncompatibleVersion, r"job wire version must be 1, got 99")),
     "timestamp_beyond_float": Case(
         lambda x, m, i: job_message(
             request({"image": x.tolist()}, enqueued_at=10**400), job_id=i, ctype=JSON

@@ -19,6 +19,7 @@ from ops.local.redis_server import free_port
 from producers.client import Client
 from tasks.errors import BadInput, TransientError
 from tasks.keys import job_id
+from tasks.kombu_layout import UNACKED, UNACKED_INDEX
 from tasks.settings import Settings
 from tests.conftest import ROOT, WorkerProcess, queue_depth, started_worker
 from workers.models.registry import Registry
@@ -222,12 +223,12 @@ def test_prefetch_is_bounded_with_thousands_of_jobs_waiting(
     fp16_worker_after.append(start_worker(settings, tmp_path, ["digits:fp16"], "--max-batch-size", "16"))
     peak = 0
     while queue_depth(broker, "digits", "fp16") > 500:
-        peak = max(peak, int(broker.zcard("unacked_index")))
+        peak = max(peak, int(broker.zcard(UNACKED_INDEX)))
         time.sleep(0.01)
     # Capacity is 2 batches (32) or the prefetch setting, whichever is larger.
     assert peak <= max(settings.prefetch, 32), f"{peak} messages held unacknowledged at once"
     assert all(not isinstance(r, Exception) for r in client.wait_all(jobs, timeout=120))
-    assert broker.zcard("unacked_index") == 0 and broker.hlen("unacked") == 0
+    assert broker.zcard(UNACKED_INDEX) == 0 and broker.hlen(UNACKED) == 0
 
 
 def test_prometheus_metrics_scrape_and_parse(settings: Settings, client: Client, tmp_path: Path) -> None:
@@ -298,9 +299,7 @@ def test_sigterm_finishes_the_batch_in_hand_and_requeues_the_rest(
         time.sleep(0.005)
     w.stop()  # SIGTERM, waits for exit
     assert w.proc.returncode == 0, w.log_text()[-2000:]
-    assert broker.hlen("unacked") == 0 and broker.zcard("unacked_index") == 0, (
-        "buffered jobs were not put back"
-    )
+    assert broker.hlen(UNACKED) == 0 and broker.zcard(UNACKED_INDEX) == 0, "buffered jobs were not put back"
     done = sum(client.status(j.id).value == "success" for j in jobs)
     assert 0 < done < 2000
     assert done + queue_depth(broker, "digits", "fp16") == 2000, "a job was lost or duplicated on shutdown"

@@ -25,7 +25,7 @@ from ops.local.redis_server import LocalRedis
 from producers.client import Client
 from producers.job import Job
 from tasks.keys import queue_name, result_key
-from tasks.kombu_layout import queue_lists
+from tasks.kombu_layout import UNACKED, UNACKED_INDEX, queue_lists
 from tasks.settings import Settings
 from tasks.wire import Result
 from tests.conftest import WorkerProcess, on_db, queue_depth
@@ -103,7 +103,7 @@ def test_no_job_is_lost_when_workers_are_killed_repeatedly_under_load(
                 victim = slots[slot]
                 victim.wait_ready(client, timeout=120)
                 time.sleep(rng.uniform(0.0, 1.5))  # a random moment in its life
-                held_at_kill += int(client.broker.zcard("unacked_index")) > 0
+                held_at_kill += int(client.broker.zcard(UNACKED_INDEX)) > 0
                 victim.proc.kill()
                 victim.proc.wait()
                 kills += 1
@@ -129,7 +129,7 @@ def test_no_job_is_lost_when_workers_are_killed_repeatedly_under_load(
             # the workers still running, before asserting that nothing is left.
             give_up = time.monotonic() + 4 * VISIBILITY_S + 10
             while time.monotonic() < give_up and (
-                client.broker.zcard("unacked_index")
+                client.broker.zcard(UNACKED_INDEX)
                 or any(queue_depth(client.broker, *m.split(":")) for m in MODELS)
             ):
                 time.sleep(0.25)
@@ -138,8 +138,8 @@ def test_no_job_is_lost_when_workers_are_killed_repeatedly_under_load(
                 w.stop()
         assert kills >= MIN_KILLS and len(jobs) >= MIN_JOBS
         assert held_at_kill >= MIN_KILLS // 2, "most kills should land while messages are in flight"
-        assert client.broker.zcard("unacked_index") == 0
-        assert client.broker.hlen("unacked") == 0
+        assert client.broker.zcard(UNACKED_INDEX) == 0
+        assert client.broker.hlen(UNACKED) == 0
         for m in MODELS:
             assert queue_depth(client.broker, *m.split(":")) == 0
 

@@ -139,6 +139,22 @@ def test_our_fetch_records_a_message_as_kombu_does_and_kombu_can_restore_it(serv
     assert r.llen(list_for(QUEUE, 3)) == 1
 
 
+def test_our_fetch_finds_kombus_delivery_fields_without_decoding_the_message(server):
+    """fetch.lua reads the delivery tag and routing key from the envelope's tail with string
+    patterns; an oversized message is never decoded, so its stub shows what the patterns
+    found. If kombu changed how it writes its JSON, the stub's fields would come back empty."""
+    settings = Settings(broker_url=server.url)
+    r = redis_client(server.url, settings)
+    send(settings, 0)
+    fetch = r.register_script(lua.source("fetch"))
+    _, stub, tag = fetch(keys=[UNACKED, UNACKED_INDEX, *queue_lists(QUEUE)], args=[1, 10, WIRE_VERSION])
+    envelope = orjson.loads(stub)
+    assert envelope["inferq_oversized"] > 10
+    got_tag, _exchange, routing_key = delivery_fields(envelope)
+    assert tag and got_tag == tag.decode() and routing_key == QUEUE
+    assert r.hexists(UNACKED, tag) and r.zscore(UNACKED_INDEX, tag) is not None
+
+
 @pytest.mark.parametrize(
     "options",
     [

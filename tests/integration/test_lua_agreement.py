@@ -126,12 +126,21 @@ def test_a_claim_written_in_python_holds_in_lua_until_stale(r):
     assert claims.check_and_claim(["c2"], "m:v") == [[CLAIMED]]
 
 
-@pytest.mark.parametrize("raw", [b"2:1700000000.5", b"1700000000.5", b"junk"])
+@pytest.mark.parametrize("raw", [b"2:1700000000.5", b"junk", b"1:soon"])
 def test_a_claim_lua_cannot_read_is_taken_over_and_python_cannot_read_it_either(r, raw):
     r.set(inflight_key("c3"), raw)
     assert Claim.parse(raw) is None
     assert Claims(r, 60, 3600).check_and_claim(["c3"], "m:v") == [[CLAIMED]]
     assert Claim.parse(r.get(inflight_key("c3"))) is not None
+
+
+def test_a_fresh_claim_from_before_claims_had_a_version_still_holds(r):
+    """An older producer's claim (a bare time) is honoured by both readers alike."""
+    sec, usec = r.time()
+    raw = f"{sec + usec / 1e6 - 1:.6f}".encode()
+    r.set(inflight_key("c4"), raw)
+    assert Claim.parse(raw) is not None
+    assert Claims(r, 60, stale_after_s=10).check_and_claim(["c4"], "m:v") == [[SHARED]]
 
 
 def test_the_oversized_stub_written_in_lua_reads_in_python(r):

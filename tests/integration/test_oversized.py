@@ -21,7 +21,7 @@ from producers.client import Client
 from tasks.constants import INPUT_KEY_PREFIX, PREDICT_TASK
 from tasks.errors import PayloadTooLarge
 from tasks.keys import queue_name
-from tasks.kombu_layout import queue_lists
+from tasks.kombu_layout import UNACKED, queue_lists
 from tasks.settings import Settings
 from tests.conftest import WorkerProcess
 from workers.broker.envelope import parse_message
@@ -79,7 +79,7 @@ def test_a_200_mb_message_from_a_plain_celery_client_is_refused_without_the_work
     grew = peak_rss(digits_worker.proc.pid) - before
     print(f"200 MB message refused; the worker's peak RSS grew by {grew / MIB:.1f} MiB")
     assert grew < ALLOWED_GROWTH, f"the worker's peak RSS grew by {grew / MIB:.0f} MiB"
-    assert client.broker.hlen("unacked") == 0, "the stub was acknowledged like any answered job"
+    assert client.broker.hlen(UNACKED) == 0, "the stub was acknowledged like any answered job"
     then_a_good_job_succeeds(client, digits_worker, models_dir)
 
 

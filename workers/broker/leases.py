@@ -25,11 +25,9 @@ disagree still agree on which leases lapsed.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 
 import redis
@@ -40,7 +38,7 @@ from tasks.kombu_layout import (
     UNACKED_INDEX,
     decode_unacked_entry,
     is_model_queue,
-    list_for,
+    redelivery,
 )
 
 log = logging.getLogger(__name__)
@@ -147,11 +145,7 @@ class Leases(threading.Thread):
                 message, _exchange, routing_key = decode_unacked_entry(entry)
                 if not is_model_queue(routing_key):
                     continue  # kombu's own sweep restores other queues' messages
-                message.setdefault("headers", {})["redelivered"] = True
-                properties = message["properties"]
-                properties["delivery_tag"] = str(uuid.uuid4())
-                target = list_for(routing_key, properties.get("priority"))
-                payload = json.dumps(message)
+                target, payload = redelivery(message, routing_key)
             except (ValueError, TypeError, AttributeError, KeyError):
                 log.warning("unacked entry %r is not a kombu message; left for kombu", tag)
                 continue
