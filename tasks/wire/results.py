@@ -79,7 +79,7 @@ _CACHEABLE = frozenset(cacheable_types())
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StatusRecord:
     """A job's state in the result backend: Celery's result document, plus ``v``.
 
