@@ -12,27 +12,36 @@ from producers.client import Client
 from producers.job import Job
 from tasks.errors import (
     BadInput,
+    BrokerUnavailable,
     Expired,
     IncompatibleVersion,
     InferqError,
+    JobCancelled,
+    JobNotFound,
     ModelNotFound,
+    NotReady,
     Overloaded,
     PayloadTooLarge,
     Timeout,
     TransientError,
 )
-from tasks.schema import JobStatus, Timing
+from tasks.schema import CancelOutcome, JobStatus, Timing
 from tasks.wire import Result
 
 __all__ = [
     "BadInput",
+    "BrokerUnavailable",
+    "CancelOutcome",
     "Client",
     "Expired",
     "IncompatibleVersion",
     "InferqError",
     "Job",
+    "JobCancelled",
+    "JobNotFound",
     "JobStatus",
     "ModelNotFound",
+    "NotReady",
     "Overloaded",
     "PayloadTooLarge",
     "Result",

@@ -20,6 +20,7 @@ The scripts are ``tasks/lua/claim.lua`` (the claim, ``tasks/wire/``'s ``Claim``)
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -28,6 +29,7 @@ from tasks import constants as C
 from tasks import lua
 from tasks.errors import cacheable_types
 from tasks.keys import inflight_key, result_key
+from tasks.wire import Claim
 
 #: Per-job answers of ``check_and_claim`` (the first element of each entry).
 CLAIMED, FOUND, SHARED = 0, 1, 2
@@ -53,6 +55,19 @@ class Claims:
         args = [self.stale_after_s, self.inflight_ttl_s, C.WIRE_VERSION, model_key, self._cacheable]
         out: list[list[Any]] = self._script(keys=keys, args=args)
         return out
+
+    def claim_fresh(self, ids: list[str], model_key: str) -> None:
+        """Claim ids nobody can hold yet (random, for jobs that skip the cache); one round trip."""
+        if ids:
+            pipe = self.backend.pipeline(transaction=False)
+            for jid in ids:
+                pipe.set(inflight_key(jid), Claim.encode(time.time(), model_key), ex=self.inflight_ttl_s)
+            pipe.execute()
+
+    def release(self, ids: list[str]) -> None:
+        """Drop the claims of jobs that were not sent after all (their send failed)."""
+        if ids:
+            self.backend.delete(*[inflight_key(j) for j in ids])
 
     def reclaim(self, seen: list[tuple[str, bytes]], model_key: str) -> list[bool]:
         """Claim ids whose stored state (``seen``: id, the document read) is a failure of

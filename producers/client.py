@@ -1,10 +1,17 @@
 """The client a web backend imports: submit jobs, poll or wait for results.
 
-Imports Celery, redis, numpy and msgpack only: never TensorFlow or LiteRT.
+Imports Celery, redis, numpy and msgpack only: never TensorFlow or LiteRT. Every call
+that talks to Redis is bounded in time (``producers/bounded.py``): ``timeout``, or the
+settings' ``client_timeout_s``; past it, or when Redis fails, it raises
+``BrokerUnavailable``, never a redis or kombu exception.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -13,23 +20,38 @@ from typing import Any
 
 import numpy as np
 from celery import Celery
+from kombu.connection import Connection
+from kombu.messaging import Producer
 
+from producers.bounded import CallBound
 from producers.catalog import ModelCatalog
 from producers.claims import CLAIMED, FOUND, SHARED, Claims
 from producers.job import Job
 from producers.limits import QueueDepthGuard
 from producers.listener import Arrival, ResultListener
 from tasks import constants as C
+from tasks import lua
 from tasks.app import create_app
 from tasks.codec import encode_inputs
 from tasks.connections import redis_client
-from tasks.errors import BadInput, InferqError, PayloadTooLarge
-from tasks.keys import inflight_key, input_key, job_id, queue_name, random_job_id, result_key
-from tasks.kombu_layout import check_transport_options
-from tasks.schema import JobStatus, ModelInfo
-from tasks.settings import Settings
-from tasks.validation import validate_inputs
-from tasks.wire import BulkItem, BulkMessage, Request, Result, StatusRecord
+from tasks.errors import BadInput, InferqError, JobNotFound, NotReady, PayloadTooLarge
+from tasks.keys import check_job_id, inflight_key, input_key, job_id, queue_name, random_job_id, result_key
+from tasks.kombu_layout import UNACKED_INDEX, check_transport_options, queue_lists
+from tasks.schema import CancelOutcome, JobStatus, ModelInfo
+from tasks.settings import Settings, redact_url
+from tasks.validation import cast_inputs, validate_inputs
+from tasks.wire import BulkItem, BulkMessage, Claim, Request, Result, StatusRecord
+
+log = logging.getLogger(__name__)
+
+#: tasks/lua/cancel.lua's answers.
+_CANCEL_OUTCOMES = {
+    "cancelled": CancelOutcome.CANCELLED,
+    "already": CancelOutcome.ALREADY_CANCELLED,
+    "running": CancelOutcome.RUNNING,
+    "finished": CancelOutcome.FINISHED,
+    "unknown": CancelOutcome.UNKNOWN,
+}
 
 
 class Client:
@@ -37,22 +59,55 @@ class Client:
 
     def __init__(self, settings: Settings, *, app: Celery | None = None) -> None:
         self.settings = settings
+        bound = settings.client_timeout_s
         self.app = app or create_app(settings)
+        self._own_app = app is None
+        if app is None:
+            # A stuck publish is freed about when its caller is answered: kombu's socket
+            # timeouts and publish retries are cut to the call's bound.
+            self.app.conf.broker_transport_options = {
+                **self.app.conf.broker_transport_options,
+                "socket_timeout": bound,
+                "socket_connect_timeout": min(5.0, bound),
+            }
+            self.app.conf.task_publish_retry_policy = {
+                "max_retries": 1,
+                "interval_start": 0,
+                "interval_step": 0.1,
+                "interval_max": 0.2,
+            }
         # An app handed in may carry transport options that move kombu's keys.
         check_transport_options(self.app.conf.broker_transport_options or {}, settings.broker_url)
-        self.backend = redis_client(settings.result_backend, settings)
-        self.broker = redis_client(settings.broker_url, settings)
+        self.backend = redis_client(settings.result_backend, settings, socket_timeout=bound)
+        self.broker = redis_client(settings.broker_url, settings, socket_timeout=bound)
+        self.bound = CallBound(
+            bound, f"broker {redact_url(settings.broker_url)}, results {redact_url(settings.result_backend)}"
+        )
         self.claims = Claims(self.backend, settings.inflight_ttl_s, settings.visibility_timeout_s)
         #: Watches submitted jobs so results are seen (and timed) as they arrive.
         self.listener = ResultListener(self.backend)
+        # One kombu producer per call thread, on a connection of its own (kombu connections
+        # are not thread-safe), all closed by close(): Celery's shared pools drop their
+        # sockets without closing them.
+        self._local = threading.local()
+        self._publishers: list[Connection] = []
+        self._publishers_lock = threading.Lock()
         self.catalog = ModelCatalog(self.backend, settings.models_dir)
         self.depth_guard = QueueDepthGuard(self.broker, settings.max_queue_depth)
+        self._cancel = self.backend.register_script(lua.source("revoked", "cancel"))
 
     @classmethod
     def from_env(cls) -> Client:
         return cls(Settings.from_env())
 
     def close(self) -> None:
+        """Stop the listener and close every connection this client opened."""
+        self.bound.close()
+        with self._publishers_lock:
+            publishers, self._publishers = self._publishers, []
+        for conn in publishers:
+            with contextlib.suppress(Exception):
+                conn.close()  # type: ignore[no-untyped-call]
         self.listener.close()
         self.backend.close()
         self.broker.close()
@@ -65,13 +120,34 @@ class Client:
 
     # --- models ---------------------------------------------------------------------
 
-    def models(self, refresh: bool = False) -> dict[str, ModelInfo]:
+    def models(self, refresh: bool = False, *, timeout: float | None = None) -> dict[str, ModelInfo]:
         """Model variants announced by workers (``name:variant`` -> ``ModelInfo``)."""
-        return self.catalog.models(refresh)
+        return self.bound.run(
+            "reading the models", lambda: self.catalog.models(refresh), self.bound.deadline(timeout)
+        )
 
-    def model_info(self, model: str, variant: str | None = None) -> ModelInfo:
+    def model_info(
+        self, model: str, variant: str | None = None, *, timeout: float | None = None
+    ) -> ModelInfo:
         """What the workers (or, failing that, the local models folder) say of a model."""
-        return self.catalog.info(model, variant)
+        return self._model_info(model, variant, self.bound.deadline(timeout))
+
+    def _model_info(self, model: str, variant: str | None, deadline: float) -> ModelInfo:
+        return self.bound.run(
+            f"looking up model {model!r}", lambda: self.catalog.info(model, variant), deadline
+        )
+
+    def ping(self, *, timeout: float | None = None) -> None:
+        """Return when both Redis (broker and result backend) answer; else ``BrokerUnavailable``.
+
+        For readiness probes: bounded like every call (``timeout``, or the client's default).
+        """
+
+        def both() -> None:
+            self.broker.ping()
+            self.backend.ping()
+
+        self.bound.run("pinging Redis", both, self.bound.deadline(timeout))
 
     # --- jobs -----------------------------------------------------------------------
 
@@ -95,6 +171,7 @@ class Client:
         validate: bool = True,
         deadline_ms: float | None = None,
         priority: str = C.DEFAULT_PRIORITY,
+        timeout: float | None = None,
     ) -> Job:
         """Send one input (without batch axis) or ``{input_name: array}`` to ``model``.
 
@@ -103,6 +180,15 @@ class Client:
         for the same input already queued or running is not enqueued again.
         ``priority`` (``high``, ``normal``, ``low``): a worker takes queued ``high``
         jobs before any ``normal`` one, and ``normal`` before ``low``.
+
+        Inputs (arrays or nested lists) are cast to the model's dtypes where no value
+        changes (float64 -> float32 within range, int -> float, whole numbers -> int);
+        a lossy cast raises ``BadInput`` naming the expected dtype. ``validate=False``
+        sends the input exactly as given, unchecked and uncast.
+
+        ``timeout`` (default: the settings' ``client_timeout_s``) bounds the call; when
+        Redis does not answer within it (or fails), ``BrokerUnavailable`` is raised, and
+        the job may or may not be queued: submitting the same input again is safe.
         """
         return self.submit_many(
             model,
@@ -112,6 +198,7 @@ class Client:
             validate=validate,
             deadline_ms=deadline_ms,
             priority=priority,
+            timeout=timeout,
         )[0]
 
     def submit_many(
@@ -126,24 +213,27 @@ class Client:
         progress: Callable[[int], None] | None = None,
         deadline_ms: float | None = None,
         priority: str = C.DEFAULT_PRIORITY,
+        timeout: float | None = None,
     ) -> list[Job]:
         """Send many inputs, ``chunk_size`` per message; returns one ``Job`` per input, in order.
 
         ``xs`` is an array with a leading axis over inputs, or an iterable of inputs
         (arrays or ``{name: array}``). Each input keeps its own job id and cache entry;
         inputs already cached (or in flight) are not sent again. ``progress(n)`` is
-        called as inputs are checked and sent.
+        called as inputs are checked and sent. ``timeout`` bounds the whole call; without
+        it, each message of ``chunk_size`` inputs gets the client's default bound.
         """
         if chunk_size < 1:
             raise BadInput(f"chunk_size must be >= 1, got {chunk_size}")
         if priority not in C.PRIORITIES:
             raise BadInput(f"priority must be one of {sorted(C.PRIORITIES)}, got {priority!r}")
-        info = self.model_info(model, variant)
+        deadline = None if timeout is None else self.bound.deadline(timeout)
+        info = self._model_info(model, variant, deadline or self.bound.deadline(None))
         prepared: list[tuple[dict[str, np.ndarray], bytes]] = []
         for x in xs:
             inputs = self.prepare_inputs(info, x)
-            if validate:
-                inputs = validate_inputs(inputs, info.inputs)
+            if validate:  # without it, the input goes exactly as given (the worker checks it)
+                inputs = validate_inputs(cast_inputs(inputs, info.inputs), info.inputs)
             payload = encode_inputs(inputs)
             if len(payload) > self.settings.max_payload_bytes:
                 raise PayloadTooLarge(
@@ -157,7 +247,13 @@ class Client:
         for start in range(0, len(prepared), chunk_size):
             chunk = prepared[start : start + chunk_size]
             jobs.extend(
-                self._submit_chunk(info, chunk, no_cache=no_cache, deadline_ms=deadline_ms, priority=priority)
+                self.bound.run(
+                    f"submitting {len(chunk)} input(s) to {info.key}",
+                    lambda chunk=chunk: self._submit_chunk(  # type: ignore[misc]
+                        info, chunk, no_cache=no_cache, deadline_ms=deadline_ms, priority=priority
+                    ),
+                    deadline or self.bound.deadline(None),
+                )
             )
             if progress is not None:
                 progress(len(chunk))
@@ -177,6 +273,9 @@ class Client:
         t0 = time.time()
         if no_cache:
             ids = [random_job_id() for _ in chunk]
+            # Claimed too (a random id is always free): its status reads "queued", and a
+            # cancel finds it.
+            self.claims.claim_fresh(ids, info.key)
             codes: list[list[Any]] = [[CLAIMED]] * len(chunk)
         else:
             ids = [job_id(info.name, info.variant, info.version, inputs) for inputs, _ in chunk]
@@ -223,12 +322,27 @@ class Client:
                     send.append((jid, payload))
                 else:  # someone else ran it again meanwhile: share that run
                     jobs[pos] = Job(jid, self, info.name, info.variant, t0, enqueued=False)
+        # A job run again (after a failure of the moment, or a cancel) must not be answered
+        # with the record its previous run left in the listener.
+        self.listener.forget([jid for jid, _ in send])
         # Watch before sending: a result can then never arrive unseen.
         self.listener.watch([j.id for j in jobs if not j.done])
         if send:
             deadline = None if deadline_ms is None else t0 + deadline_ms / 1e3
-            self._send(info, send, t0, cache=not no_cache, deadline_at=deadline, priority=priority)
+            try:
+                self._send(info, send, t0, cache=not no_cache, deadline_at=deadline, priority=priority)
+            except BaseException:
+                # Nothing was queued: a claim left behind would make every resubmit of
+                # these inputs wait for a job that does not exist.
+                self._release_claims([jid for jid, _ in send])
+                raise
         return jobs
+
+    def _release_claims(self, ids: list[str]) -> None:
+        try:
+            self.claims.release(ids)
+        except Exception as exc:  # the result Redis is down too: the claims go stale instead
+            log.warning("could not release %d claim(s) after a failed send: %s", len(ids), exc)
 
     def _send(
         self,
@@ -286,6 +400,7 @@ class Client:
         # argsrepr: Celery logs and shows a task's args; never the input payload.
         self.app.send_task(
             C.PREDICT_TASK,
+            producer=self._producer(),
             args=[body],
             task_id=task_id,
             queue=queue_name(info.name, info.variant),
@@ -293,26 +408,104 @@ class Client:
             # Celery's own deadline header too, so Celery tools see it (workers read either).
             expires=None if deadline_at is None else datetime.fromtimestamp(deadline_at, UTC),
             argsrepr=f"({info.key!r}, {len(entries)} input(s))",
+            # The client reads results through its own listener: no Celery result
+            # consumer, so no SUBSCRIBE + UNSUBSCRIBE per message (nor a backend per thread).
+            ignore_result=True,
             kwargsrepr="{}",
         )
 
-    def status(self, job_id: str) -> JobStatus:
-        """Where a job is, without blocking."""
+    def _producer(self) -> Producer:
+        """This thread's kombu producer (one per call thread and process)."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            conn = self.app.connection_for_write()
+            with self._publishers_lock:
+                self._publishers.append(conn)
+            local.producer = Producer(conn, auto_declare=False)  # type: ignore[no-untyped-call]
+            local.pid = os.getpid()
+        producer: Producer = local.producer
+        return producer
+
+    def cancel(self, job_id: str, *, timeout: float | None = None) -> CancelOutcome:
+        """Cancel a job no worker has started: it will not be computed, its status becomes
+        ``cancelled`` and its waiters get ``JobCancelled``, with no result after that.
+
+        A running or finished job is left as it is, and the outcome says so. (A worker
+        that has already taken the job in, but not started its batch, leaves it out; in
+        the narrow window after that check the batch may compute it, but the result is
+        discarded and the job stays ``cancelled``.) Submitting the same input again
+        afterwards computes it.
+        """
+        check_job_id(job_id)
+        ttl = self.settings.cache_ttl_s
+        record = StatusRecord.cancelled(job_id).encode()
+        outcome = self.bound.run(
+            "cancelling a job",
+            lambda: self._cancel(keys=[result_key(job_id), inflight_key(job_id)], args=[record, ttl]),
+            self.bound.deadline(timeout),
+        )
+        return _CANCEL_OUTCOMES[outcome.decode() if isinstance(outcome, bytes) else str(outcome)]
+
+    def status(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
+        """Where a job is; bounded like every call (``BrokerUnavailable`` past ``timeout``).
+
+        ``unknown`` for an id never sent or whose result expired from the cache (a
+        malformed id raises ``BadInput`` without asking Redis).
+        """
+        check_job_id(job_id)
+        return self.bound.run(
+            "reading a job's status", lambda: self._status(job_id), self.bound.deadline(timeout)
+        )
+
+    def _status(self, job_id: str) -> JobStatus:
         record = StatusRecord.parse(self.backend.get(result_key(job_id)), job_id)
         if record is not None and record.job_status() is not JobStatus.QUEUED:
             return record.job_status()
-        if self.backend.exists(inflight_key(job_id)):
-            return JobStatus.QUEUED
-        return JobStatus.PENDING
+        claim = self.backend.get(inflight_key(job_id))
+        if claim is not None:
+            return JobStatus.LOST if self._lost(claim) else JobStatus.QUEUED
+        return JobStatus.UNKNOWN
+
+    def _lost(self, claim: bytes) -> bool:
+        """A claim older than the visibility timeout whose queue is empty, with nothing held
+        unacknowledged anywhere: its message is gone. (Any doubt reads as queued.)"""
+        at, model_key = Claim.parse(claim), Claim.model_key(claim)
+        if at is None or ":" not in model_key:
+            return False
+        sec, usec = self.backend.time()
+        if sec + usec / 1e6 - at <= self.settings.visibility_timeout_s:
+            return False
+        model, _, variant = model_key.partition(":")
+        pipe = self.broker.pipeline(transaction=False)
+        for lst in queue_lists(queue_name(model, variant)):
+            pipe.llen(lst)
+        pipe.zcard(UNACKED_INDEX)
+        return not any(pipe.execute())
 
     def result(self, job_id: str, *, wait: bool = False, timeout: float | None = None) -> Result:
-        """A job's result by id; with ``wait``, block until it is ready."""
+        """A job's result by id, or its error raised; with ``wait``, block until it is ready.
+
+        Without ``wait``: ``JobNotFound`` for an unknown id, ``NotReady`` for a job that is
+        queued or running. ``timeout`` bounds the call (with ``wait``, the wait: ``Timeout``).
+        """
+        check_job_id(job_id)
         if wait:
             record, _ = self.listener.wait([job_id], timeout)[job_id]
         else:
-            found = StatusRecord.parse(self.backend.get(result_key(job_id)), job_id)
+            deadline = self.bound.deadline(timeout)
+            raw = self.bound.run(
+                "reading a job's result", lambda: self.backend.get(result_key(job_id)), deadline
+            )
+            found = StatusRecord.parse(raw, job_id)
             if found is None or not found.ready:
-                raise InferqError(f"job {job_id} has no result yet (status {self.status(job_id).value})")
+                status = self.bound.run("reading a job's status", lambda: self._status(job_id), deadline)
+                if status is JobStatus.UNKNOWN:
+                    raise JobNotFound(f"job {job_id} is unknown: never sent, or its result expired")
+                if status is JobStatus.LOST:
+                    raise JobNotFound(
+                        f"job {job_id} was lost in flight (its message is gone): submit its input again"
+                    )
+                raise NotReady(f"job {job_id} has no result yet (status {status.value})")
             record = found
         return record.to_result(cached=False)
 

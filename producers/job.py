@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from producers.listener import Arrival
-from tasks.schema import JobStatus
+from tasks.schema import CancelOutcome, JobStatus
 from tasks.wire import Result, StatusRecord
 
 
@@ -22,6 +22,8 @@ class JobOwner(Protocol):
     def wait_for(self, job_ids: list[str], timeout: float | None) -> dict[str, Arrival]: ...
 
     def status(self, job_id: str) -> JobStatus: ...
+
+    def cancel(self, job_id: str) -> CancelOutcome: ...
 
 
 @dataclass
@@ -64,3 +66,7 @@ class Job:
 
     def status(self) -> JobStatus:
         return self.owner.status(self.id)
+
+    def cancel(self) -> CancelOutcome:
+        """Cancel this job if no worker has started it (``Client.cancel``)."""
+        return self.owner.cancel(self.id)

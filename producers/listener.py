@@ -12,14 +12,24 @@ one stored after it by the subscription. When the connection drops (Redis restar
 network cut), the listener reconnects with backoff and subscribes again to every job
 still awaited; the reads that follow the new confirmations find the results stored
 while it was away. Waiters notice nothing but the delay.
+
+Resources stay bounded. The thread sleeps on the socket (and on a pipe that a new
+watch writes to), so it wakes for a message or a watch, never on a timer: an idle
+client with jobs pending costs no CPU. A result nobody waits for is kept only among
+the most recent ``KEEP_ARRIVED_MAX`` (a web backend may submit here and poll from
+elsewhere); past that only its arrival time is kept, and a late ``wait`` reads the
+result again from Redis, its end-to-end time still stamped when it arrived.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,14 +48,18 @@ Arrival = tuple[StatusRecord, float]  # (the job's ready status record, unix tim
 class ResultListener:
     """One background thread that watches job ids and records when each result arrives."""
 
-    #: How long the thread blocks on the socket per turn while it has subscriptions;
-    #: also the longest a new watch waits before it is subscribed (when the thread is
-    #: idle, a watch wakes it at once).
-    TICK_S = 0.002
+    #: Longest the thread sleeps between turns when nothing arrives (it wakes at once for
+    #: a message or a new watch; the turn only prunes).
+    IDLE_BLOCK_S = 1.0
     #: A result nobody waited for is dropped after this long (a web backend may submit
     #: here and poll from elsewhere); so is a watch that never saw a result.
     KEEP_ARRIVED_S = 300.0
     KEEP_WATCH_S = 3600.0
+    #: At most this many results nobody waits for are held (the newest); older ones are
+    #: read again from Redis if someone waits after all. Their arrival times are kept,
+    #: up to ``KEEP_TIMES_MAX``, so end-to-end times stay right.
+    KEEP_ARRIVED_MAX = 1024
+    KEEP_TIMES_MAX = 20_000
 
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self._client = client
@@ -61,6 +75,9 @@ class ResultListener:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._error: BaseException | None = None
+        self._times: OrderedDict[str, float] = OrderedDict()
+        self._wake_r: int | None = None
+        self._wake_w: int | None = None
 
     def watch(self, job_ids: Iterable[str]) -> None:
         """Start watching ids (cheap; call it before the job is sent)."""
@@ -72,6 +89,18 @@ class ResultListener:
                     self._watched_at[jid] = time.monotonic()
                     self._to_subscribe.append(jid)
         self._wake.set()
+        self._poke()
+
+    def forget(self, job_ids: Iterable[str]) -> None:
+        """Drop what arrived for these ids (they are about to run again), unless someone is
+        waiting on it right now."""
+        with self._lock:
+            for jid in job_ids:
+                if jid in self._arrived and jid not in self._waiters:
+                    del self._arrived[jid]
+                    self._events.pop(jid, None)
+                    self._watched_at.pop(jid, None)
+                self._times.pop(jid, None)
 
     def wait(
         self, job_ids: Iterable[str], timeout: float | None, progress: Callable[[int], None] | None = None
@@ -131,8 +160,21 @@ class ResultListener:
     def close(self) -> None:
         self._stop.set()
         self._wake.set()
+        self._poke()
         if self._thread is not None and self._pid == os.getpid():
             self._thread.join(timeout=2)
+        for fd in (self._wake_r, self._wake_w):
+            if fd is not None and self._pid == os.getpid():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._wake_r = self._wake_w = None
+
+    def _poke(self) -> None:
+        """Wake the thread from its sleep on the socket (a new watch, or close)."""
+        fd = self._wake_w
+        if fd is not None:
+            with contextlib.suppress(OSError):  # full (BlockingIOError): it is being woken anyway
+                os.write(fd, b"w")
 
     # --- the listener thread --------------------------------------------------------
 
@@ -146,6 +188,9 @@ class ResultListener:
                 return
             self._pid = os.getpid()
             self._error = None  # a new thread, a new chance
+            self._wake_r, self._wake_w = os.pipe()  # a fresh one: a parent's is not ours
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
             self._to_subscribe = [j for j in self._events if j not in self._arrived]
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="inferq-results", daemon=True)
@@ -195,7 +240,8 @@ class ResultListener:
                     continue
                 confirmed: list[str] = []
                 finished: list[str] = []
-                msg = pubsub.get_message(timeout=self.TICK_S)
+                self._sleep_until_traffic(pubsub)
+                msg = pubsub.get_message(timeout=0)
                 while msg is not None:
                     channel = _text(msg["channel"])
                     if msg["type"] == "subscribe":
@@ -213,6 +259,25 @@ class ResultListener:
                     self._prune(pubsub)
         finally:
             pubsub.close()
+
+    def _sleep_until_traffic(self, pubsub: Any) -> None:
+        """Block until the pub/sub socket has data or a watch pokes the pipe (or a second passes).
+
+        redis-py can only wait on its socket with a timeout; a short timeout is a busy
+        loop (it was 2 ms: 2% of a core per idle client) and a long one delays new
+        subscriptions. So wait on the socket and the wake pipe together.
+        """
+        conn = pubsub.connection
+        sock = getattr(conn, "_sock", None) if conn is not None else None
+        if sock is None or self._wake_r is None or conn.can_read(timeout=0):
+            return  # data already buffered (or no socket yet: get_message connects)
+        with self._lock:
+            if self._to_subscribe:
+                return
+        select.select([sock, self._wake_r], [], [], self.IDLE_BLOCK_S)
+        with contextlib.suppress(OSError):  # BlockingIOError: drained
+            while os.read(self._wake_r, 4096):
+                pass
 
     def _prune(self, pubsub: Any) -> None:
         now = time.monotonic()
@@ -244,9 +309,27 @@ class ResultListener:
             event = self._events.get(jid)
             if event is None or event.is_set():
                 return True
-            self._arrived[jid] = (record, time.time())
+            self._arrived[jid] = (record, self._times.pop(jid, 0.0) or time.time())
             event.set()
+            if len(self._arrived) > self.KEEP_ARRIVED_MAX:
+                self._evict_unwaited()
         return True
+
+    def _evict_unwaited(self) -> None:
+        """Drop the oldest results nobody waits for, keeping their arrival times (lock held)."""
+        excess = len(self._arrived) - self.KEEP_ARRIVED_MAX
+        for jid in list(self._arrived):
+            if excess <= 0:
+                break
+            if jid in self._waiters:
+                continue
+            _, arrived = self._arrived.pop(jid)
+            self._events.pop(jid, None)
+            self._watched_at.pop(jid, None)
+            self._times[jid] = arrived
+            excess -= 1
+        while len(self._times) > self.KEEP_TIMES_MAX:
+            self._times.popitem(last=False)
 
 
 def _text(value: bytes | str) -> str:

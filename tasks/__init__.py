@@ -7,29 +7,38 @@ TensorFlow or LiteRT.
 from tasks.app import create_app
 from tasks.errors import (
     BadInput,
+    BrokerUnavailable,
     ConfigError,
     Expired,
     IncompatibleVersion,
     InferqError,
+    JobCancelled,
+    JobNotFound,
     ModelNotFound,
+    NotReady,
     Overloaded,
     PayloadTooLarge,
     Timeout,
     TransientError,
 )
-from tasks.schema import JobStatus, ModelInfo, TensorSpec, Timing
+from tasks.schema import CancelOutcome, JobStatus, ModelInfo, TensorSpec, Timing
 from tasks.settings import Settings
 from tasks.wire import Request, Result
 
 __all__ = [
     "BadInput",
+    "BrokerUnavailable",
+    "CancelOutcome",
     "ConfigError",
     "Expired",
     "IncompatibleVersion",
     "InferqError",
+    "JobCancelled",
+    "JobNotFound",
     "JobStatus",
     "ModelInfo",
     "ModelNotFound",
+    "NotReady",
     "Overloaded",
     "PayloadTooLarge",
     "Request",

@@ -91,10 +91,18 @@ def tls_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def redis_client(url: str, settings: Settings) -> redis.Redis[bytes]:
+def redis_client(url: str, settings: Settings, *, socket_timeout: float | None = None) -> redis.Redis[bytes]:
     """A redis-py client for ``url`` (the broker or the result backend) with inferq's timeouts,
-    and TLS as the settings say when ``url`` is ``rediss://``."""
+    and TLS as the settings say when ``url`` is ``rediss://``.
+
+    ``socket_timeout`` shortens the read timeout (and the connect timeout with it): the
+    client library uses its call bound (``INFERQ_CLIENT_TIMEOUT_S``), so a thread stuck on
+    a hung Redis is freed about when its caller has been answered.
+    """
     options = connection_options()
+    if socket_timeout is not None:
+        options["socket_timeout"] = socket_timeout
+        options["socket_connect_timeout"] = min(CONNECT_TIMEOUT_S, socket_timeout)
     options["retry"] = Retry(ExponentialBackoff(cap=0.5, base=0.05), COMMAND_RETRIES)
     if uses_tls(url):
         options.update(tls_options(settings))

@@ -70,6 +70,10 @@ DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 DEFAULT_VISIBILITY_TIMEOUT_S = 60
 #: Bounded prefetch: a worker holds at most this many unacked messages per process.
 DEFAULT_PREFETCH = 4
+#: A client call that Redis does not answer within this long raises ``BrokerUnavailable``:
+#: long enough for a Redis restart's reconnect, short enough that a web server's threads
+#: are not all stuck on a hung Redis.
+DEFAULT_CLIENT_TIMEOUT_S = 10.0
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_FLOWER_USER = "inferq"
 DEFAULT_METRICS_PORT = 9808

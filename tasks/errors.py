@@ -17,6 +17,8 @@ class InferqError(Exception):
 
     #: An error caused by the input itself is cached like a result; others are not.
     cacheable: ClassVar[bool] = False
+    #: The same call may succeed if made again later (the moment's fault, not the call's).
+    retryable: ClassVar[bool] = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -43,6 +45,28 @@ class ModelNotFound(InferqError):
 class TransientError(InferqError):
     """A failure of the moment (runtime crash, lost connection); retrying may work."""
 
+    retryable = True
+
+
+class BrokerUnavailable(TransientError):
+    """Redis (the broker or the result backend) did not answer within the call's bound,
+    or refused the connection. After ``submit``, the job may or may not be queued:
+    submitting the same input again is safe (it is shared, or computed once)."""
+
+
+class JobNotFound(InferqError):
+    """No job with this id is known: never sent, or its result expired from the cache."""
+
+
+class JobCancelled(InferqError):
+    """The job was cancelled (``Client.cancel``, or Celery's revoke) before a worker ran it."""
+
+
+class NotReady(InferqError):
+    """The job is queued or running: its result is not there yet."""
+
+    retryable = True
+
 
 class Timeout(InferqError):
     """Waiting for a result took longer than the caller allowed."""
@@ -55,6 +79,8 @@ class Expired(InferqError):
 class Overloaded(InferqError):
     """The model's queue is deeper than ``INFERQ_MAX_QUEUE_DEPTH``: the producer refuses
     instead of growing Redis without bound."""
+
+    retryable = True
 
 
 class ConfigError(InferqError):
@@ -74,6 +100,10 @@ _BY_NAME: dict[str, type[InferqError]] = {
         PayloadTooLarge,
         ModelNotFound,
         TransientError,
+        BrokerUnavailable,
+        JobNotFound,
+        JobCancelled,
+        NotReady,
         Timeout,
         Expired,
         Overloaded,

@@ -30,6 +30,18 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+#: A job id as callers hand it back: inferq's (32 hex digits, ``nc-`` + 32), a bulk item's,
+#: or a plain Celery client's uuid4.
+JOB_ID_RE = re.compile(r"[A-Za-z0-9\-]{1,64}")
+
+
+def check_job_id(job_id: str) -> str:
+    """Refuse a malformed id before any Redis call (it may come from a URL or a browser)."""
+    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
+        raise BadInput(f"a job id is 1 to 64 letters, digits and '-', got {quote(job_id)}")
+    return job_id
+
+
 def job_id(model: str, variant: str, version: str, inputs: Mapping[str, np.ndarray]) -> str:
     """Content hash of what determines a result: model, variant, version and the input.
 

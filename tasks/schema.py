@@ -11,15 +11,32 @@ from enum import StrEnum
 from typing import Any
 
 
-class JobStatus(StrEnum):
-    """What ``Client.status`` reports; never blocks."""
+class CancelOutcome(StrEnum):
+    """What ``Client.cancel`` did."""
 
-    PENDING = "pending"  # nothing known about this id (never sent, or long forgotten)
+    CANCELLED = "cancelled"  # it was queued: it will not run, its status is ``cancelled``
+    ALREADY_CANCELLED = "already_cancelled"
+    RUNNING = "running"  # a worker has started it: nothing changed
+    FINISHED = "finished"  # it has a result or a failure: nothing changed
+    UNKNOWN = "unknown"  # nothing is known of this id: nothing changed
+
+
+class JobStatus(StrEnum):
+    """What ``Client.status`` reports (bounded in time, like every client call)."""
+
+    #: Nothing known about this id: never sent, or its result expired from the cache.
+    #: (An HTTP layer answers 404.)
+    UNKNOWN = "unknown"
+    PENDING = "unknown"  # the name before 0.2; an alias of UNKNOWN
     QUEUED = "queued"  # sent, no worker has started it
     RUNNING = "running"
     SUCCESS = "success"
     FAILURE = "failure"
     EXPIRED = "expired"  # passed its deadline before it ran
+    CANCELLED = "cancelled"  # Client.cancel (or Celery's revoke) before a worker started it
+    #: Queued longer than the visibility timeout with its queue empty and nothing held
+    #: unacknowledged: its message is gone. Submitting the input again sends it anew.
+    LOST = "lost"
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,9 @@ class Settings:
     #: A queued message bigger than this is answered ``PayloadTooLarge`` unread.
     max_message_bytes: int = C.DEFAULT_MAX_MESSAGE_BYTES
     visibility_timeout_s: int = C.DEFAULT_VISIBILITY_TIMEOUT_S
+    #: The longest a client call (submit, status, result, ping) may take, connecting and
+    #: retrying included, before it raises ``BrokerUnavailable``; a call's ``timeout`` overrides it.
+    client_timeout_s: float = C.DEFAULT_CLIENT_TIMEOUT_S
     #: Producers refuse (``Overloaded``) when a model's queue holds more jobs; 0: no limit.
     max_queue_depth: int = 0
     prefetch: int = C.DEFAULT_PREFETCH
@@ -81,6 +84,7 @@ class Settings:
             "max_payload_bytes",
             "max_message_bytes",
             "prefetch",
+            "client_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be > 0, got {getattr(self, name)}")
@@ -162,6 +166,11 @@ def _coerce(var: str, typ: Any, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var} must be an integer, got {raw!r}") from None
+    if typ_name == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{var} must be a number, got {raw!r}") from None
     if typ_name == "Path":
         return Path(raw)
     return raw

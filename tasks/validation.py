@@ -18,6 +18,50 @@ from tasks.schema import TensorSpec
 _MAX_NAMES = 8
 
 
+def cast_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """Cast each input to its spec's dtype where no value changes meaning; refuse lossy casts.
+
+    A web backend's numbers arrive as JSON, so as float64 or int64, while most models take
+    float32: making every caller look up the model's dtype and cast is busywork. Safe here:
+    float to a narrower float when every finite value fits its range (precision is rounded,
+    as any float32 model input is); int to float; float or int to int when every value is
+    a whole number within the target's range. NaN and inf are carried over, for
+    ``validate_inputs`` to refuse by name. Everything else (bool, complex, strings, a
+    fraction for an int input, a value out of range) is left or refused with a message
+    naming the expected dtype. Inputs not in ``specs`` are left for validation to name.
+    """
+    out = dict(inputs)
+    for spec in specs:
+        arr = out.get(spec.name)
+        if arr is None:
+            continue
+        want = np.dtype(spec.dtype)
+        if arr.dtype == want or arr.dtype.kind not in "iuf" or want.kind not in "iuf":
+            continue  # identical, or not a numeric cast: validate_inputs names the mismatch
+        if arr.size and want.kind == "f" and arr.dtype.kind == "f" and arr.dtype.itemsize > want.itemsize:
+            finite = arr[np.isfinite(arr)]
+            top = float(np.finfo(want).max)
+            if finite.size and float(np.abs(finite).max()) > top:
+                raise BadInput(
+                    f"input {spec.name!r}: expected dtype {want.name}, got {arr.dtype.name} "
+                    f"with values outside {want.name}'s range (±{top:.3g})"
+                )
+        elif arr.size and want.kind in "iu":
+            if arr.dtype.kind == "f" and (not np.isfinite(arr).all() or (np.mod(arr, 1) != 0).any()):
+                raise BadInput(
+                    f"input {spec.name!r}: expected dtype {want.name}, got {arr.dtype.name} "
+                    "with values that are not whole numbers"
+                )
+            info = np.iinfo(want)
+            if arr.min() < info.min or arr.max() > info.max:
+                raise BadInput(
+                    f"input {spec.name!r}: expected dtype {want.name}, got {arr.dtype.name} "
+                    f"with values outside {want.name}'s range [{info.min}, {info.max}]"
+                )
+        out[spec.name] = arr.astype(want)
+    return out
+
+
 def validate_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     """Return the inputs in spec order, or raise ``BadInput`` naming expected vs got."""
     expected = {s.name for s in specs}

@@ -1,16 +1,16 @@
--- The in-flight claim of a job id (tasks/wire/control.py, Claim): '<wire version>:<unix time>'
--- on Redis's clock (a bare '<unix time>', as inferq wrote it before claims had a
+-- The in-flight claim of a job id (tasks/wire/control.py, Claim):
+-- '<wire version>:<unix time>:<model:variant>', the time on Redis's clock (a bare '<unix time>', as inferq wrote it before claims had a
 -- version, is read as version 1, so a rolling upgrade does not send jobs twice). A claim younger than ARGV[1] seconds holds the id; an older one,
 -- or one in another wire version, may be stale (its producer died before sending, or
 -- its message was lost) and is taken over. ARGV[2] is the claim's TTL, ARGV[3] the
--- wire version.
+-- wire version, ARGV[4] the job's model:variant (so a status can look at its queue).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local stamp = ARGV[3] .. ':' .. string.format('%.6f', now)
+local stamp = ARGV[3] .. ':' .. string.format('%.6f', now) .. ':' .. ARGV[4]
 
 local function claim_time(raw)
   if not raw then return nil end
-  local v, at = string.match(raw, '^(%d+):([%d%.]+)$')
+  local v, at = string.match(raw, '^(%d+):([%d%.]+)')
   if not v then v, at = '1', string.match(raw, '^([%d%.]+)$') end
   if v ~= ARGV[3] then return nil end
   return tonumber(at)

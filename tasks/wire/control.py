@@ -14,7 +14,7 @@ from tasks.wire.version import VERSION, as_int
 
 
 class Claim:
-    """The in-flight claim's value: ``<v>:<unix time on Redis's clock>``.
+    """The in-flight claim's value: ``<v>:<unix time on Redis's clock>:<model:variant>``.
 
     Written and read by ``tasks/lua/claim.lua``; this is the same format in Python,
     for tests and tools. A value in another version is treated as stale (taken over);
@@ -22,23 +22,33 @@ class Claim:
     """
 
     @staticmethod
-    def encode(at: float) -> str:
-        return f"{VERSION}:{at:.6f}"
+    def encode(at: float, model_key: str = "") -> str:
+        return f"{VERSION}:{at:.6f}:{model_key}"
 
     @staticmethod
     def parse(raw: bytes | str | None) -> float | None:
         if raw is None:
             return None
         text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-        version, sep, at = text.partition(":")
+        version, sep, rest = text.partition(":")
         if not sep:
-            version, at = "1", text
+            version, rest = "1", text
         if version != str(VERSION):
             return None
+        at = rest.partition(":")[0]
         try:
             return float(at)
         except ValueError:
             return None
+
+    @staticmethod
+    def model_key(raw: bytes | str | None) -> str:
+        """The ``model:variant`` a claim names ("" for claims without one)."""
+        if raw is None:
+            return ""
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        parts = text.split(":", 2)
+        return parts[2] if len(parts) == 3 else ""
 
 
 class ModelAnnouncement:

@@ -15,7 +15,14 @@ from typing import Any
 import orjson
 
 from tasks.codec import array_from_json, array_to_json
-from tasks.errors import Expired, IncompatibleVersion, InferqError, cacheable_types, error_from_wire
+from tasks.errors import (
+    Expired,
+    IncompatibleVersion,
+    InferqError,
+    JobCancelled,
+    cacheable_types,
+    error_from_wire,
+)
 from tasks.schema import JobStatus, Timing
 from tasks.wire.version import VERSION, show
 
@@ -108,11 +115,21 @@ class StatusRecord:
     def started(cls, job_id: str) -> StatusRecord:
         return cls(job_id, "STARTED")
 
+    @classmethod
+    def cancelled(cls, job_id: str) -> StatusRecord:
+        """Celery's REVOKED state, with ``JobCancelled`` as its error (``Client.cancel``)."""
+        return cls(
+            job_id,
+            "REVOKED",
+            error_type="JobCancelled",
+            error_message=f"job {job_id} was cancelled before a worker started it",
+        )
+
     def encode(self) -> bytes:
         """Exactly what Celery's Redis backend would store (so any Celery client can poll
         it with ``AsyncResult``), plus ``v``; errors as Celery's JSON backends record
         them, never pickled."""
-        if self.state == "FAILURE":
+        if self.state == "FAILURE" or (self.state == "REVOKED" and self.error_type):
             result: Any = {
                 "exc_type": self.error_type,
                 "exc_message": [self.error_message],
@@ -169,6 +186,8 @@ class StatusRecord:
             exc = result if isinstance(result, dict) else {}
             err = error_from_wire(str(exc.get("exc_type", "InferqError")), exc.get("exc_message", ""))
             return cls(jid, state, error_type=type(err).__name__, error_message=err.message)
+        if state == "REVOKED" and isinstance(result, dict) and result.get("exc_type") == "JobCancelled":
+            return cls.cancelled(jid)
         return cls(jid, state, result=result if isinstance(result, dict) else None)
 
     @property
@@ -197,13 +216,15 @@ class StatusRecord:
         if self.state == "FAILURE":
             return JobStatus.EXPIRED if self.error_type == "Expired" else JobStatus.FAILURE
         if self.state == "REVOKED":
-            return JobStatus.EXPIRED
+            return JobStatus.CANCELLED if self.error_type == "JobCancelled" else JobStatus.EXPIRED
         if self.state in ("STARTED", "RETRY"):
             return JobStatus.RUNNING
         return JobStatus.QUEUED
 
     def error(self) -> InferqError:
         """The error this record holds (for a FAILURE or REVOKED record)."""
+        if self.state == "REVOKED" and self.error_type == "JobCancelled":
+            return JobCancelled(self.error_message)
         if self.state == "REVOKED":
             return Expired(f"job {self.job_id} expired before it ran")
         if self.state == "FAILURE":

@@ -19,7 +19,7 @@ import pytest
 
 from producers.client import Client
 from tasks.constants import PREDICT_TASK
-from tasks.errors import BadInput, InferqError, ModelNotFound, PayloadTooLarge
+from tasks.errors import BadInput, JobNotFound, ModelNotFound, PayloadTooLarge
 from tasks.keys import queue_name, result_key
 from tests.helpers.raw_messages import (
     JSON,
@@ -68,9 +68,21 @@ BAD_ARRAYS = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(BAD_ARRAYS))
+#: What the client refuses itself: float64 zeros are cast to float32 (nothing lost), a
+#: float64 beyond float32's range is not.
+REFUSED_BY_CLIENT = {
+    **BAD_ARRAYS,
+    "wrong_dtype": (
+        np.full((28, 28, 1), 1e39, np.float64),
+        r"expected dtype float32, got float64 with values outside float32's range",
+    ),
+    "not_a_number_dtype": (np.full((28, 28, 1), True), r"expected dtype float32, got bool"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSED_BY_CLIENT))
 def test_bad_array_is_refused_by_the_client_before_sending(kind: str, client: Client) -> None:
-    arr, match = BAD_ARRAYS[kind]
+    arr, match = REFUSED_BY_CLIENT[kind]
     with pytest.raises(BadInput, match=match):
         client.submit("digits", arr, variant="fp32")
 
@@ -85,6 +97,21 @@ def test_bad_array_sent_anyway_fails_on_the_worker_with_a_clear_message(
         job.wait(timeout=30)
     assert client.status(job.id).value == "failure"
     then_a_good_job_succeeds(client, digits_worker, models_dir)
+
+
+def test_json_numbers_are_cast_to_a_float32_models_dtype(
+    digits_worker, client: Client, models_dir: Path
+) -> None:
+    """A web backend's JSON arrives as float64 (or int) nested lists: accepted, cast, and the
+    same cache entry as the float32 array."""
+    x = good_input(models_dir)
+    as_json = json.loads(json.dumps(x.astype(np.float64).tolist()))
+    first = client.submit("digits", as_json, variant="fp32")
+    assert np.asarray(as_json).dtype == np.float64
+    res = first.wait(timeout=30)
+    assert res.outputs["probs"].shape == (10,)
+    again = client.submit("digits", x.astype(np.float32), variant="fp32")
+    assert again.id == first.id and again.cached
 
 
 def test_bad_input_failure_is_cached_like_a_result(digits_worker, client: Client) -> None:
@@ -196,9 +223,9 @@ def test_a_pickled_result_document_is_never_unpickled_by_producers(client: Clien
     assert not {"pickle", PICKLE, "yaml", YAML} & {*client.app.conf.accept_content}
     assert client.app.conf.result_accept_content == ["json"]
     client.backend.set(result_key(jid), pickle.dumps(RunsCode(f"touch {marker}")), ex=60)
-    with pytest.raises(InferqError, match="has no result yet"):
+    with pytest.raises(JobNotFound, match="is unknown"):
         client.result(jid)
-    assert client.status(jid).value == "pending"
+    assert client.status(jid).value == "unknown"
     with pytest.raises(Exception, match="can't decode"):  # plain Celery: JSON only, too
         client.app.AsyncResult(jid).get(timeout=1)
     assert not marker.exists()

@@ -136,9 +136,9 @@ def test_no_cache_jobs_are_computed_every_time(digits_worker, client: Client, mo
     assert job_of_the_cache.id not in (a.id, b.id)
 
 
-def test_status_moves_from_pending_to_success(digits_worker, client: Client, models_dir: Path) -> None:
+def test_status_moves_from_unknown_to_success(digits_worker, client: Client, models_dir: Path) -> None:
     x, _ = heldout(models_dir)
-    assert client.status("0" * 32).value == "pending"
+    assert client.status("0" * 32).value == "unknown"
     job = client.submit("digits", x[3], variant="int8", no_cache=True)
     job.wait(timeout=30)
     assert client.status(job.id).value == "success"

@@ -159,3 +159,27 @@ def test_the_oversized_stub_written_in_lua_reads_in_python(r):
     assert OversizedStub.from_envelope(stub_envelope) == OversizedStub(len(raw), 1000)
     assert stub_envelope["v"] == C.WIRE_VERSION and stub_envelope["headers"]["id"] == "big-job"
     assert tag == b"tag-1"
+
+
+REVOCATIONS = {
+    "our cancel": (StatusRecord.cancelled("a").encode(), True),
+    "celery's json.dumps": (b'{"status": "REVOKED", "result": {"exc_type": "TaskRevokedError"}}', True),
+    "leading space": (b'  {  "status" :"REVOKED"}', True),
+    "success": (StatusRecord.success("a", GOOD).encode(), False),
+    "started": (StatusRecord.started("a").encode(), False),
+    "revoked later in the doc": (b'{"task_id": "a", "status": "REVOKED"}', False),
+    "garbage": (b"\x00REVOKED", False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REVOCATIONS))
+def test_lua_and_python_agree_on_what_is_a_revocation(r, name):
+    from workers.serving.store import _REVOKED
+
+    raw, expected = REVOCATIONS[name]
+    r.set("probe", raw)
+    probe = r.register_script(
+        lua.source("revoked") + "\nreturn is_revoked(redis.call('GETRANGE', KEYS[1], 0, 63)) and 1 or 0"
+    )
+    assert bool(probe(keys=["probe"])) is expected
+    assert bool(_REVOKED.match(raw[:64])) is expected

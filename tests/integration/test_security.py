@@ -24,7 +24,7 @@ from ops.local.processes import stop_process
 from ops.local.redis_server import LocalRedis, TlsFiles, free_port, make_tls_files
 from producers.client import Client
 from tasks.app import create_app
-from tasks.errors import BadInput
+from tasks.errors import BadInput, ConfigError
 from tasks.settings import Settings
 from tests.conftest import ROOT, WorkerProcess
 from workers.boot.cli import add_model
@@ -116,8 +116,13 @@ def test_a_wrong_password_fails_fast_with_an_authentication_error_that_hides_it(
 ) -> None:
     wrong = Settings(broker_url=password_redis.url.replace(PASSWORD, WRONG), models_dir=models_dir)
     t0 = time.monotonic()
-    with Client(wrong) as client, pytest.raises(redis.AuthenticationError):
+    with (
+        Client(wrong) as client,
+        pytest.raises(ConfigError, match="invalid username-password pair") as caught,
+    ):
         client.submit("digits", digit(wrong, 0), variant="fp32")
+    assert isinstance(caught.value.__cause__, redis.AuthenticationError)
+    assert WRONG not in str(caught.value) and PASSWORD not in str(caught.value)
     for args in (["status"], ["worker", "--models", "digits:fp32"]):
         out = inferq(wrong, *args)
         assert out.returncode != 0

@@ -63,6 +63,9 @@ class RefusingWriter:
     def started(self, ids: list[str]) -> None:
         pass
 
+    def cancelled(self, ids: list[str]) -> set[str]:
+        return set()
+
     def store(self, outcomes: list[Outcome]) -> None:
         outcomes = list(outcomes)
         if self.refuse(outcomes):

@@ -131,4 +131,13 @@ def test_timing_dict_drops_unset_end_to_end_and_ignores_unknown_keys():
 
 def test_job_status_values_are_the_wire_strings():
     assert JobStatus("success") is JobStatus.SUCCESS
-    assert [s.value for s in JobStatus] == ["pending", "queued", "running", "success", "failure", "expired"]
+    assert [s.value for s in JobStatus] == [
+        "unknown",
+        "queued",
+        "running",
+        "success",
+        "failure",
+        "expired",
+        "cancelled",
+        "lost",
+    ]

@@ -7,7 +7,7 @@ import pytest
 
 from tasks.errors import BadInput
 from tasks.schema import TensorSpec
-from tasks.validation import validate_inputs
+from tasks.validation import cast_inputs, validate_inputs
 
 IMAGE = TensorSpec(name="image", shape=(28, 28, 1), dtype="float32")
 MASK = TensorSpec(name="mask", shape=(4,), dtype="int32")
@@ -144,3 +144,73 @@ def test_many_and_long_unexpected_names_are_listed_briefly():
     with pytest.raises(BadInput, match=r"\(unexpected \['extra000zzz.*\.\.\. 492 more\]") as err:
         validate_inputs(inputs, [IMAGE])
     assert len(str(err.value)) < 2000
+
+
+# --- cast_inputs: safe casts to the model's dtype ------------------------------------
+
+F32 = (TensorSpec(name="x", shape=(3,), dtype="float32"),)
+I8 = (TensorSpec(name="x", shape=(3,), dtype="int8"),)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        np.array([0.5, -2.0, 1e30]),  # float64 within float32's range
+        np.array([1, 2, 3], dtype=np.int64),
+        np.array([1, 2, 3], dtype=np.uint8),
+        np.array([0.5, 1.5, 2.5], dtype=np.float16),
+    ],
+)
+def test_safe_casts_to_float32_keep_every_value(given):
+    out = cast_inputs({"x": given}, F32)["x"]
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, given.astype(np.float64), rtol=1e-6)
+    validate_inputs({"x": out}, F32)
+
+
+def test_float64_beyond_float32_range_is_refused_naming_the_dtype():
+    with pytest.raises(BadInput, match=r"input 'x': expected dtype float32, got float64 with values outside"):
+        cast_inputs({"x": np.array([1.0, 1e39, 0.0])}, F32)
+
+
+def test_nan_is_carried_over_for_validation_to_refuse_by_name():
+    out = cast_inputs({"x": np.array([np.nan, 1.0, np.inf])}, F32)
+    assert out["x"].dtype == np.float32
+    with pytest.raises(BadInput, match="expected finite values, got 1 NaN and 1 inf"):
+        validate_inputs(out, F32)
+
+
+def test_whole_numbers_cast_to_an_int_input_within_its_range():
+    out = cast_inputs({"x": np.array([-128.0, 0.0, 127.0])}, I8)["x"]
+    assert out.dtype == np.int8 and out.tolist() == [-128, 0, 127]
+
+
+@pytest.mark.parametrize(
+    ("given", "match"),
+    [
+        (np.array([0.5, 1.0, 2.0]), "that are not whole numbers"),
+        (np.array([np.nan, 1.0, 2.0]), "that are not whole numbers"),
+        (np.array([1.0, 200.0, 2.0]), r"outside int8's range \[-128, 127\]"),
+        (np.array([1, -129, 2]), r"outside int8's range"),
+    ],
+)
+def test_lossy_casts_to_int8_are_refused(given, match):
+    with pytest.raises(
+        BadInput, match=rf"input 'x': expected dtype int8, got {given.dtype.name} with values {match}"
+    ):
+        cast_inputs({"x": given}, I8)
+
+
+@pytest.mark.parametrize(
+    "given", [np.array([True, False, True]), np.array([1 + 2j, 0, 0]), np.array(["a", "b", "c"])]
+)
+def test_non_numeric_casts_are_left_for_validation_to_refuse(given):
+    out = cast_inputs({"x": given}, F32)
+    assert out["x"] is given
+    with pytest.raises(BadInput, match="expected dtype float32"):
+        validate_inputs(out, F32)
+
+
+def test_inputs_the_model_does_not_take_are_left_alone():
+    extra = np.array([1.0])
+    assert cast_inputs({"y": extra}, F32) == {"y": extra}

@@ -13,8 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from celery.worker.control import inspect_command
+import redis
+from celery.worker.control import control_command, inspect_command
 from kombu.entity import Exchange, Queue
+
+from tasks import lua
+from tasks.keys import check_job_id, inflight_key, result_key
+from tasks.wire import StatusRecord
 
 
 def model_queue(name: str) -> Queue:
@@ -22,6 +27,42 @@ def model_queue(name: str) -> Queue:
     exchange of the same name, routed by the queue's name."""
     exchange = Exchange(name, type="direct")  # type: ignore[no-untyped-call]
     return Queue(name, exchange, routing_key=name)  # type: ignore[no-untyped-call]
+
+
+def handle_revoke(backend: redis.Redis[bytes], ttl_s: int) -> None:
+    """Make Celery's ``revoke`` (``celery -A tasks.celery_app control revoke ID``, Flower's
+    button) cancel an inferq job the way ``Client.cancel`` does.
+
+    Celery's own revoke only adds the id to each worker's in-memory list, which Celery's
+    consumer checks; inferq's fetcher, not that consumer, runs the model queues, so the
+    job would run anyway. This handler writes the cancelled record instead (the same Lua
+    as the client: a running or finished job is left alone), so every worker skips the
+    job and its status reads ``cancelled``. ``terminate`` is not supported: a batch is
+    never interrupted. Call it once, before the worker starts.
+    """
+    cancel = backend.register_script(lua.source("revoked", "cancel"))
+
+    @control_command(  # type: ignore[untyped-decorator]
+        variadic="task_id", signature="[id1 [id2 [... [idN]]]]", name="revoke"
+    )
+    def revoke(
+        state: Any, task_id: Any, terminate: bool = False, signal: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Cancel inferq jobs by id (queued ones only; running or finished ones are left alone)."""
+        ids = [task_id] if isinstance(task_id, str) else list(task_id or [])
+        outcomes: dict[str, str] = {}
+        for jid in ids:
+            try:
+                check_job_id(jid)
+                got = cancel(
+                    keys=[result_key(jid), inflight_key(jid)],
+                    args=[StatusRecord.cancelled(jid).encode(), ttl_s],
+                )
+                outcomes[jid] = got.decode() if isinstance(got, bytes) else str(got)
+            except Exception as exc:  # a bad id or Redis away: say so, never crash the worker
+                outcomes[jid] = f"not cancelled: {exc}"
+        note = " (terminate is not supported: a running batch is never interrupted)" if terminate else ""
+        return {"ok": f"inferq: {outcomes}{note}"}
 
 
 def report_model_queues(queues: Iterable[str]) -> None:

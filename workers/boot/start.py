@@ -25,7 +25,7 @@ from tasks.keys import queue_name
 from tasks.kombu_layout import check_transport_options
 from tasks.settings import Settings, redact_url
 from workers.boot.announce import Heartbeat, announce_models
-from workers.boot.control import report_model_queues
+from workers.boot.control import handle_revoke, report_model_queues
 from workers.boot.task import register_predict
 from workers.broker.fetcher import Fetcher
 from workers.broker.leases import Leases
@@ -105,6 +105,7 @@ def run_worker(
     broker = redis_client(settings.broker_url, settings)
     queues = sorted({queue_name(i.name, i.variant) for i in infos})
     report_model_queues(queues)  # inspect active_queues / Flower name them as served
+    handle_revoke(backend, settings.cache_ttl_s)  # Celery's revoke cancels like Client.cancel
     # Room for one batch computing and the next one filling, and no more: a worker
     # never pulls the whole queue into memory.
     max_batch = max(limits.max_batch_size or i.max_batch_size for i in infos)

@@ -169,6 +169,7 @@ class WorkerCore:
             log.error("%s; %d message(s) come back after the visibility timeout", _why(exc), len(deliveries))
             self.fetcher.abandon(deliveries)
             return
+        parsed = self._drop_cancelled(parsed)
         for msg, items in parsed:
             self._take(msg, items, failures)
         if failures:
@@ -200,6 +201,32 @@ class WorkerCore:
                 lost += [m.delivery for m in ack]
         if lost:
             self.fetcher.abandon(lost)
+
+    def _drop_cancelled(
+        self, parsed: list[tuple[_Message, list[tuple[str, Any]]]]
+    ) -> list[tuple[_Message, list[tuple[str, Any]]]]:
+        """Leave out jobs cancelled while they were queued: never computed, and their
+        messages acked with the rest. One round trip per fetch; if it fails, the jobs
+        run, and the store still leaves their cancelled records alone."""
+        ids = [jid for _, items in parsed for jid, _ in items]
+        try:
+            cancelled = self.writer.cancelled(ids)
+        except Exception as exc:
+            log.warning("could not check %d job(s) for cancels (%s); running them", len(ids), _why(exc))
+            return parsed
+        if not cancelled:
+            return parsed
+        out = []
+        for msg, items in parsed:
+            keep = [(jid, raw) for jid, raw in items if jid not in cancelled]
+            if len(keep) < len(items):
+                msg.finish(len(items) - len(keep))  # never the last: on_deliveries holds it
+            out.append((msg, keep))
+        for jid in cancelled:
+            self.events.send("task-revoked", jid, terminated=False, signum=None, expired=False)
+        self.events.flush()
+        log.info("skipped %d cancelled job(s)", len(cancelled))
+        return out
 
     def _claim_inputs(self, parsed: list[tuple[_Message, list[tuple[str, Any]]]]) -> None:
         """Fetch inputs that travelled beside their messages, all in one round trip."""

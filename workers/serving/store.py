@@ -8,6 +8,7 @@ out in one Lua call (one round trip, ``tasks/lua/store.lua``) instead of one ``S
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ import redis
 
 from tasks import lua
 from tasks.errors import InferqError
-from tasks.keys import result_key
+from tasks.keys import inflight_key, result_key
 from tasks.wire import StatusRecord
 
 
@@ -36,6 +37,11 @@ class Outcome:
         return StatusRecord.failure(self.job_id, self.error)
 
 
+#: A stored record that is a revocation (a cancel): the first bytes, as
+#: ``tasks/lua/revoked.lua`` reads them.
+_REVOKED = re.compile(rb'^\s*{\s*"status"\s*:\s*"REVOKED"')
+
+
 class ResultWriter:
     """Stores outcomes (and ``STARTED`` marks) with one round trip per call."""
 
@@ -45,8 +51,19 @@ class ResultWriter:
         #: A ``STARTED`` state is not a result: if the job's message were lost, a state
         #: that lived as long as the cache would make every resubmission wait for it.
         self.started_ttl_s = min(ttl_s, started_ttl_s or ttl_s)
-        self._store = client.register_script(lua.source("store"))
-        self._started = client.register_script(lua.source("mark_started"))
+        self._store = client.register_script(lua.source("revoked", "store"))
+        self._started = client.register_script(lua.source("revoked", "mark_started"))
+
+    def cancelled(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs were cancelled (one round trip; only each record's first bytes)."""
+        if not job_ids:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for jid in job_ids:
+            pipe.getrange(result_key(jid), 0, 63)
+        return {
+            jid for jid, head in zip(job_ids, pipe.execute(), strict=True) if head and _REVOKED.match(head)
+        }
 
     def started(self, job_ids: Iterable[str]) -> None:
         ids = list(job_ids)
@@ -61,4 +78,5 @@ class ResultWriter:
         if not outcomes:
             return
         docs = [o.record().encode() for o in outcomes]
-        self._store(keys=[result_key(o.job_id) for o in outcomes], args=[self.ttl_s, *docs])
+        keys = [result_key(o.job_id) for o in outcomes] + [inflight_key(o.job_id) for o in outcomes]
+        self._store(keys=keys, args=[self.ttl_s, *docs])

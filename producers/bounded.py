@@ -1,0 +1,89 @@
+"""Client calls bounded in time, with one kind of error when Redis does not answer.
+
+A web backend shares one ``Client`` between its request threads. If Redis hangs (a
+stopped process, a partition that drops packets), a blocking Redis call waits for its
+socket timeout, then redis-py and kombu retry: one ``submit`` was measured taking 136 s,
+and a server's whole thread pool was stuck within seconds. So each public call runs its
+Redis work on a small pool of this client's threads and waits at most its bound; past
+it the caller gets ``BrokerUnavailable`` at once, and the thread that is still stuck is
+freed by its own (shortened) socket timeout. Redis and kombu errors become
+``BrokerUnavailable`` too (a refused password or ACL: ``ConfigError``), their cause
+chained, so a caller catches inferq's errors only.
+
+The pool is per process: a client made before a fork (gunicorn, Celery prefork) gets a
+fresh pool in the child, where the parent's threads do not exist.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TypeVar
+
+import redis
+from kombu.exceptions import KombuError
+
+from tasks.errors import BrokerUnavailable, ConfigError
+
+T = TypeVar("T")
+
+#: Errors of the moment from Redis and kombu (and the sockets under them).
+IO_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, KombuError, OSError, socket.timeout)
+
+
+class CallBound:
+    """Runs calls on this process's pool of client threads, each for at most its bound."""
+
+    def __init__(self, default_s: float, where: str, threads: int = 16) -> None:
+        """``where`` names the Redis for messages (URLs without passwords)."""
+        self.default_s = default_s
+        self.where = where
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def deadline(self, timeout: float | None) -> float:
+        """The monotonic time a call given ``timeout`` (None: the default) must end by."""
+        return time.monotonic() + (self.default_s if timeout is None else timeout)
+
+    def run(self, what: str, fn: Callable[[], T], deadline: float) -> T:
+        """``fn()``, or ``BrokerUnavailable`` naming ``what`` once ``deadline`` passes or Redis fails."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BrokerUnavailable(f"{what}: no time left within the call's bound ({self.where})")
+        future = self._executor().submit(fn)
+        try:
+            return future.result(left)
+        except FutureTimeout:
+            future.cancel()  # if it has not started, it never will
+            raise BrokerUnavailable(
+                f"{what}: Redis did not answer within {left:.3g} s ({self.where}); "
+                "the call's bound is its timeout, or INFERQ_CLIENT_TIMEOUT_S"
+            ) from None
+        except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+            # Not the moment's fault: retrying cannot help, so not BrokerUnavailable.
+            raise ConfigError(f"{what}: Redis refused this client: {exc} ({self.where})") from exc
+        except IO_ERRORS as exc:
+            raise BrokerUnavailable(f"{what}: {type(exc).__name__}: {exc} ({self.where})") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None and self._pid == os.getpid():
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is not None and self._pid == os.getpid():
+            return pool
+        with self._lock:
+            if self._pool is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="inferq-client")
+            return self._pool

@@ -1,0 +1,20 @@
+-- Cancel a job that no worker has started (producers/client.py, Client.cancel). Needs
+-- revoked.lua. KEYS[1] the result key, KEYS[2] the in-flight claim; ARGV[1] the
+-- cancelled record, ARGV[2] its TTL. Returns:
+--   'cancelled'  it was queued (claimed): now revoked, and workers will not run it
+--   'already'    it was cancelled before
+--   'running'    a worker has started it: nothing changed
+--   'finished'   it has a result (or a failure): nothing changed
+--   'unknown'    nothing is known of it: nothing changed
+-- The record is published like a result, so waiters wake with JobCancelled.
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if is_revoked(cur) then return 'already' end
+  if string.match(string.sub(cur, 1, 64), '^%s*{%s*"status"%s*:%s*"STARTED"') then return 'running' end
+  return 'finished'
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 'unknown' end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+return 'cancelled'
