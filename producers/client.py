@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -35,12 +36,21 @@ from tasks.app import create_app
 from tasks.codec import encode_inputs
 from tasks.connections import redis_client
 from tasks.errors import BadInput, InferqError, JobNotFound, NotReady, PayloadTooLarge
-from tasks.keys import check_job_id, inflight_key, input_key, job_id, queue_name, random_job_id, result_key
+from tasks.keys import (
+    check_job_id,
+    handle_key,
+    inflight_key,
+    input_key,
+    job_id,
+    queue_name,
+    random_job_id,
+    result_key,
+)
 from tasks.kombu_layout import UNACKED_INDEX, check_transport_options, queue_lists
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo
 from tasks.settings import Settings, redact_url
 from tasks.validation import cast_inputs, validate_inputs
-from tasks.wire import BulkItem, BulkMessage, Claim, Request, Result, StatusRecord
+from tasks.wire import BulkItem, BulkMessage, Claim, Request, Result, StatusRecord, WorkerBeat
 
 log = logging.getLogger(__name__)
 
@@ -426,6 +436,66 @@ class Client:
         producer: Producer = local.producer
         return producer
 
+    def health(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """What a readiness probe needs, never raising: whether each Redis answers, and the
+        live workers and the model variants they serve (``ready``: Redis answers and at
+        least one worker serves a model)."""
+        deadline = self.bound.deadline(timeout)
+        out: dict[str, Any] = {"broker": False, "results": False, "workers": [], "models": []}
+        for name, client in (("broker", self.broker), ("results", self.backend)):
+            try:
+                self.bound.run(f"pinging the {name} Redis", client.ping, deadline)
+                out[name] = True
+            except InferqError as exc:
+                out[f"{name}_error"] = str(exc)
+        if out["results"]:
+            try:
+                raw = self.bound.run(
+                    "reading worker heartbeats", lambda: self.backend.hgetall(C.WORKERS_KEY), deadline
+                )
+                now = time.time()
+                beats = [
+                    b for b in (WorkerBeat.parse(v) for v in raw.values()) if b is not None and b.alive(now)
+                ]
+                out["workers"] = sorted(b.hostname for b in beats)
+                out["models"] = sorted({m for b in beats for m in b.models})
+            except InferqError as exc:
+                out["results_error"] = str(exc)
+        out["ready"] = bool(out["broker"] and out["results"] and out["models"])
+        return out
+
+    def handle(self, job: Job | str, *, timeout: float | None = None) -> str:
+        """An unguessable handle for a job, to hand out where its id would be guessable.
+
+        A job id is the content hash of model, variant, version and input (that is how
+        the cache works), so anyone who can guess an input can compute it. A handle is
+        128 random bits mapped to the id in the result backend for as long as the cache
+        keeps results; ``status``, ``result``, ``cancel`` take it in place of the id.
+        Each call makes a new handle (hand each caller its own).
+        """
+        jid = job.id if isinstance(job, Job) else check_job_id(job)
+        h = C.HANDLE_PREFIX + secrets.token_hex(16)
+        ttl = self.settings.cache_ttl_s
+        self.bound.run(
+            "creating a job handle",
+            lambda: self.backend.set(handle_key(h), jid, ex=ttl),
+            self.bound.deadline(timeout),
+        )
+        return h
+
+    def resolve(self, handle: str, *, timeout: float | None = None) -> str:
+        """The job id behind a handle; ``JobNotFound`` for a handle never made, or expired."""
+        return self._resolve(check_job_id(handle), self.bound.deadline(timeout))
+
+    def _resolve(self, ref: str, deadline: float) -> str:
+        """A job id as given, or the id behind a handle."""
+        if not ref.startswith(C.HANDLE_PREFIX):
+            return ref
+        jid = self.bound.run("resolving a job handle", lambda: self.backend.get(handle_key(ref)), deadline)
+        if jid is None:
+            raise JobNotFound(f"no job has the handle {ref[:12]}...: never made, or expired with its result")
+        return jid.decode() if isinstance(jid, bytes) else str(jid)
+
     def cancel(self, job_id: str, *, timeout: float | None = None) -> CancelOutcome:
         """Cancel a job no worker has started: it will not be computed, its status becomes
         ``cancelled`` and its waiters get ``JobCancelled``, with no result after that.
@@ -436,13 +506,14 @@ class Client:
         discarded and the job stays ``cancelled``.) Submitting the same input again
         afterwards computes it.
         """
-        check_job_id(job_id)
+        deadline = self.bound.deadline(timeout)
+        job_id = self._resolve(check_job_id(job_id), deadline)
         ttl = self.settings.cache_ttl_s
         record = StatusRecord.cancelled(job_id).encode()
         outcome = self.bound.run(
             "cancelling a job",
             lambda: self._cancel(keys=[result_key(job_id), inflight_key(job_id)], args=[record, ttl]),
-            self.bound.deadline(timeout),
+            deadline,
         )
         return _CANCEL_OUTCOMES[outcome.decode() if isinstance(outcome, bytes) else str(outcome)]
 
@@ -452,10 +523,9 @@ class Client:
         ``unknown`` for an id never sent or whose result expired from the cache (a
         malformed id raises ``BadInput`` without asking Redis).
         """
-        check_job_id(job_id)
-        return self.bound.run(
-            "reading a job's status", lambda: self._status(job_id), self.bound.deadline(timeout)
-        )
+        deadline = self.bound.deadline(timeout)
+        jid = self._resolve(check_job_id(job_id), deadline)
+        return self.bound.run("reading a job's status", lambda: self._status(jid), deadline)
 
     def _status(self, job_id: str) -> JobStatus:
         record = StatusRecord.parse(self.backend.get(result_key(job_id)), job_id)
@@ -488,9 +558,9 @@ class Client:
         Without ``wait``: ``JobNotFound`` for an unknown id, ``NotReady`` for a job that is
         queued or running. ``timeout`` bounds the call (with ``wait``, the wait: ``Timeout``).
         """
-        check_job_id(job_id)
+        job_id = self._resolve(check_job_id(job_id), self.bound.deadline(None))
         if wait:
-            record, _ = self.listener.wait([job_id], timeout)[job_id]
+            record, _ = self.listener.wait([job_id], self._wait_bound(timeout))[job_id]
         else:
             deadline = self.bound.deadline(timeout)
             raw = self.bound.run(
@@ -510,15 +580,21 @@ class Client:
         return record.to_result(cached=False)
 
     def wait_for(self, job_ids: list[str], timeout: float | None) -> dict[str, Arrival]:
-        """Block until each id has a ready status record (``Job.wait`` calls this)."""
-        return self.listener.wait(job_ids, timeout)
+        """Block until each id has a ready status record (``Job.wait`` calls this); ``timeout``
+        None is the settings' ``wait_timeout_s``."""
+        return self.listener.wait(job_ids, self._wait_bound(timeout))
+
+    def _wait_bound(self, timeout: float | None) -> float:
+        return self.settings.wait_timeout_s if timeout is None else timeout
 
     def wait_all(
         self, jobs: Iterable[Job], timeout: float | None = None, progress: Callable[[int], None] | None = None
     ) -> list[Result | InferqError]:
         """Wait for many jobs on one subscription; each entry is a result or its error, in order."""
         jobs = list(jobs)
-        metas = self.listener.wait([j.id for j in jobs if not j.done], timeout, progress=progress)
+        metas = self.listener.wait(
+            [j.id for j in jobs if not j.done], self._wait_bound(timeout), progress=progress
+        )
         out: list[Result | InferqError] = []
         for j in jobs:
             if not j.done:

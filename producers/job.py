@@ -25,6 +25,8 @@ class JobOwner(Protocol):
 
     def cancel(self, job_id: str) -> CancelOutcome: ...
 
+    def handle(self, job: Job) -> str: ...
+
 
 @dataclass
 class Job:
@@ -70,3 +72,7 @@ class Job:
     def cancel(self) -> CancelOutcome:
         """Cancel this job if no worker has started it (``Client.cancel``)."""
         return self.owner.cancel(self.id)
+
+    def handle(self) -> str:
+        """A new unguessable handle for this job (``Client.handle``)."""
+        return self.owner.handle(self)

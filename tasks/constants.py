@@ -74,6 +74,14 @@ DEFAULT_PREFETCH = 4
 #: long enough for a Redis restart's reconnect, short enough that a web server's threads
 #: are not all stuck on a hung Redis.
 DEFAULT_CLIENT_TIMEOUT_S = 10.0
+#: ``wait`` without a ``timeout`` waits this long at most (``Timeout``): no call is
+#: unbounded, and a big batch of slow jobs still fits.
+DEFAULT_WAIT_TIMEOUT_S = 300.0
+
+#: A job handle (``Client.handle``) maps to its job id under this prefix.
+HANDLE_KEY_PREFIX = "inferq:handle:"
+#: Handles are "h-" and 32 hex digits of a random 128-bit token.
+HANDLE_PREFIX = "h-"
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_FLOWER_USER = "inferq"
 DEFAULT_METRICS_PORT = 9808

@@ -75,5 +75,9 @@ def input_key(job_id: str, nonce: str) -> str:
     return f"{C.INPUT_KEY_PREFIX}{job_id}:{nonce}"
 
 
+def handle_key(handle: str) -> str:
+    return f"{C.HANDLE_KEY_PREFIX}{handle}"
+
+
 def inflight_key(job_id: str) -> str:
     return f"{C.INFLIGHT_KEY_PREFIX}{job_id}"

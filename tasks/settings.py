@@ -52,6 +52,8 @@ class Settings:
     #: The longest a client call (submit, status, result, ping) may take, connecting and
     #: retrying included, before it raises ``BrokerUnavailable``; a call's ``timeout`` overrides it.
     client_timeout_s: float = C.DEFAULT_CLIENT_TIMEOUT_S
+    #: How long ``wait``/``wait_all``/``result(wait=True)`` wait when given no ``timeout``.
+    wait_timeout_s: float = C.DEFAULT_WAIT_TIMEOUT_S
     #: Producers refuse (``Overloaded``) when a model's queue holds more jobs; 0: no limit.
     max_queue_depth: int = 0
     prefetch: int = C.DEFAULT_PREFETCH
@@ -85,6 +87,7 @@ class Settings:
             "max_message_bytes",
             "prefetch",
             "client_timeout_s",
+            "wait_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be > 0, got {getattr(self, name)}")

@@ -173,3 +173,48 @@ def test_a_result_stored_after_the_cancel_is_discarded_and_never_published(own_r
     assert writer.cancelled([jid, "x" * 32]) == {jid}
     pubsub.close()
     r.close()
+
+
+def test_an_unguessable_handle_stands_for_its_job_in_status_result_and_cancel(
+    worker: WorkerProcess, client: Client, models_dir: Path
+):
+    job = client.submit("digits", fresh_input(models_dir), variant="fp32")
+    h1, h2 = job.handle(), client.handle(job.id)
+    assert h1 != h2 and job.id not in h1 and len(h1) == 34 and h1.startswith("h-")
+    assert client.resolve(h1) == client.resolve(h2) == job.id
+    res = client.result(h1, wait=True, timeout=30)
+    assert res.job_id == job.id and res.outputs["probs"].shape == (10,)
+    assert client.status(h2) is JobStatus.SUCCESS
+    assert client.cancel(h2) is CancelOutcome.FINISHED
+    from tasks.errors import JobNotFound
+
+    with pytest.raises(JobNotFound, match="no job has the handle"):
+        client.status("h-" + "0" * 32)
+
+
+def test_wait_without_a_timeout_is_bounded_by_the_settings(
+    worker: WorkerProcess, cancel_settings: Settings, models_dir: Path
+):
+    from tasks.errors import Timeout
+
+    with Client(cancel_settings.with_(wait_timeout_s=1.0)) as c:
+        # digits:int8 is not served here: the job never finishes.
+        job = c.submit("digits", fresh_input(models_dir), variant="int8")
+        t0 = time.monotonic()
+        with pytest.raises(Timeout, match=r"timed out after 1\.0 s"):
+            job.wait()
+        assert time.monotonic() - t0 < 3
+        job.cancel()
+
+
+def test_health_says_what_a_readiness_probe_needs(worker: WorkerProcess, client: Client, tmp_path: Path):
+    h = client.health(timeout=5)
+    assert h["broker"] and h["results"] and h["ready"]
+    assert worker.hostname in h["workers"] and "digits:fp32" in h["models"]
+    with Client(
+        Settings(broker_url="redis://127.0.0.1:1/0", models_dir=tmp_path, client_timeout_s=2)
+    ) as down:
+        t0 = time.monotonic()
+        h = down.health()
+        assert time.monotonic() - t0 < 3
+        assert h["ready"] is False and h["broker"] is False and "broker_error" in h
