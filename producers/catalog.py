@@ -39,6 +39,17 @@ class ModelCatalog:
             self._read_at = time.monotonic()
         return self._models
 
+    def cached(self, model: str, variant: str | None = None) -> ModelInfo | None:
+        """What ``info`` would answer, when a fresh read of the announcements holds it;
+        None when answering needs Redis or the models folder. (No I/O: the client calls it
+        on the caller's thread, sparing a submit a hop to its Redis threads.)"""
+        if not self._models or time.monotonic() - self._read_at > REFRESH_S:
+            return None
+        info = self._models.get(f"{model}:{variant or 'fp32'}")
+        if info is not None:
+            check_name("model", model)
+        return info
+
     def info(self, model: str, variant: str | None = None) -> ModelInfo:
         """A model variant's description; ``variant=None`` picks fp32, or the first there is."""
         check_name("model", model)

@@ -143,6 +143,9 @@ class Client:
         return self._model_info(model, variant, self.bound.deadline(timeout))
 
     def _model_info(self, model: str, variant: str | None, deadline: float) -> ModelInfo:
+        cached = self.catalog.cached(model, variant)
+        if cached is not None:
+            return cached
         return self.bound.run(
             f"looking up model {model!r}", lambda: self.catalog.info(model, variant), deadline
         )

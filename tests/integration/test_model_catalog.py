@@ -178,3 +178,17 @@ def test_bad_names_raise_bad_input(
     write_local(models_folder, model_info("a", "fp32"))
     with pytest.raises(BadInput, match="name must match"):
         catalog.info(model, variant)
+
+
+def test_the_cached_answer_agrees_with_info_and_never_reads_redis(
+    rc: redis.Redis[bytes], catalog: ModelCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    announce(rc, model_info("m", "fp32"))
+    announce(rc, model_info("m", "int8"))
+    assert catalog.cached("m", "int8") is None, "nothing read yet: the answer needs Redis"
+    catalog.models()
+    monkeypatch.setattr(catalog, "backend", None)  # any Redis call would now fail
+    assert catalog.cached("m", "int8") == catalog.info("m", "int8")
+    assert catalog.cached("m") == catalog.info("m") and catalog.cached("m").variant == "fp32"
+    assert catalog.cached("m", "fp16") is None and catalog.cached("other") is None
+    assert catalog.cached("../m", "fp32") is None  # not announced: info() answers it, with BadInput
