@@ -6,7 +6,8 @@ socket timeout, then redis-py and kombu retry: one ``submit`` was measured takin
 and a server's whole thread pool was stuck within seconds. So each public call runs its
 Redis work on a small pool of this client's threads and waits at most its bound; past
 it the caller gets ``BrokerUnavailable`` at once, and the thread that is still stuck is
-freed by its own (shortened) socket timeout. Redis and kombu errors become
+freed by its own socket timeout (the client's connections try twice, half the bound
+each). Redis and kombu errors become
 ``BrokerUnavailable`` too (a refused password or ACL: ``ConfigError``), their cause
 chained, so a caller catches inferq's errors only.
 
@@ -21,7 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
@@ -47,6 +48,7 @@ class CallBound:
         self._pool: ThreadPoolExecutor | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._closed = False
 
     def deadline(self, timeout: float | None) -> float:
         """The monotonic time a call given ``timeout`` (None: the default) must end by."""
@@ -57,23 +59,34 @@ class CallBound:
         left = deadline - time.monotonic()
         if left <= 0:
             raise BrokerUnavailable(f"{what}: no time left within the call's bound ({self.where})")
-        future = self._executor().submit(fn)
+        try:
+            future = self._executor().submit(fn)
+        except RuntimeError:  # the pool was shut down: the client is closed
+            raise BrokerUnavailable(f"{what}: the client is closed") from None
         try:
             return future.result(left)
+        except CancelledError:
+            raise BrokerUnavailable(f"{what}: the client was closed during the call") from None
         except FutureTimeout:
             future.cancel()  # if it has not started, it never will
             raise BrokerUnavailable(
                 f"{what}: Redis did not answer within {left:.3g} s ({self.where}); "
                 "the call's bound is its timeout, or INFERQ_CLIENT_TIMEOUT_S"
             ) from None
-        except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+        except (
+            redis.AuthenticationError,
+            redis.exceptions.AuthorizationError,
+            redis.exceptions.NoPermissionError,
+        ) as exc:
             # Not the moment's fault: retrying cannot help, so not BrokerUnavailable.
             raise ConfigError(f"{what}: Redis refused this client: {exc} ({self.where})") from exc
         except IO_ERRORS as exc:
             raise BrokerUnavailable(f"{what}: {type(exc).__name__}: {exc} ({self.where})") from exc
 
     def close(self) -> None:
+        """Refuse new calls (``BrokerUnavailable``) and let the threads end."""
         with self._lock:
+            self._closed = True
             if self._pool is not None and self._pid == os.getpid():
                 self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -83,6 +96,8 @@ class CallBound:
         if pool is not None and self._pid == os.getpid():
             return pool
         with self._lock:
+            if self._closed:
+                raise RuntimeError("closed")
             if self._pool is None or self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="inferq-client")

@@ -27,9 +27,9 @@ import redis
 
 from tasks import constants as C
 from tasks import lua
-from tasks.errors import cacheable_types
+from tasks.errors import TransientError, cacheable_types
 from tasks.keys import inflight_key, result_key
-from tasks.wire import Claim
+from tasks.wire import Claim, StatusRecord
 
 #: Per-job answers of ``check_and_claim`` (the first element of each entry).
 CLAIMED, FOUND, SHARED = 0, 1, 2
@@ -64,10 +64,23 @@ class Claims:
                 pipe.set(inflight_key(jid), Claim.encode(time.time(), model_key), ex=self.inflight_ttl_s)
             pipe.execute()
 
-    def release(self, ids: list[str]) -> None:
-        """Drop the claims of jobs that were not sent after all (their send failed)."""
-        if ids:
-            self.backend.delete(*[inflight_key(j) for j in ids])
+    def release(self, ids: list[str], reason: str) -> None:
+        """End the claims of jobs that were not sent after all (their send failed).
+
+        Someone may already share such a job (a resubmit while the send hung): a bare
+        delete would leave it waiting for a job nobody sends. So each id gets a
+        ``TransientError`` failure (published, unless a record is already there), which
+        wakes its waiters with a retryable error; a resubmit redoes it.
+        """
+        if not ids:
+            return
+        pipe = self.backend.pipeline(transaction=False)
+        for jid in ids:
+            record = StatusRecord.failure(jid, TransientError(f"job {jid} was not sent: {reason}")).encode()
+            pipe.set(result_key(jid), record, nx=True, ex=self.inflight_ttl_s)
+            pipe.publish(result_key(jid), record)
+            pipe.delete(inflight_key(jid))
+        pipe.execute()
 
     def reclaim(self, seen: list[tuple[str, bytes]], model_key: str) -> list[bool]:
         """Claim ids whose stored state (``seen``: id, the document read) is a failure of

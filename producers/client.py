@@ -54,6 +54,15 @@ from tasks.wire import BulkItem, BulkMessage, Claim, Request, Result, StatusReco
 
 log = logging.getLogger(__name__)
 
+
+def _as_array(x: Any, name: str) -> np.ndarray:
+    """An input as an array; a ragged nested list is ``BadInput``, never numpy's ValueError."""
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(f"input {name!r}: expected a rectangular array of numbers ({exc})") from None
+
+
 #: tasks/lua/cancel.lua's answers.
 _CANCEL_OUTCOMES = {
     "cancelled": CancelOutcome.CANCELLED,
@@ -88,8 +97,10 @@ class Client:
             }
         # An app handed in may carry transport options that move kombu's keys.
         check_transport_options(self.app.conf.broker_transport_options or {}, settings.broker_url)
-        self.backend = redis_client(settings.result_backend, settings, socket_timeout=bound)
-        self.broker = redis_client(settings.broker_url, settings, socket_timeout=bound)
+        # Two tries of half the bound each: a thread stuck on a hung Redis is freed about
+        # when its caller has been answered.
+        self.backend = redis_client(settings.result_backend, settings, socket_timeout=bound / 2, retries=1)
+        self.broker = redis_client(settings.broker_url, settings, socket_timeout=bound / 2, retries=1)
         self.bound = CallBound(
             bound, f"broker {redact_url(settings.broker_url)}, results {redact_url(settings.result_backend)}"
         )
@@ -167,12 +178,12 @@ class Client:
     def prepare_inputs(self, info: ModelInfo, x: Any) -> dict[str, np.ndarray]:
         """One input (array) or named inputs (mapping) as a name -> array dict."""
         if isinstance(x, Mapping):
-            return {str(k): np.asarray(v) for k, v in x.items()}
+            return {str(k): _as_array(v, str(k)) for k, v in x.items()}
         if len(info.inputs) != 1:
             raise BadInput(
                 f"{info.key} has inputs {[s.name for s in info.inputs]}; pass a dict of name -> array"
             )
-        return {info.inputs[0].name: np.asarray(x)}
+        return {info.inputs[0].name: _as_array(x, info.inputs[0].name)}
 
     def submit(
         self,
@@ -344,16 +355,16 @@ class Client:
             deadline = None if deadline_ms is None else t0 + deadline_ms / 1e3
             try:
                 self._send(info, send, t0, cache=not no_cache, deadline_at=deadline, priority=priority)
-            except BaseException:
+            except BaseException as exc:
                 # Nothing was queued: a claim left behind would make every resubmit of
                 # these inputs wait for a job that does not exist.
-                self._release_claims([jid for jid, _ in send])
+                self._release_claims([jid for jid, _ in send], f"{type(exc).__name__}: {exc}")
                 raise
         return jobs
 
-    def _release_claims(self, ids: list[str]) -> None:
+    def _release_claims(self, ids: list[str], reason: str) -> None:
         try:
-            self.claims.release(ids)
+            self.claims.release(ids, reason)
         except Exception as exc:  # the result Redis is down too: the claims go stale instead
             log.warning("could not release %d claim(s) after a failed send: %s", len(ids), exc)
 
@@ -476,13 +487,14 @@ class Client:
         keeps results; ``status``, ``result``, ``cancel`` take it in place of the id.
         Each call makes a new handle (hand each caller its own).
         """
-        jid = job.id if isinstance(job, Job) else check_job_id(job)
+        deadline = self.bound.deadline(timeout)
+        jid = job.id if isinstance(job, Job) else self._resolve(check_job_id(job), deadline)
         h = C.HANDLE_PREFIX + secrets.token_hex(16)
         ttl = self.settings.cache_ttl_s
         self.bound.run(
             "creating a job handle",
             lambda: self.backend.set(handle_key(h), jid, ex=ttl),
-            self.bound.deadline(timeout),
+            deadline,
         )
         return h
 
@@ -503,11 +515,11 @@ class Client:
         """Cancel a job no worker has started: it will not be computed, its status becomes
         ``cancelled`` and its waiters get ``JobCancelled``, with no result after that.
 
-        A running or finished job is left as it is, and the outcome says so. (A worker
-        that has already taken the job in, but not started its batch, leaves it out; in
-        the narrow window after that check the batch may compute it, but the result is
-        discarded and the job stays ``cancelled``.) Submitting the same input again
-        afterwards computes it.
+        A running or finished job is left as it is, and the outcome says so. A worker
+        checks for cancels when it takes messages in; a job it took in before the cancel
+        (it holds up to two batches ahead) may still be computed, but its result is
+        discarded, never stored or published, and the job stays ``cancelled``.
+        Submitting the same input again afterwards computes it.
         """
         deadline = self.bound.deadline(timeout)
         job_id = self._resolve(check_job_id(job_id), deadline)
@@ -561,7 +573,7 @@ class Client:
         Without ``wait``: ``JobNotFound`` for an unknown id, ``NotReady`` for a job that is
         queued or running. ``timeout`` bounds the call (with ``wait``, the wait: ``Timeout``).
         """
-        job_id = self._resolve(check_job_id(job_id), self.bound.deadline(None))
+        job_id = self._resolve(check_job_id(job_id), self.bound.deadline(None if wait else timeout))
         if wait:
             record, _ = self.listener.wait([job_id], self._wait_bound(timeout))[job_id]
         else:

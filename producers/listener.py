@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
+import selectors
 import threading
 import time
 from collections import OrderedDict
@@ -188,6 +188,11 @@ class ResultListener:
                 return
             self._pid = os.getpid()
             self._error = None  # a new thread, a new chance
+            # The old pipe goes (a restart here, or a parent's copy after a fork).
+            for fd in (self._wake_r, self._wake_w):
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
             self._wake_r, self._wake_w = os.pipe()  # a fresh one: a parent's is not ours
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
@@ -269,12 +274,22 @@ class ResultListener:
         """
         conn = pubsub.connection
         sock = getattr(conn, "_sock", None) if conn is not None else None
-        if sock is None or self._wake_r is None or conn.can_read(timeout=0):
-            return  # data already buffered (or no socket yet: get_message connects)
+        if conn is not None and conn.can_read(timeout=0):
+            return  # data already buffered
         with self._lock:
             if self._to_subscribe:
                 return
-        select.select([sock, self._wake_r], [], [], self.IDLE_BLOCK_S)
+        if sock is None or self._wake_r is None:
+            # No socket to wait on (redis-py without ``_sock``): wait on redis-py's own
+            # read with a short timeout, a watch then waits at most that long.
+            if conn is not None:
+                conn.can_read(timeout=0.05)
+            return
+        # selectors, not select.select: a busy server's descriptors pass 1024.
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            sel.select(self.IDLE_BLOCK_S)
         with contextlib.suppress(OSError):  # BlockingIOError: drained
             while os.read(self._wake_r, 4096):
                 pass

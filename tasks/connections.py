@@ -91,7 +91,9 @@ def tls_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def redis_client(url: str, settings: Settings, *, socket_timeout: float | None = None) -> redis.Redis[bytes]:
+def redis_client(
+    url: str, settings: Settings, *, socket_timeout: float | None = None, retries: int = COMMAND_RETRIES
+) -> redis.Redis[bytes]:
     """A redis-py client for ``url`` (the broker or the result backend) with inferq's timeouts,
     and TLS as the settings say when ``url`` is ``rediss://``.
 
@@ -103,7 +105,7 @@ def redis_client(url: str, settings: Settings, *, socket_timeout: float | None =
     if socket_timeout is not None:
         options["socket_timeout"] = socket_timeout
         options["socket_connect_timeout"] = min(CONNECT_TIMEOUT_S, socket_timeout)
-    options["retry"] = Retry(ExponentialBackoff(cap=0.5, base=0.05), COMMAND_RETRIES)
+    options["retry"] = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries)
     if uses_tls(url):
         options.update(tls_options(settings))
     return redis.Redis.from_url(url, **options)

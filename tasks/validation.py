@@ -38,10 +38,10 @@ def cast_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -
         want = np.dtype(spec.dtype)
         if arr.dtype == want or arr.dtype.kind not in "iuf" or want.kind not in "iuf":
             continue  # identical, or not a numeric cast: validate_inputs names the mismatch
-        if arr.size and want.kind == "f" and arr.dtype.kind == "f" and arr.dtype.itemsize > want.itemsize:
-            finite = arr[np.isfinite(arr)]
+        if arr.size and want.kind == "f" and (arr.dtype.kind in "iu" or arr.dtype.itemsize > want.itemsize):
+            finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
             top = float(np.finfo(want).max)
-            if finite.size and float(np.abs(finite).max()) > top:
+            if finite.size and float(np.abs(finite.astype(np.float64)).max()) > top:
                 raise BadInput(
                     f"input {spec.name!r}: expected dtype {want.name}, got {arr.dtype.name} "
                     f"with values outside {want.name}'s range (±{top:.3g})"
@@ -53,7 +53,14 @@ def cast_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -
                     "with values that are not whole numbers"
                 )
             info = np.iinfo(want)
-            if arr.min() < info.min or arr.max() > info.max:
+            # Compared as Python numbers: a float64 2**63 is not <= int64's max, though
+            # numpy's own comparison rounds that max up to 2**63 and says it is.
+            low, high = arr.min().item(), arr.max().item()
+            if (
+                low < info.min
+                or high > info.max
+                or (arr.dtype.kind == "f" and high >= 2.0 ** (info.bits - (info.kind == "i")))
+            ):
                 raise BadInput(
                     f"input {spec.name!r}: expected dtype {want.name}, got {arr.dtype.name} "
                     f"with values outside {want.name}'s range [{info.min}, {info.max}]"

@@ -21,7 +21,7 @@ import redis
 from ops.local.redis_server import LocalRedis
 from producers.client import Client
 from tasks import constants as C
-from tasks.errors import BadInput, BrokerUnavailable, InferqError, JobNotFound, NotReady
+from tasks.errors import BadInput, BrokerUnavailable, InferqError, JobNotFound, NotReady, TransientError
 from tasks.keys import inflight_key, job_id, queue_name, result_key
 from tasks.kombu_layout import queue_lists
 from tasks.schema import JobStatus, ModelInfo, TensorSpec
@@ -109,7 +109,10 @@ def test_broker_down_results_up_releases_the_claim_and_a_resubmit_after_restart_
         assert time.monotonic() - t0 < 4
         assert caught.value.__cause__ is not None or "did not answer" in str(caught.value)
         assert not client.backend.exists(inflight_key(jid)), "a failed send must not leave its claim"
-        assert client.status(jid) is JobStatus.UNKNOWN
+        assert client.status(jid) is JobStatus.FAILURE  # answered, so anyone sharing it wakes
+        with pytest.raises(TransientError, match="was not sent") as failed:
+            client.result(jid)
+        assert failed.value.retryable
         server.start()
         job = client.submit("faulty", x, variant="fp32", timeout=10)
         assert job.id == jid and job.enqueued, "the resubmit is sent, not shared with a job that never was"
@@ -257,7 +260,7 @@ def test_64_threads_on_one_client_use_a_bounded_number_of_connections_all_closed
 def test_a_job_lost_in_flight_is_reported_lost_after_the_visibility_bound(
     own_redis: LocalRedis, tmp_path: Path
 ):
-    settings = Settings(broker_url=own_redis.url, models_dir=tmp_path, visibility_timeout_s=1)
+    settings = Settings(broker_url=own_redis.url, models_dir=tmp_path, visibility_timeout_s=3)
     with Client(settings) as client:
         announce(client)
         x = a_new_input()
@@ -265,7 +268,7 @@ def test_a_job_lost_in_flight_is_reported_lost_after_the_visibility_bound(
         assert client.status(job.id) is JobStatus.QUEUED
         client.broker.delete(*queue_lists(queue_name(INFO.name, INFO.variant)))  # the message is lost
         assert client.status(job.id) is JobStatus.QUEUED, "within the visibility bound it may still come"
-        time.sleep(1.5)
+        time.sleep(3.5)
         assert client.status(job.id) is JobStatus.LOST
         with pytest.raises(JobNotFound, match="lost in flight"):
             client.result(job.id)
@@ -281,3 +284,40 @@ def test_a_deep_queue_is_not_mistaken_for_a_lost_job(own_redis: LocalRedis, tmp_
         job = client.submit("faulty", a_new_input(), variant="fp32")
         time.sleep(1.5)  # older than the bound, but its message still waits in the queue
         assert client.status(job.id) is JobStatus.QUEUED
+
+
+def test_a_job_shared_with_a_send_that_fails_wakes_its_waiter_with_a_retryable_error(
+    own_redis: LocalRedis, tmp_path: Path
+):
+    """A resubmit while the first send hangs shares that job; when the send then fails, the
+    sharer must not wait for a job nobody sends."""
+    settings = Settings(broker_url=own_redis.url, models_dir=tmp_path)
+    with Client(settings) as first, Client(settings) as second:
+        announce(first)
+        x = a_new_input()
+        jid = job_id(INFO.name, INFO.variant, INFO.version, {"x": x})
+        assert first.claims.check_and_claim([jid], INFO.key)[0][0] == 0  # claimed, send in flight
+        shared = second.submit("faulty", x, variant="fp32")
+        assert shared.id == jid and not shared.enqueued
+        first.claims.release([jid], "ConnectionError: the broker went away")
+        t0 = time.monotonic()
+        with pytest.raises(TransientError, match="was not sent: ConnectionError"):
+            shared.wait(timeout=10)
+        assert time.monotonic() - t0 < 2
+        again = second.submit("faulty", x, variant="fp32")
+        assert again.enqueued, "a resubmit redoes it"
+
+
+def test_a_ragged_input_is_bad_input_not_a_numpy_error(own_redis: LocalRedis, tmp_path: Path):
+    with Client(Settings(broker_url=own_redis.url, models_dir=tmp_path)) as client:
+        announce(client)
+        with pytest.raises(BadInput, match="expected a rectangular array of numbers"):
+            client.submit("faulty", [[1.0, 2.0], [3.0]], variant="fp32")
+
+
+def test_calls_after_close_raise_an_inferq_error(own_redis: LocalRedis, tmp_path: Path):
+    client = Client(Settings(broker_url=own_redis.url, models_dir=tmp_path))
+    client.ping()
+    client.close()
+    with pytest.raises(BrokerUnavailable, match="the client is closed"):
+        client.status("a" * 32)

@@ -340,7 +340,7 @@ def test_an_idle_listener_with_jobs_pending_uses_no_cpu(listener: ResultListener
     time.sleep(3.0)
     used = time.process_time() - before
     # The old 2 ms poll used about 2% of a core (0.066 s in 3 s); a sleeping thread, none.
-    assert used < 0.02, f"{used:.3f} s of CPU in 3 s idle"
+    assert used < 0.04, f"{used:.3f} s of CPU in 3 s idle"
 
 
 def test_a_new_watch_wakes_the_sleeping_listener_at_once(rc: redis.Redis[bytes], listener: ResultListener):

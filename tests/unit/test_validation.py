@@ -214,3 +214,15 @@ def test_non_numeric_casts_are_left_for_validation_to_refuse(given):
 def test_inputs_the_model_does_not_take_are_left_alone():
     extra = np.array([1.0])
     assert cast_inputs({"y": extra}, F32) == {"y": extra}
+
+
+def test_a_float_at_int64s_edge_is_refused_not_wrapped():
+    with pytest.raises(BadInput, match=r"outside int64's range"):
+        cast_inputs({"x": np.array([2.0**63, 0.0, 1.0])}, (TensorSpec(name="x", shape=(3,), dtype="int64"),))
+
+
+def test_ints_beyond_a_small_floats_range_are_refused_naming_it():
+    with pytest.raises(
+        BadInput, match=r"expected dtype float16, got int64 with values outside float16's range"
+    ):
+        cast_inputs({"x": np.array([70000, 0, 1])}, (TensorSpec(name="x", shape=(3,), dtype="float16"),))
