@@ -20,29 +20,22 @@ import redis
 
 from ops.local.redis_server import LocalRedis
 from producers.client import Client
-from tasks import constants as C
 from tasks.errors import BadInput, BrokerUnavailable, InferqError, JobNotFound, NotReady, TransientError
 from tasks.keys import inflight_key, job_id, queue_name, result_key
 from tasks.kombu_layout import queue_lists
-from tasks.schema import JobStatus, ModelInfo, TensorSpec
+from tasks.schema import JobStatus
 from tasks.settings import Settings
-from tasks.wire import ModelAnnouncement
 from tests.conftest import WorkerProcess
+from tests.helpers.announced import announce as announce_model
+from tests.helpers.announced import tiny_model
 
 pytestmark = pytest.mark.integration
 
-INFO = ModelInfo(
-    name="faulty",
-    variant="fp32",
-    version="1",
-    runtime="litert",
-    inputs=(TensorSpec("x", (4,), "float32", "float32"),),
-    outputs=(TensorSpec("y", (2,), "float32", "float32"),),
-)
+INFO = tiny_model("faulty")
 
 
 def announce(client: Client) -> None:
-    client.backend.hset(C.MODELS_KEY, INFO.key, ModelAnnouncement.encode(INFO))
+    announce_model(client.backend, INFO)
 
 
 def depth(client: Client) -> int:

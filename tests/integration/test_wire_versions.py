@@ -10,31 +10,22 @@ import pytest
 
 from ops.local.redis_server import LocalRedis
 from producers.client import Client
-from tasks import constants as C
 from tasks.errors import IncompatibleVersion
 from tasks.keys import job_id, queue_name, result_key
 from tasks.kombu_layout import queue_lists
-from tasks.schema import ModelInfo, TensorSpec
 from tasks.settings import Settings
-from tasks.wire import ModelAnnouncement
+from tests.helpers.announced import announce, tiny_model
 
 pytestmark = pytest.mark.integration
 
-INFO = ModelInfo(
-    name="vers",
-    variant="fp32",
-    version="7",
-    runtime="litert",
-    inputs=(TensorSpec("x", (3,), "float32", "float32"),),
-    outputs=(TensorSpec("y", (2,), "float32", "float32"),),
-)
+INFO = tiny_model("vers", width=3, version="7")
 
 
 @pytest.fixture()
 def client(own_redis: LocalRedis, tmp_path) -> Iterator[Client]:
     settings = Settings(broker_url=own_redis.url, models_dir=tmp_path)
     with Client(settings) as c:
-        c.backend.hset(C.MODELS_KEY, INFO.key, ModelAnnouncement.encode(INFO))
+        announce(c.backend, INFO)
         yield c
 
 
