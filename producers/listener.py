@@ -77,6 +77,8 @@ class ResultListener:
         self._error: BaseException | None = None
         self._times: OrderedDict[str, float] = OrderedDict()
         self._wake_r: int | None = None
+        self._selector: selectors.BaseSelector | None = None
+        self._selected: object = None  # the socket the selector waits on
         self._wake_w: int | None = None
 
     def watch(self, job_ids: Iterable[str]) -> None:
@@ -263,6 +265,7 @@ class ResultListener:
                 if time.monotonic() - self._pruned_at > 5.0:
                     self._prune(pubsub)
         finally:
+            self._close_selector()
             pubsub.close()
 
     def _sleep_until_traffic(self, pubsub: Any) -> None:
@@ -285,14 +288,23 @@ class ResultListener:
             if conn is not None:
                 conn.can_read(timeout=0.05)
             return
-        # selectors, not select.select: a busy server's descriptors pass 1024.
-        with selectors.DefaultSelector() as sel:
-            sel.register(sock, selectors.EVENT_READ)
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            sel.select(self.IDLE_BLOCK_S)
+        # selectors, not select.select: a busy server's descriptors pass 1024. One per
+        # connection, not per turn: this runs for every batch of results.
+        if self._selector is None or self._selected is not sock:
+            self._close_selector()
+            self._selector = selectors.DefaultSelector()
+            self._selector.register(sock, selectors.EVENT_READ)
+            self._selector.register(self._wake_r, selectors.EVENT_READ)
+            self._selected = sock
+        self._selector.select(self.IDLE_BLOCK_S)
         with contextlib.suppress(OSError):  # BlockingIOError: drained
             while os.read(self._wake_r, 4096):
                 pass
+
+    def _close_selector(self) -> None:
+        if self._selector is not None:
+            self._selector.close()
+        self._selector, self._selected = None, None
 
     def _prune(self, pubsub: Any) -> None:
         now = time.monotonic()
