@@ -8,21 +8,14 @@ settings' ``client_timeout_s``; past it, or when Redis fails, it raises
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import secrets
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from celery import Celery
-from kombu.connection import Connection
-from kombu.messaging import Producer
 
 from producers.bounded import CallBound
 from producers.catalog import ModelCatalog
@@ -30,9 +23,9 @@ from producers.claims import CLAIMED, FOUND, SHARED, Claims
 from producers.job import Job
 from producers.limits import QueueDepthGuard
 from producers.listener import Arrival, ResultListener
+from producers.sender import Sender
 from tasks import constants as C
 from tasks import lua
-from tasks.app import create_app
 from tasks.codec import encode_inputs
 from tasks.connections import redis_client
 from tasks.errors import BadInput, InferqError, JobNotFound, NotReady, PayloadTooLarge
@@ -40,7 +33,6 @@ from tasks.keys import (
     check_job_id,
     handle_key,
     inflight_key,
-    input_key,
     job_id,
     queue_name,
     random_job_id,
@@ -50,7 +42,7 @@ from tasks.kombu_layout import UNACKED_INDEX, check_transport_options, queue_lis
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo
 from tasks.settings import Settings, redact_url
 from tasks.validation import cast_inputs, validate_inputs
-from tasks.wire import BulkItem, BulkMessage, Claim, Request, Result, StatusRecord, WorkerBeat
+from tasks.wire import Claim, Result, StatusRecord, WorkerBeat
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +71,8 @@ class Client:
     def __init__(self, settings: Settings, *, app: Celery | None = None) -> None:
         self.settings = settings
         bound = settings.client_timeout_s
-        self.app = app or create_app(settings)
-        self._own_app = app is None
-        if app is None:
-            # A stuck publish is freed about when its caller is answered: kombu's socket
-            # timeouts and publish retries are cut to the call's bound.
-            self.app.conf.broker_transport_options = {
-                **self.app.conf.broker_transport_options,
-                "socket_timeout": bound,
-                "socket_connect_timeout": min(5.0, bound),
-            }
-            self.app.conf.task_publish_retry_policy = {
-                "max_retries": 1,
-                "interval_start": 0,
-                "interval_step": 0.1,
-                "interval_max": 0.2,
-            }
+        self.sender = Sender(settings, app)
+        self.app = self.sender.app
         # An app handed in may carry transport options that move kombu's keys.
         check_transport_options(self.app.conf.broker_transport_options or {}, settings.broker_url)
         # Two tries of half the bound each: a thread stuck on a hung Redis is freed about
@@ -107,12 +85,6 @@ class Client:
         self.claims = Claims(self.backend, settings.inflight_ttl_s, settings.visibility_timeout_s)
         #: Watches submitted jobs so results are seen (and timed) as they arrive.
         self.listener = ResultListener(self.backend)
-        # One kombu producer per call thread, on a connection of its own (kombu connections
-        # are not thread-safe), all closed by close(): Celery's shared pools drop their
-        # sockets without closing them.
-        self._local = threading.local()
-        self._publishers: list[Connection] = []
-        self._publishers_lock = threading.Lock()
         self.catalog = ModelCatalog(self.backend, settings.models_dir)
         self.depth_guard = QueueDepthGuard(self.broker, settings.max_queue_depth)
         self._cancel = self.backend.register_script(lua.source("revoked", "cancel"))
@@ -124,11 +96,7 @@ class Client:
     def close(self) -> None:
         """Stop the listener and close every connection this client opened."""
         self.bound.close()
-        with self._publishers_lock:
-            publishers, self._publishers = self._publishers, []
-        for conn in publishers:
-            with contextlib.suppress(Exception):
-                conn.close()  # type: ignore[no-untyped-call]
+        self.sender.close()
         self.listener.close()
         self.backend.close()
         self.broker.close()
@@ -354,7 +322,9 @@ class Client:
         if send:
             deadline = None if deadline_ms is None else t0 + deadline_ms / 1e3
             try:
-                self._send(info, send, t0, cache=not no_cache, deadline_at=deadline, priority=priority)
+                self.sender.send(
+                    self.broker, info, send, t0, cache=not no_cache, deadline_at=deadline, priority=priority
+                )
             except BaseException as exc:
                 # Nothing was queued: a claim left behind would make every resubmit of
                 # these inputs wait for a job that does not exist.
@@ -367,88 +337,6 @@ class Client:
             self.claims.release(ids, reason)
         except Exception as exc:  # the result Redis is down too: the claims go stale instead
             log.warning("could not release %d claim(s) after a failed send: %s", len(ids), exc)
-
-    def _send(
-        self,
-        info: ModelInfo,
-        items: list[tuple[str, bytes]],
-        t0: float,
-        *,
-        cache: bool,
-        deadline_at: float | None = None,
-        priority: str = C.DEFAULT_PRIORITY,
-    ) -> None:
-        """One message: a single job under its own id, or a bulk message of many.
-
-        Inputs over ``INLINE_INPUT_MAX_BYTES`` travel beside the message (claim check):
-        a kombu message is JSON with a base64 body, which would make a 600 KB image
-        cost 800 KB of base64 to encode, parse, copy into kombu's unacked index and
-        decode again. The blob is stored in the broker's Redis first, then the message
-        names it; the worker deletes it once the job's result is stored.
-        """
-        common = Request(
-            model=info.name,
-            variant=info.variant,
-            version=info.version,
-            enqueued_at=t0,
-            cache=cache,
-            deadline_at=deadline_at,
-        )
-        blobs: dict[str, bytes] = {}
-        entries: list[BulkItem] = []
-        # Inline inputs travel as base64 inside kombu's JSON: keep a bulk message well
-        # under the workers' INFERQ_MAX_MESSAGE_BYTES, or they would answer it
-        # PayloadTooLarge unread; past this budget inputs go beside the message.
-        inline_left = self.settings.max_message_bytes // 2
-        for jid, payload in items:
-            if len(payload) > min(C.INLINE_INPUT_MAX_BYTES, inline_left):
-                ref = input_key(jid, uuid.uuid4().hex[:8])
-                blobs[ref] = payload
-                entries.append(BulkItem(jid, inputs_ref=ref))
-            else:
-                entries.append(BulkItem(jid, inputs=payload))
-                inline_left -= len(payload)
-        if blobs:
-            pipe = self.broker.pipeline(transaction=False)
-            for ref, payload in blobs.items():
-                pipe.set(ref, payload, ex=self.settings.cache_ttl_s)
-            pipe.execute()
-        body: dict[str, Any]
-        if len(entries) == 1:
-            task_id = entries[0].id
-            common.inputs, common.inputs_ref = entries[0].inputs, entries[0].inputs_ref
-            body = common.to_wire()
-        else:
-            body = BulkMessage(common, entries).to_wire()
-            task_id = "bulk-" + uuid.uuid4().hex
-        # argsrepr: Celery logs and shows a task's args; never the input payload.
-        self.app.send_task(
-            C.PREDICT_TASK,
-            producer=self._producer(),
-            args=[body],
-            task_id=task_id,
-            queue=queue_name(info.name, info.variant),
-            priority=C.PRIORITIES[priority],
-            # Celery's own deadline header too, so Celery tools see it (workers read either).
-            expires=None if deadline_at is None else datetime.fromtimestamp(deadline_at, UTC),
-            argsrepr=f"({info.key!r}, {len(entries)} input(s))",
-            # The client reads results through its own listener: no Celery result
-            # consumer, so no SUBSCRIBE + UNSUBSCRIBE per message (nor a backend per thread).
-            ignore_result=True,
-            kwargsrepr="{}",
-        )
-
-    def _producer(self) -> Producer:
-        """This thread's kombu producer (one per call thread and process)."""
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            conn = self.app.connection_for_write()
-            with self._publishers_lock:
-                self._publishers.append(conn)
-            local.producer = Producer(conn, auto_declare=False)  # type: ignore[no-untyped-call]
-            local.pid = os.getpid()
-        producer: Producer = local.producer
-        return producer
 
     def health(self, *, timeout: float | None = None) -> dict[str, Any]:
         """What a readiness probe needs, never raising: whether each Redis answers, and the
@@ -543,13 +431,17 @@ class Client:
         return self.bound.run("reading a job's status", lambda: self._status(jid), deadline)
 
     def _status(self, job_id: str) -> JobStatus:
+        return self._state(job_id)[1]
+
+    def _state(self, job_id: str) -> tuple[StatusRecord | None, JobStatus]:
+        """The job's stored record (if any) and the status read from it and its claim."""
         record = StatusRecord.parse(self.backend.get(result_key(job_id)), job_id)
         if record is not None and record.job_status() is not JobStatus.QUEUED:
-            return record.job_status()
+            return record, record.job_status()
         claim = self.backend.get(inflight_key(job_id))
         if claim is not None:
-            return JobStatus.LOST if self._lost(claim) else JobStatus.QUEUED
-        return JobStatus.UNKNOWN
+            return record, JobStatus.LOST if self._lost(claim) else JobStatus.QUEUED
+        return record, JobStatus.UNKNOWN
 
     def _lost(self, claim: bytes) -> bool:
         """A claim older than the visibility timeout whose queue is empty, with nothing held
@@ -577,13 +469,10 @@ class Client:
         if wait:
             record, _ = self.listener.wait([job_id], self._wait_bound(timeout))[job_id]
         else:
-            deadline = self.bound.deadline(timeout)
-            raw = self.bound.run(
-                "reading a job's result", lambda: self.backend.get(result_key(job_id)), deadline
+            found, status = self.bound.run(
+                "reading a job's result", lambda: self._state(job_id), self.bound.deadline(timeout)
             )
-            found = StatusRecord.parse(raw, job_id)
             if found is None or not found.ready:
-                status = self.bound.run("reading a job's status", lambda: self._status(job_id), deadline)
                 if status is JobStatus.UNKNOWN:
                     raise JobNotFound(f"job {job_id} is unknown: never sent, or its result expired")
                 if status is JobStatus.LOST:
