@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from ops.gateway_cmd import add_gateway_arguments
 from tasks import constants as C
 from tasks.errors import InferqError
 from tasks.settings import Settings, redact_url
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tu.add_argument("--json", action="store_true")
 
+    add_gateway_arguments(sub.add_parser("gateway", help="the HTTP gateway (Open Inference Protocol, jobs)"))
+
     d = sub.add_parser("demo", help="local Redis + worker + Flower, a digits workload, a latency report")
     keep_or_stop = d.add_mutually_exclusive_group()
     keep_or_stop.add_argument(
@@ -190,6 +193,8 @@ EXTRAS = {
     "prometheus_client": "worker",
     "tensorflow": "tf",
     "sklearn": "tf",
+    "fastapi": "gateway",
+    "uvicorn": "gateway",
 }
 
 
@@ -214,6 +219,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from ops.bench.cli import cmd_tune
 
         return cmd_tune(args, settings)
+    if args.cmd == "gateway":
+        from ops.gateway_cmd import cmd_gateway
+
+        return cmd_gateway(args, settings)
     if args.cmd == "demo":
         from ops.demo.keep import KEPT_FILE, stop_kept
         from ops.demo.run import run_demo, run_dir

@@ -59,7 +59,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing Python packages into .venv (first time: a few minutes)"
   log=.venv/pip-install.log
   if ! { .venv/bin/python -m pip install --upgrade pip &&
-         .venv/bin/python -m pip install -e ".[cli,worker,tf,flower,bench,dev]"; } >"$log" 2>&1; then
+         .venv/bin/python -m pip install -e ".[cli,worker,tf,flower,bench,gateway,dev]"; } >"$log" 2>&1; then
     tail -40 "$log" >&2
     echo "bootstrap: pip install failed; full log in $log" >&2
     exit 1

@@ -3,13 +3,14 @@
 - No import circle anywhere: every ``import`` counts, also those inside functions and
   under ``TYPE_CHECKING`` (a circle hidden there is still one).
 - The rooms depend one way: ``tasks`` (the contract) on nothing of ours; ``producers``
-  (the client library) and ``workers`` only on ``tasks``; ``ops`` (operator tools) on
-  any of them; nothing of the library on ``ops`` or ``benchmarks``.
+  (the client library) and ``workers`` only on ``tasks``; ``gateway`` (HTTP over the
+  client library) only on ``producers`` and ``tasks``; ``ops`` (operator tools) on any of
+  them; nothing of the library on ``ops`` or ``benchmarks``.
 - Inside ``workers`` the stages depend downward along a job's path: ``boot`` may use
   every stage, ``serving`` uses ``broker`` and ``models``, and ``broker`` and ``models``
   use no other stage.
 - ``producers`` imports (in a fresh interpreter) without TensorFlow, LiteRT, the
-  worker side or the operator tools.
+  worker side or the operator tools; so does ``gateway``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("tasks", "producers", "workers", "ops", "benchmarks")
+PACKAGES = ("tasks", "producers", "workers", "ops", "gateway", "benchmarks")
 
 
 def module_name(path: Path) -> str:
@@ -104,7 +105,8 @@ ALLOWED = {
     "tasks": {"tasks"},
     "producers": {"producers", "tasks"},
     "workers": {"workers", "tasks"},
-    "ops": {"ops", "producers", "workers", "tasks"},
+    "gateway": {"gateway", "producers", "tasks"},
+    "ops": {"ops", "gateway", "producers", "workers", "tasks"},
 }
 
 
@@ -161,6 +163,11 @@ def test_the_client_library_imports_without_tensorflow_litert_workers_or_tools()
     imports = "import producers\nfrom producers import Client, Job, Result"
     # tqdm and PIL are the ``cli`` extra's: the base install (the client library) lacks them.
     assert loaded_after(imports, (*HEAVY, "ops", "workers", "flower", "matplotlib", "tqdm", "PIL")) == []
+
+
+def test_the_gateway_imports_without_tensorflow_litert_workers_or_tools():
+    imports = "import gateway.app, gateway.server\nfrom gateway.app import create_app"
+    assert loaded_after(imports, (*HEAVY, "ops", "workers", "flower", "matplotlib")) == []
 
 
 def test_the_contract_imports_without_tensorflow_or_litert():

@@ -1,0 +1,334 @@
+"""What the routes do, over one ``AsyncClient``: the gateway's only logic with I/O.
+
+Routes parse HTTP and shape answers; everything that asks Redis goes through here, and
+only through ``AsyncClient`` (bounded calls, the one error hierarchy, never a blocking
+call on the event loop). Nothing is kept between requests: jobs live in Redis, behind
+handles only their owner can resolve, so any number of gateways can serve one system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+from gateway import matching
+from gateway.protocol import DecodedRequest, EncodedResponse, datatype_of, encode_response, output_json
+from gateway.schemas import (
+    CancelResult,
+    JobState,
+    LatencyPercentiles,
+    ModelMetadata,
+    ModelReady,
+    ModelStats,
+    Readiness,
+    ServerMetadata,
+    TensorMetadata,
+)
+from producers import AsyncClient, AsyncJob
+from tasks import constants as C
+from tasks.codec import quote
+from tasks.errors import (
+    BadInput,
+    Expired,
+    InferqError,
+    JobCancelled,
+    JobNotFound,
+    ModelNotFound,
+    NotReady,
+    Timeout,
+)
+from tasks.keys import NAME_RE
+from tasks.schema import CancelOutcome, JobStatus, ModelInfo
+from tasks.settings import Settings
+from tasks.wire import Result
+
+#: A job reference in a URL: only handles (h- and 32 hex digits), never a content-hash id.
+HANDLE_RE = re.compile(re.escape(C.HANDLE_PREFIX) + r"[0-9a-f]{32}")
+#: The extensions ``GET /v2`` lists (the protocol's names, then inferq's own).
+EXTENSIONS = ["binary_tensor_data", "inferq_async_jobs", "inferq_model_stats"]
+#: Request parameters passed on to ``submit_many``, and the values each takes.
+PRIORITIES = tuple(sorted(C.PRIORITIES))
+
+
+@dataclass(frozen=True)
+class JobsAnswer:
+    """Jobs submitted through ``POST .../jobs``: their states, and whether all are done."""
+
+    states: list[JobState]
+    done: bool
+    waited: bool
+
+
+def job_location(handle: str) -> str:
+    return f"/v2/jobs/{handle}"
+
+
+class DataPlane:
+    """The gateway's operations, each a few ``AsyncClient`` calls."""
+
+    def __init__(self, client: AsyncClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        try:
+            self.version = metadata.version("inferq")
+        except metadata.PackageNotFoundError:
+            self.version = "0"
+
+    # --- health and metadata --------------------------------------------------------
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(name="inferq", version=self.version, extensions=EXTENSIONS)
+
+    async def readiness(self) -> Readiness:
+        h = await self.client.health(timeout=self._probe_bound())
+        return Readiness(
+            ready=bool(h.get("ready")),
+            broker=bool(h.get("broker")),
+            results=bool(h.get("results")),
+            workers=len(h.get("workers") or ()),
+            models=len(h.get("models") or ()),
+        )
+
+    def _probe_bound(self) -> float:
+        # A probe answers within 2 s even when Redis hangs: orchestrators time probes out.
+        return min(self.settings.client_timeout_s, 1.5)
+
+    async def model_info(self, model: str, version: str | None) -> ModelInfo:
+        """The model variant a URL names; 404 (``ModelNotFound``) for any name not served."""
+        for kind, name in (("model", model), ("version", version)):
+            if name is not None and not NAME_RE.fullmatch(name):
+                raise ModelNotFound(f"no {kind} named {quote(name)}")
+        return await self.client.model_info(model, version)
+
+    async def model_metadata(self, model: str, version: str | None) -> ModelMetadata:
+        info = await self.model_info(model, version)
+        known = await self.client.models()
+        versions = sorted({i.variant for i in known.values() if i.name == info.name} | {info.variant})
+        return ModelMetadata(
+            name=info.name,
+            versions=versions,
+            platform=info.runtime,
+            inputs=[_tensor_metadata(s.name, s.dtype, matching.protocol_shape(s)) for s in info.inputs],
+            outputs=[_tensor_metadata(s.name, s.dtype, matching.protocol_shape(s)) for s in info.outputs],
+            parameters={"model_version": info.version, "max_batch_size": info.max_batch_size},
+        )
+
+    async def model_ready(self, model: str, version: str | None) -> ModelReady:
+        info = await self.model_info(model, version)
+        health = await self.client.health(timeout=self._probe_bound())
+        return ModelReady(
+            name=info.name, version=info.variant, ready=info.key in (health.get("models") or ())
+        )
+
+    async def model_stats(self, model: str, version: str | None) -> list[ModelStats]:
+        """Recent load of one variant, or of every variant of the model when none is named."""
+        info = await self.model_info(model, version)
+        if version is None:
+            known = await self.client.models()
+            variants = sorted({i.variant for i in known.values() if i.name == info.name} | {info.variant})
+        else:
+            variants = [info.variant]
+        stats = await asyncio.gather(*(self.client.model_stats(info.name, v) for v in variants))
+        return [_model_stats(s, info.name, v) for s, v in zip(stats, variants, strict=True)]
+
+    # --- inference ------------------------------------------------------------------
+
+    async def _submit(self, info: ModelInfo, request: DecodedRequest) -> list[AsyncJob]:
+        items = matching.split_inputs(request, info)
+        options = _submit_options(request.parameters)
+        return await self.client.submit_many(info.name, items, variant=info.variant, **options)
+
+    async def infer(self, model: str, version: str | None, request: DecodedRequest) -> EncodedResponse:
+        """Submit the request's N inputs, wait for all (up to the infer bound), stack the outputs."""
+        info = await self.model_info(model, version)
+        names = matching.output_names(request, info)
+        jobs = await self._submit(info, request)
+        bound = self.settings.gateway_infer_timeout_s
+        try:
+            outcomes = await self.client.wait_all(jobs, timeout=bound)
+        except Timeout as exc:
+            raise Timeout(f"no result within the gateway's infer timeout of {bound:g} s ({exc})") from None
+        results: list[Result] = []
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, InferqError):
+                raise _for_item(outcome, i, len(outcomes))
+            results.append(outcome)
+        outputs = matching.stack_outputs(results, names)
+        head: dict[str, Any] = {"model_name": info.name, "model_version": info.variant}
+        if request.id is not None:
+            head["id"] = request.id
+        head["parameters"] = {"cached": sum(1 for r in results if r.cached)}
+        return encode_response(head, [(n, arr, request.wants_binary(n)) for n, arr in outputs])
+
+    # --- asynchronous jobs ----------------------------------------------------------
+
+    async def submit_jobs(
+        self, model: str, version: str | None, request: DecodedRequest, owner: str, wait_s: float | None
+    ) -> JobsAnswer:
+        """Submit N jobs; wait up to ``wait_s`` for them; one state (with handle) per input."""
+        bulk = request.parameters.get("bulk", "per_input")
+        if bulk != "per_input":
+            raise BadInput(f"parameter bulk: expected per_input (one job per input), got {quote(str(bulk))}")
+        info = await self.model_info(model, version)
+        names = matching.output_names(request, info)
+        jobs = await self._submit(info, request)
+        handles = await asyncio.gather(*(self.client.handle(j, owner=owner) for j in jobs))
+        outcomes: list[Result | InferqError | None] = [None] * len(jobs)
+        for i, job in enumerate(jobs):
+            if job.done:
+                outcomes[i] = await _settled(job)
+        waited = False
+        pending = [i for i, o in enumerate(outcomes) if o is None]
+        if pending and wait_s:
+            waited = True
+            # One wait per job (all on the client's one subscription): those that finish in
+            # time are answered, the others stay queued (wait_all would give all or none).
+            got = await asyncio.gather(
+                *(jobs[i].wait(timeout=wait_s) for i in pending), return_exceptions=True
+            )
+            for i, outcome in zip(pending, got, strict=True):
+                if isinstance(outcome, Timeout):
+                    continue
+                if isinstance(outcome, (Result, InferqError)):
+                    outcomes[i] = outcome
+                else:
+                    raise outcome
+        states = [
+            _state(h, o, names)
+            if o is not None
+            else JobState(id=h, location=job_location(h), status="queued")
+            for h, o in zip(handles, outcomes, strict=True)
+        ]
+        return JobsAnswer(states, all(o is not None for o in outcomes), waited)
+
+    async def _job_id(self, handle: str, owner: str) -> str:
+        if not HANDLE_RE.fullmatch(handle):
+            raise JobNotFound(f"no job {quote(handle)}: job ids are the handles POST .../jobs answers")
+        return await self.client.resolve(handle, owner=owner)
+
+    async def job_state(self, handle: str, owner: str) -> JobState:
+        """A job's status, timing, and outputs or error; 404 for a handle not this owner's."""
+        jid = await self._job_id(handle, owner)
+        for _ in range(2):  # a job that finishes between reading its result and its status: read again
+            try:
+                result = await self.client.result(jid)
+            except NotReady:
+                status = await self.client.status(jid)
+                if status in (JobStatus.QUEUED, JobStatus.RUNNING):
+                    return JobState(id=handle, location=job_location(handle), status=status.value)
+                continue
+            except InferqError as exc:
+                # The job's own error, or one of reading it (Redis away): the status tells which.
+                status = await self.client.status(jid)
+                if status is JobStatus.UNKNOWN:
+                    raise JobNotFound(f"no job {handle[:12]}...: its result expired") from None
+                if status in _ENDED_BADLY:
+                    return _state(handle, exc, ())
+                if isinstance(exc, (JobNotFound, NotReady)):
+                    continue
+                raise
+            return _state(handle, result, list(result.outputs))
+        raise NotReady(f"job {handle[:12]}... changed state while being read; ask again")
+
+    async def cancel(self, handle: str, owner: str) -> CancelResult:
+        jid = await self._job_id(handle, owner)
+        outcome = await self.client.cancel(jid)
+        if outcome is CancelOutcome.UNKNOWN:
+            raise JobNotFound(f"no job {handle[:12]}...: its result expired")
+        return CancelResult(id=handle, outcome=outcome.value)
+
+
+def _submit_options(params: Any) -> dict[str, Any]:
+    """inferq's own request parameters, checked, as ``submit_many`` keywords."""
+    out: dict[str, Any] = {}
+    if "priority" in params:
+        if params["priority"] not in PRIORITIES:
+            raise BadInput(
+                f"parameter priority: expected one of {', '.join(PRIORITIES)}, got {quote(str(params['priority']))}"
+            )
+        out["priority"] = params["priority"]
+    if "no_cache" in params:
+        if not isinstance(params["no_cache"], bool):
+            raise BadInput("parameter no_cache: expected true or false")
+        out["no_cache"] = params["no_cache"]
+    if "deadline_ms" in params:
+        d = params["deadline_ms"]
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d < 86_400_000:
+            raise BadInput(f"parameter deadline_ms: expected milliseconds > 0, got {quote(str(d))}")
+        out["deadline_ms"] = float(d)
+    return out
+
+
+async def _settled(job: AsyncJob) -> Result | InferqError:
+    """A finished job's result or error (``wait`` on a done job does not wait)."""
+    try:
+        return await job.wait()
+    except InferqError as exc:
+        return exc
+
+
+def _for_item(exc: InferqError, i: int, n: int) -> InferqError:
+    """One input's error as the whole request's, naming the input when there are several."""
+    if n == 1:
+        return exc
+    return type(exc)(f"input {i} of the batch of {n}: {exc}")
+
+
+#: The statuses of a job that ended without a result.
+_ENDED_BADLY = (JobStatus.FAILURE, JobStatus.EXPIRED, JobStatus.CANCELLED, JobStatus.LOST)
+
+#: A finished job's error class and the status its state shows.
+_FAILED_STATUS: tuple[tuple[type[InferqError], str], ...] = (
+    (JobCancelled, JobStatus.CANCELLED.value),
+    (Expired, JobStatus.EXPIRED.value),
+    (JobNotFound, JobStatus.LOST.value),  # a job whose message is gone (status lost)
+)
+
+
+def _state(handle: str, outcome: Result | InferqError, names: Any) -> JobState:
+    if isinstance(outcome, InferqError):
+        status = next((s for cls, s in _FAILED_STATUS if isinstance(outcome, cls)), JobStatus.FAILURE.value)
+        return JobState(id=handle, location=job_location(handle), status=status, error=str(outcome))
+    outputs = [
+        output_json(name, np.asarray(outcome.outputs[name])[np.newaxis], binary=False, as_list=True)
+        for name in (names or outcome.outputs)
+    ]
+    return JobState.model_validate(
+        {
+            "id": handle,
+            "location": job_location(handle),
+            "status": JobStatus.SUCCESS.value,
+            "model_name": outcome.model,
+            "model_version": outcome.variant,
+            "cached": outcome.cached,
+            "timing": outcome.timing.to_dict(),
+            "outputs": outputs,
+        },
+        strict=False,
+    )
+
+
+def _tensor_metadata(name: str, dtype: str, shape: list[int]) -> TensorMetadata:
+    return TensorMetadata(name=name, datatype=datatype_of(dtype), shape=shape)
+
+
+def _model_stats(s: dict[str, Any], name: str, variant: str) -> ModelStats:
+    def pct(key: str) -> LatencyPercentiles:
+        d = s.get(key) or {}
+        return LatencyPercentiles(p50=d.get("p50"), p95=d.get("p95"), p99=d.get("p99"))
+
+    return ModelStats(
+        name=name,
+        version=variant,
+        queue_depth=s.get("depth"),
+        workers=len(s["workers"]) if isinstance(s.get("workers"), list) else s.get("workers"),
+        jobs_per_s=s.get("jobs_s"),
+        queue_ms=pct("queue_ms"),
+        compute_ms=pct("compute_ms"),
+        processing_ms=pct("processing_ms"),
+    )
