@@ -5,11 +5,18 @@
     job = client.submit("digits", x, variant="int8")
     res = job.wait(timeout=10)
 
+or, on an event loop (FastAPI, aiohttp), the same calls awaited:
+
+    async with AsyncClient.from_env() as client:
+        job = await client.submit("digits", x)
+        res = await job.wait(timeout=10)
+
 Never imports TensorFlow or LiteRT.
 """
 
+from producers.async_client import AsyncClient
 from producers.client import Client
-from producers.job import Job
+from producers.job import AsyncJob, Job
 from tasks.errors import (
     BadInput,
     BrokerUnavailable,
@@ -29,6 +36,8 @@ from tasks.schema import CancelOutcome, JobStatus, Timing
 from tasks.wire import Result
 
 __all__ = [
+    "AsyncClient",
+    "AsyncJob",
     "BadInput",
     "BrokerUnavailable",
     "CancelOutcome",

@@ -17,11 +17,13 @@ fresh pool in the child, where the parent's threads do not exist.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
@@ -35,6 +37,24 @@ T = TypeVar("T")
 
 #: Errors of the moment from Redis and kombu (and the sockets under them).
 IO_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, KombuError, OSError, socket.timeout)
+
+
+def translate(exc: BaseException, what: str, where: str) -> BrokerUnavailable | ConfigError:
+    """A Redis or kombu error as inferq's: ``ConfigError`` for a refused password or ACL
+    (not the moment's fault: retrying cannot help), else ``BrokerUnavailable``."""
+    if isinstance(
+        exc,
+        (redis.AuthenticationError, redis.exceptions.AuthorizationError, redis.exceptions.NoPermissionError),
+    ):
+        return ConfigError(f"{what}: Redis refused this client: {exc} ({where})")
+    return BrokerUnavailable(f"{what}: {type(exc).__name__}: {exc} ({where})")
+
+
+def timed_out(what: str, left: float, where: str) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"{what}: Redis did not answer within {left:.3g} s ({where}); "
+        "the call's bound is its timeout, or INFERQ_CLIENT_TIMEOUT_S"
+    )
 
 
 class CallBound:
@@ -69,19 +89,9 @@ class CallBound:
             raise BrokerUnavailable(f"{what}: the client was closed during the call") from None
         except FutureTimeout:
             future.cancel()  # if it has not started, it never will
-            raise BrokerUnavailable(
-                f"{what}: Redis did not answer within {left:.3g} s ({self.where}); "
-                "the call's bound is its timeout, or INFERQ_CLIENT_TIMEOUT_S"
-            ) from None
-        except (
-            redis.AuthenticationError,
-            redis.exceptions.AuthorizationError,
-            redis.exceptions.NoPermissionError,
-        ) as exc:
-            # Not the moment's fault: retrying cannot help, so not BrokerUnavailable.
-            raise ConfigError(f"{what}: Redis refused this client: {exc} ({self.where})") from exc
+            raise timed_out(what, left, self.where) from None
         except IO_ERRORS as exc:
-            raise BrokerUnavailable(f"{what}: {type(exc).__name__}: {exc} ({self.where})") from exc
+            raise translate(exc, what, self.where) from exc
 
     def close(self) -> None:
         """Refuse new calls (``BrokerUnavailable``) and let the threads end."""
@@ -102,3 +112,37 @@ class CallBound:
                 self._pid = os.getpid()
                 self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="inferq-client")
             return self._pool
+
+
+class AsyncCallBound:
+    """``CallBound`` for the ``AsyncClient``: each call awaited for at most its bound.
+
+    No threads: the call is cancelled when its bound passes (redis-py's asyncio client
+    then drops the connection the command was on, so a late reply is never read as the
+    answer to the next command), and the caller gets ``BrokerUnavailable`` at once.
+    """
+
+    def __init__(self, default_s: float, where: str) -> None:
+        self.default_s = default_s
+        self.where = where
+        self.closed = False
+
+    def deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (self.default_s if timeout is None else timeout)
+
+    async def run(self, what: str, call: Awaitable[T], deadline: float) -> T:
+        """``await call``, or ``BrokerUnavailable`` naming ``what`` once ``deadline`` passes
+        or Redis fails."""
+        left = deadline - time.monotonic()
+        if self.closed or left <= 0:
+            if inspect.iscoroutine(call):
+                call.close()  # never awaited: no "coroutine was never awaited" warning
+            reason = "the client is closed" if self.closed else "no time left within the call's bound"
+            raise BrokerUnavailable(f"{what}: {reason} ({self.where})")
+        try:
+            async with asyncio.timeout(left):
+                return await call
+        except TimeoutError:
+            raise timed_out(what, left, self.where) from None
+        except IO_ERRORS as exc:
+            raise translate(exc, what, self.where) from exc

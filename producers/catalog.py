@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import redis
+import redis.asyncio
 
 from tasks import constants as C
 from tasks.errors import ModelNotFound
@@ -23,52 +24,60 @@ from tasks.wire import ModelAnnouncement
 REFRESH_S = 5.0
 
 
-class ModelCatalog:
-    def __init__(self, backend: redis.Redis[bytes], models_dir: Path) -> None:
-        self.backend = backend
+class CatalogView:
+    """The catalogue's answers from what was last read (no Redis I/O; both clients share it)."""
+
+    def __init__(self, models_dir: Path) -> None:
         self.models_dir = models_dir
         self._models: dict[str, ModelInfo] = {}
         self._read_at = 0.0
 
-    def models(self, refresh: bool = False) -> dict[str, ModelInfo]:
-        """Model variants announced by workers (``name:variant`` -> ``ModelInfo``)."""
-        if refresh or not self._models or time.monotonic() - self._read_at > REFRESH_S:
-            raw = self.backend.hgetall(C.MODELS_KEY)
-            parsed = {k.decode(): ModelAnnouncement.parse(v) for k, v in raw.items()}
-            self._models = {k: info for k, info in parsed.items() if info is not None}
-            self._read_at = time.monotonic()
+    def stale(self, refresh: bool = False) -> bool:
+        """Whether the announcements must be read again before answering."""
+        return refresh or not self._models or time.monotonic() - self._read_at > REFRESH_S
+
+    def load(self, raw: dict[bytes, bytes]) -> dict[str, ModelInfo]:
+        """Take a fresh read of the announcements hash."""
+        parsed = {k.decode(): ModelAnnouncement.parse(v) for k, v in raw.items()}
+        self._models = {k: info for k, info in parsed.items() if info is not None}
+        self._read_at = time.monotonic()
+        return self._models
+
+    @property
+    def announced(self) -> dict[str, ModelInfo]:
         return self._models
 
     def cached(self, model: str, variant: str | None = None) -> ModelInfo | None:
         """What ``info`` would answer, when a fresh read of the announcements holds it;
         None when answering needs Redis or the models folder. (No I/O: the client calls it
         on the caller's thread, sparing a submit a hop to its Redis threads.)"""
-        if not self._models or time.monotonic() - self._read_at > REFRESH_S:
+        if self.stale():
             return None
         info = self._models.get(f"{model}:{variant or 'fp32'}")
         if info is not None:
             check_name("model", model)
         return info
 
-    def info(self, model: str, variant: str | None = None) -> ModelInfo:
-        """A model variant's description; ``variant=None`` picks fp32, or the first there is."""
+    def lookup(self, model: str, variant: str | None, *, final: bool) -> ModelInfo | None:
+        """A model variant's description from the last read and the local models folder;
+        ``variant=None`` picks fp32, or the first there is. None (when not ``final``):
+        read the announcements again and ask once more; ``final``: ``ModelNotFound``."""
         check_name("model", model)
         if variant is not None:
             check_name("variant", variant)
-        variants: list[str] = []
-        for refresh in (False, True):
-            announced = [k.split(":", 1)[1] for k in self.models(refresh) if k.split(":", 1)[0] == model]
-            variants = sorted(set(announced) | set(self._local_variants(model)))
-            if variants and (variant is None or variant in variants):
-                break
-        if not variants:
-            names = sorted({k.split(":", 1)[0] for k in self.models()})
-            raise ModelNotFound(
-                f"unknown model {model!r}: no worker has announced it and it is not in "
-                f"{self.models_dir}; known models: {names or 'none'}"
-            )
+        announced = [k.split(":", 1)[1] for k in self._models if k.split(":", 1)[0] == model]
+        variants = sorted(set(announced) | set(self._local_variants(model)))
+        if not variants or (variant is not None and variant not in variants):
+            if not final:
+                return None
+            if not variants:
+                names = sorted({k.split(":", 1)[0] for k in self._models})
+                raise ModelNotFound(
+                    f"unknown model {model!r}: no worker has announced it and it is not in "
+                    f"{self.models_dir}; known models: {names or 'none'}"
+                )
         variant = variant or ("fp32" if "fp32" in variants else variants[0])
-        info = self.models().get(f"{model}:{variant}") or self._local_info(model, variant)
+        info = self._models.get(f"{model}:{variant}") or self._local_info(model, variant)
         if info is None:
             raise ModelNotFound(f"model {model!r} has no variant {variant!r}; it has {variants}")
         return info
@@ -82,3 +91,49 @@ class ModelCatalog:
         if not meta.is_file():
             return None
         return ModelInfo.from_dict(orjson.loads(meta.read_bytes()))
+
+
+class ModelCatalog(CatalogView):
+    """The catalogue read with redis-py."""
+
+    def __init__(self, backend: redis.Redis[bytes], models_dir: Path) -> None:
+        super().__init__(models_dir)
+        self.backend = backend
+
+    def models(self, refresh: bool = False) -> dict[str, ModelInfo]:
+        """Model variants announced by workers (``name:variant`` -> ``ModelInfo``)."""
+        if self.stale(refresh):
+            return self.load(self.backend.hgetall(C.MODELS_KEY))
+        return self.announced
+
+    def info(self, model: str, variant: str | None = None) -> ModelInfo:
+        """A model variant's description; ``variant=None`` picks fp32, or the first there is."""
+        self.models()
+        found = self.lookup(model, variant, final=False)
+        if found is None:
+            self.models(refresh=True)
+            found = self.lookup(model, variant, final=True)
+        assert found is not None
+        return found
+
+
+class AsyncModelCatalog(CatalogView):
+    """The catalogue read with ``redis.asyncio``."""
+
+    def __init__(self, backend: redis.asyncio.Redis[bytes], models_dir: Path) -> None:
+        super().__init__(models_dir)
+        self.backend = backend
+
+    async def models(self, refresh: bool = False) -> dict[str, ModelInfo]:
+        if self.stale(refresh):
+            return self.load(await self.backend.hgetall(C.MODELS_KEY))
+        return self.announced
+
+    async def info(self, model: str, variant: str | None = None) -> ModelInfo:
+        await self.models()
+        found = self.lookup(model, variant, final=False)
+        if found is None:
+            await self.models(refresh=True)
+            found = self.lookup(model, variant, final=True)
+        assert found is not None
+        return found

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -19,50 +18,25 @@ from celery import Celery
 
 from producers.bounded import CallBound
 from producers.catalog import ModelCatalog
-from producers.claims import CLAIMED, FOUND, SHARED, Claims
+from producers.claims import Claims
+from producers.health import live_beats, model_stats, readiness
 from producers.job import Job
 from producers.limits import QueueDepthGuard
 from producers.listener import Arrival, ResultListener
-from producers.sender import Sender
+from producers.ownership import CANCEL_OUTCOMES, CANCEL_SCRIPT, decode_handle, encode_handle
+from producers.status import claimed_queue, lost, old_enough, queue_lost_check, settled
+from producers.submission import ChunkPlan, check_options, named_inputs, prepare
 from tasks import constants as C
-from tasks import lua
-from tasks.codec import encode_inputs
+from tasks.app import create_app
 from tasks.connections import redis_client
-from tasks.errors import BadInput, InferqError, JobNotFound, NotReady, PayloadTooLarge
-from tasks.keys import (
-    check_job_id,
-    handle_key,
-    inflight_key,
-    job_id,
-    queue_name,
-    random_job_id,
-    result_key,
-)
-from tasks.kombu_layout import UNACKED_INDEX, check_transport_options, queue_lists
+from tasks.errors import InferqError, JobNotFound, NotReady
+from tasks.keys import check_job_id, handle_key, inflight_key, queue_name, result_key
+from tasks.kombu_layout import check_transport_options, queue_lists
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo
 from tasks.settings import Settings, redact_url
-from tasks.validation import cast_inputs, validate_inputs
-from tasks.wire import Claim, Result, StatusRecord, WorkerBeat
+from tasks.wire import Result, StatusRecord
 
 log = logging.getLogger(__name__)
-
-
-def _as_array(x: Any, name: str) -> np.ndarray:
-    """An input as an array; a ragged nested list is ``BadInput``, never numpy's ValueError."""
-    try:
-        return np.asarray(x)
-    except (ValueError, TypeError) as exc:
-        raise BadInput(f"input {name!r}: expected a rectangular array of numbers ({exc})") from None
-
-
-#: tasks/lua/cancel.lua's answers.
-_CANCEL_OUTCOMES = {
-    "cancelled": CancelOutcome.CANCELLED,
-    "already": CancelOutcome.ALREADY_CANCELLED,
-    "running": CancelOutcome.RUNNING,
-    "finished": CancelOutcome.FINISHED,
-    "unknown": CancelOutcome.UNKNOWN,
-}
 
 
 class Client:
@@ -71,8 +45,9 @@ class Client:
     def __init__(self, settings: Settings, *, app: Celery | None = None) -> None:
         self.settings = settings
         bound = settings.client_timeout_s
-        self.sender = Sender(settings, app)
-        self.app = self.sender.app
+        #: The Celery app of these settings, for Celery's own tools (``AsyncResult``,
+        #: ``control``); jobs are sent without it (``producers/sender.py``).
+        self.app = app or create_app(settings)
         # An app handed in may carry transport options that move kombu's keys.
         check_transport_options(self.app.conf.broker_transport_options or {}, settings.broker_url)
         # Two tries of half the bound each: a thread stuck on a hung Redis is freed about
@@ -87,7 +62,7 @@ class Client:
         self.listener = ResultListener(self.backend)
         self.catalog = ModelCatalog(self.backend, settings.models_dir)
         self.depth_guard = QueueDepthGuard(self.broker, settings.max_queue_depth)
-        self._cancel = self.backend.register_script(lua.source("revoked", "cancel"))
+        self._cancel = self.backend.register_script(CANCEL_SCRIPT)
 
     @classmethod
     def from_env(cls) -> Client:
@@ -96,7 +71,6 @@ class Client:
     def close(self) -> None:
         """Stop the listener and close every connection this client opened."""
         self.bound.close()
-        self.sender.close()
         self.listener.close()
         self.backend.close()
         self.broker.close()
@@ -145,13 +119,7 @@ class Client:
 
     def prepare_inputs(self, info: ModelInfo, x: Any) -> dict[str, np.ndarray]:
         """One input (array) or named inputs (mapping) as a name -> array dict."""
-        if isinstance(x, Mapping):
-            return {str(k): _as_array(v, str(k)) for k, v in x.items()}
-        if len(info.inputs) != 1:
-            raise BadInput(
-                f"{info.key} has inputs {[s.name for s in info.inputs]}; pass a dict of name -> array"
-            )
-        return {info.inputs[0].name: _as_array(x, info.inputs[0].name)}
+        return named_inputs(info, x)
 
     def submit(
         self,
@@ -215,122 +183,75 @@ class Client:
         called as inputs are checked and sent. ``timeout`` bounds the whole call; without
         it, each message of ``chunk_size`` inputs gets the client's default bound.
         """
-        if chunk_size < 1:
-            raise BadInput(f"chunk_size must be >= 1, got {chunk_size}")
-        if priority not in C.PRIORITIES:
-            raise BadInput(f"priority must be one of {sorted(C.PRIORITIES)}, got {priority!r}")
+        check_options(chunk_size, priority)
         deadline = None if timeout is None else self.bound.deadline(timeout)
         info = self._model_info(model, variant, deadline or self.bound.deadline(None))
-        prepared: list[tuple[dict[str, np.ndarray], bytes]] = []
-        for x in xs:
-            inputs = self.prepare_inputs(info, x)
-            if validate:  # without it, the input goes exactly as given (the worker checks it)
-                inputs = validate_inputs(cast_inputs(inputs, info.inputs), info.inputs)
-            payload = encode_inputs(inputs)
-            if len(payload) > self.settings.max_payload_bytes:
-                raise PayloadTooLarge(
-                    f"input payload is {len(payload)} bytes, over the limit of "
-                    f"{self.settings.max_payload_bytes} bytes"
-                )
-            prepared.append((inputs, payload))
-        if not prepared:
-            return []
+        prepared = prepare(self.settings, info, xs, validate=validate)
         jobs: list[Job] = []
         for start in range(0, len(prepared), chunk_size):
-            chunk = prepared[start : start + chunk_size]
+            plan = ChunkPlan(
+                self.settings,
+                info,
+                prepared[start : start + chunk_size],
+                no_cache=no_cache,
+                deadline_ms=deadline_ms,
+                priority=priority,
+            )
             jobs.extend(
                 self.bound.run(
-                    f"submitting {len(chunk)} input(s) to {info.key}",
-                    lambda chunk=chunk: self._submit_chunk(  # type: ignore[misc]
-                        info, chunk, no_cache=no_cache, deadline_ms=deadline_ms, priority=priority
-                    ),
+                    f"submitting {len(plan.chunk)} input(s) to {info.key}",
+                    lambda plan=plan: self._submit_chunk(plan),  # type: ignore[misc]
                     deadline or self.bound.deadline(None),
                 )
             )
             if progress is not None:
-                progress(len(chunk))
+                progress(len(plan.chunk))
         return jobs
 
-    def _submit_chunk(
-        self,
-        info: ModelInfo,
-        chunk: list[tuple[dict[str, np.ndarray], bytes]],
-        *,
-        no_cache: bool,
-        deadline_ms: float | None = None,
-        priority: str = C.DEFAULT_PRIORITY,
-    ) -> list[Job]:
+    def _submit_chunk(self, plan: ChunkPlan) -> list[Job]:
+        """One message's worth of jobs (on a client thread: ``producers/submission.py`` decides)."""
+        info = plan.info
         # Before claiming any id: a refused job must not leave an in-flight claim behind.
-        self.depth_guard.check(queue_name(info.name, info.variant), len(chunk))
-        t0 = time.time()
-        if no_cache:
-            ids = [random_job_id() for _ in chunk]
-            # Claimed too (a random id is always free): its status reads "queued", and a
-            # cancel finds it.
-            self.claims.claim_fresh(ids, info.key)
-            codes: list[list[Any]] = [[CLAIMED]] * len(chunk)
+        self.depth_guard.check(queue_name(info.name, info.variant), len(plan.chunk))
+        if plan.no_cache:
+            self.claims.claim_fresh(plan.ids, info.key)
+            answers = plan.fresh_answers()
         else:
-            ids = [job_id(info.name, info.variant, info.version, inputs) for inputs, _ in chunk]
-            codes = self.claims.check_and_claim(ids, info.key)
-        jobs: list[Job] = []
-        send: list[tuple[str, bytes]] = []
-        redo: list[tuple[int, str, bytes, bytes]] = []  # position in jobs, id, payload, doc read
-        for jid, (_, payload), found in zip(ids, chunk, codes, strict=True):
-            if found[0] == FOUND:
-                record = StatusRecord.parse(found[1], jid)
-                if record is not None and (record.cacheable or record.foreign):
-                    # A record of a newer inferq is reported (IncompatibleVersion), never
-                    # deleted and redone: during a rolling upgrade it is someone's result.
-                    jobs.append(
-                        Job(
-                            jid,
-                            self,
-                            info.name,
-                            info.variant,
-                            t0,
-                            cached=record.cacheable,
-                            enqueued=False,
-                            _record=record,
-                            _arrived=time.time(),
-                        )
-                    )
-                    continue
-                if record is not None and not record.ready:
-                    jobs.append(Job(jid, self, info.name, info.variant, t0, enqueued=False))  # shared
-                    continue
-                # A failure of the moment is not a cache hit: run it again (if still so).
-                redo.append((len(jobs), jid, payload, found[1]))
-                jobs.append(Job(jid, self, info.name, info.variant, t0))
-                continue
-            elif found[0] == SHARED:
-                jobs.append(Job(jid, self, info.name, info.variant, t0, enqueued=False))  # shared
-                continue
-            send.append((jid, payload))
-            jobs.append(Job(jid, self, info.name, info.variant, t0))
-        if redo:
-            won = self.claims.reclaim([(jid, doc) for _, jid, _, doc in redo], info.key)
-            for (pos, jid, payload, _), claimed in zip(redo, won, strict=True):
-                if claimed:
-                    send.append((jid, payload))
-                else:  # someone else ran it again meanwhile: share that run
-                    jobs[pos] = Job(jid, self, info.name, info.variant, t0, enqueued=False)
+            answers = self.claims.check_and_claim(plan.ids, info.key)
+        plan.read_claims(answers)
+        if plan.redo:
+            plan.read_reclaim(self.claims.reclaim(plan.redo_seen(), info.key))
         # A job run again (after a failure of the moment, or a cancel) must not be answered
         # with the record its previous run left in the listener.
-        self.listener.forget([jid for jid, _ in send])
+        self.listener.forget(plan.send_ids)
         # Watch before sending: a result can then never arrive unseen.
-        self.listener.watch([j.id for j in jobs if not j.done])
-        if send:
-            deadline = None if deadline_ms is None else t0 + deadline_ms / 1e3
+        self.listener.watch(plan.waiting_ids)
+        outgoing = plan.message()
+        if outgoing is not None:
             try:
-                self.sender.send(
-                    self.broker, info, send, t0, cache=not no_cache, deadline_at=deadline, priority=priority
-                )
+                pipe = self.broker.pipeline(transaction=False)
+                outgoing.queue_on(pipe)
+                pipe.execute()
             except BaseException as exc:
-                # Nothing was queued: a claim left behind would make every resubmit of
-                # these inputs wait for a job that does not exist.
-                self._release_claims([jid for jid, _ in send], f"{type(exc).__name__}: {exc}")
+                # Nothing was queued (or nobody can tell): a claim left behind would make
+                # every resubmit of these inputs wait for a job that may not exist.
+                self._release_claims(plan.send_ids, f"{type(exc).__name__}: {exc}")
                 raise
-        return jobs
+        return [
+            Job(
+                s.id,
+                info.name,
+                info.variant,
+                plan.t0,
+                s.cached,
+                s.enqueued,
+                s.record,
+                None,
+                s.arrived,
+                owner=self,
+            )
+            for s in plan.specs
+        ]
 
     def _release_claims(self, ids: list[str], reason: str) -> None:
         try:
@@ -343,61 +264,71 @@ class Client:
         live workers and the model variants they serve (``ready``: Redis answers and at
         least one worker serves a model)."""
         deadline = self.bound.deadline(timeout)
-        out: dict[str, Any] = {"broker": False, "results": False, "workers": [], "models": []}
+        ok: dict[str, bool] = {}
+        errors: dict[str, str] = {}
         for name, client in (("broker", self.broker), ("results", self.backend)):
             try:
                 self.bound.run(f"pinging the {name} Redis", client.ping, deadline)
-                out[name] = True
+                ok[name] = True
             except InferqError as exc:
-                out[f"{name}_error"] = str(exc)
-        if out["results"]:
+                ok[name], errors[f"{name}_error"] = False, str(exc)
+        beats = []
+        if ok["results"]:
             try:
                 raw = self.bound.run(
                     "reading worker heartbeats", lambda: self.backend.hgetall(C.WORKERS_KEY), deadline
                 )
-                now = time.time()
-                beats = [
-                    b for b in (WorkerBeat.parse(v) for v in raw.values()) if b is not None and b.alive(now)
-                ]
-                out["workers"] = sorted(b.hostname for b in beats)
-                out["models"] = sorted({m for b in beats for m in b.models})
+                beats = live_beats(raw)
             except InferqError as exc:
-                out["results_error"] = str(exc)
-        out["ready"] = bool(out["broker"] and out["results"] and out["models"])
-        return out
+                errors["results_error"] = str(exc)
+        return {**readiness(ok["broker"], ok["results"], beats), **errors}
 
-    def handle(self, job: Job | str, *, timeout: float | None = None) -> str:
+    def model_stats(
+        self, model: str, variant: str | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Queue depth, workers and recent queue/compute percentiles of a model variant."""
+        deadline = self.bound.deadline(timeout)
+        info = self._model_info(model, variant, deadline)
+
+        def read() -> dict[str, Any]:
+            pipe = self.broker.pipeline(transaction=False)
+            for lst in queue_lists(queue_name(info.name, info.variant)):
+                pipe.llen(lst)
+            depth = int(sum(pipe.execute()))
+            return model_stats(info.key, depth, live_beats(self.backend.hgetall(C.WORKERS_KEY)))
+
+        return self.bound.run("reading model stats", read, deadline)
+
+    def handle(self, job: Job | str, *, owner: str | None = None, timeout: float | None = None) -> str:
         """An unguessable handle for a job, to hand out where its id would be guessable.
 
         A job id is the content hash of model, variant, version and input (that is how
         the cache works), so anyone who can guess an input can compute it. A handle is
         128 random bits mapped to the id in the result backend for as long as the cache
         keeps results; ``status``, ``result``, ``cancel`` take it in place of the id.
-        Each call makes a new handle (hand each caller its own).
+        Each call makes a new handle (hand each caller its own). ``owner`` (an opaque
+        string, such as a hash of an API key) makes ``resolve`` refuse it to anyone else.
         """
         deadline = self.bound.deadline(timeout)
         jid = job.id if isinstance(job, Job) else self._resolve(check_job_id(job), deadline)
         h = C.HANDLE_PREFIX + secrets.token_hex(16)
-        ttl = self.settings.cache_ttl_s
+        value, ttl = encode_handle(jid, owner), self.settings.cache_ttl_s
         self.bound.run(
-            "creating a job handle",
-            lambda: self.backend.set(handle_key(h), jid, ex=ttl),
-            deadline,
+            "creating a job handle", lambda: self.backend.set(handle_key(h), value, ex=ttl), deadline
         )
         return h
 
-    def resolve(self, handle: str, *, timeout: float | None = None) -> str:
-        """The job id behind a handle; ``JobNotFound`` for a handle never made, or expired."""
-        return self._resolve(check_job_id(handle), self.bound.deadline(timeout))
+    def resolve(self, handle: str, *, owner: str | None = None, timeout: float | None = None) -> str:
+        """The job id behind a handle; ``JobNotFound`` for a handle never made, expired, or
+        made for another ``owner``."""
+        return self._resolve(check_job_id(handle), self.bound.deadline(timeout), owner)
 
-    def _resolve(self, ref: str, deadline: float) -> str:
+    def _resolve(self, ref: str, deadline: float, owner: str | None = None) -> str:
         """A job id as given, or the id behind a handle."""
         if not ref.startswith(C.HANDLE_PREFIX):
             return ref
-        jid = self.bound.run("resolving a job handle", lambda: self.backend.get(handle_key(ref)), deadline)
-        if jid is None:
-            raise JobNotFound(f"no job has the handle {ref[:12]}...: never made, or expired with its result")
-        return jid.decode() if isinstance(jid, bytes) else str(jid)
+        raw = self.bound.run("resolving a job handle", lambda: self.backend.get(handle_key(ref)), deadline)
+        return decode_handle(ref, raw, owner)
 
     def cancel(self, job_id: str, *, timeout: float | None = None) -> CancelOutcome:
         """Cancel a job no worker has started: it will not be computed, its status becomes
@@ -418,7 +349,7 @@ class Client:
             lambda: self._cancel(keys=[result_key(job_id), inflight_key(job_id)], args=[record, ttl]),
             deadline,
         )
-        return _CANCEL_OUTCOMES[outcome.decode() if isinstance(outcome, bytes) else str(outcome)]
+        return CANCEL_OUTCOMES[outcome.decode() if isinstance(outcome, bytes) else str(outcome)]
 
     def status(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
         """Where a job is; bounded like every call (``BrokerUnavailable`` past ``timeout``).
@@ -434,30 +365,23 @@ class Client:
         return self._state(job_id)[1]
 
     def _state(self, job_id: str) -> tuple[StatusRecord | None, JobStatus]:
-        """The job's stored record (if any) and the status read from it and its claim."""
+        """The job's stored record (if any) and the status read from it and its claim
+        (``producers/status.py``)."""
         record = StatusRecord.parse(self.backend.get(result_key(job_id)), job_id)
-        if record is not None and record.job_status() is not JobStatus.QUEUED:
-            return record, record.job_status()
+        known = settled(record)
+        if known is not None:
+            return record, known
         claim = self.backend.get(inflight_key(job_id))
-        if claim is not None:
-            return record, JobStatus.LOST if self._lost(claim) else JobStatus.QUEUED
-        return record, JobStatus.UNKNOWN
-
-    def _lost(self, claim: bytes) -> bool:
-        """A claim older than the visibility timeout whose queue is empty, with nothing held
-        unacknowledged anywhere: its message is gone. (Any doubt reads as queued.)"""
-        at, model_key = Claim.parse(claim), Claim.model_key(claim)
-        if at is None or ":" not in model_key:
-            return False
-        sec, usec = self.backend.time()
-        if sec + usec / 1e6 - at <= self.settings.visibility_timeout_s:
-            return False
-        model, _, variant = model_key.partition(":")
+        if claim is None:
+            return record, JobStatus.UNKNOWN
+        queued = claimed_queue(claim)
+        if queued is None or not old_enough(
+            queued[0], self.backend.time(), self.settings.visibility_timeout_s
+        ):
+            return record, JobStatus.QUEUED
         pipe = self.broker.pipeline(transaction=False)
-        for lst in queue_lists(queue_name(model, variant)):
-            pipe.llen(lst)
-        pipe.zcard(UNACKED_INDEX)
-        return not any(pipe.execute())
+        queue_lost_check(pipe, queued[1])
+        return record, JobStatus.LOST if lost(pipe.execute()) else JobStatus.QUEUED
 
     def result(self, job_id: str, *, wait: bool = False, timeout: float | None = None) -> Result:
         """A job's result by id, or its error raised; with ``wait``, block until it is ready.

@@ -2,7 +2,9 @@
 
 A ``Job`` knows its owner only through the small ``JobOwner`` protocol (wait for ids,
 report a status), so this module does not import the client: ``Client`` implements
-the protocol, and a test can hand in anything else that does.
+the protocol, and a test can hand in anything else that does. ``AsyncJob`` is the same
+job for the ``AsyncClient`` (``AsyncJobOwner``): the state and how a result is read
+from it are shared (``JobState``), only the waiting is awaited.
 """
 
 from __future__ import annotations
@@ -28,12 +30,23 @@ class JobOwner(Protocol):
     def handle(self, job: Job) -> str: ...
 
 
+class AsyncJobOwner(Protocol):
+    """What an ``AsyncJob`` needs from the ``AsyncClient`` that submitted it."""
+
+    async def wait_for(self, job_ids: list[str], timeout: float | None) -> dict[str, Arrival]: ...
+
+    async def status(self, job_id: str) -> JobStatus: ...
+
+    async def cancel(self, job_id: str) -> CancelOutcome: ...
+
+    async def handle(self, job: AsyncJob) -> str: ...
+
+
 @dataclass
-class Job:
-    """A submitted job. ``wait`` returns its ``Result`` or raises the job's error."""
+class JobState:
+    """A job's id and what is known of it; ``_finish`` reads its result once settled."""
 
     id: str
-    owner: JobOwner = field(repr=False)
     model: str
     variant: str
     enqueued_at: float
@@ -46,12 +59,6 @@ class Job:
     @property
     def done(self) -> bool:
         return self._record is not None
-
-    def wait(self, timeout: float | None = None) -> Result:
-        if self._record is None:
-            record, arrived = self.owner.wait_for([self.id], timeout)[self.id]
-            self._settle(record, arrived)
-        return self._finish()
 
     def _settle(self, record: StatusRecord, arrived: float) -> None:
         self._record = record
@@ -66,6 +73,19 @@ class Job:
             self._result.timing.end_to_end_ms = (arrived - self.enqueued_at) * 1e3
         return self._result
 
+
+@dataclass
+class Job(JobState):
+    """A submitted job. ``wait`` returns its ``Result`` or raises the job's error."""
+
+    owner: JobOwner = field(default=None, repr=False, kw_only=True)  # type: ignore[assignment]
+
+    def wait(self, timeout: float | None = None) -> Result:
+        if self._record is None:
+            record, arrived = self.owner.wait_for([self.id], timeout)[self.id]
+            self._settle(record, arrived)
+        return self._finish()
+
     def status(self) -> JobStatus:
         return self.owner.status(self.id)
 
@@ -76,3 +96,29 @@ class Job:
     def handle(self) -> str:
         """A new unguessable handle for this job (``Client.handle``)."""
         return self.owner.handle(self)
+
+
+@dataclass
+class AsyncJob(JobState):
+    """A job submitted by the ``AsyncClient``: ``await job.wait()``."""
+
+    owner: AsyncJobOwner = field(default=None, repr=False, kw_only=True)  # type: ignore[assignment]
+
+    async def wait(self, timeout: float | None = None) -> Result:
+        """The result, or the job's error raised; ``Timeout`` past ``timeout`` (None: the
+        settings' ``wait_timeout_s``). Waiting never blocks the event loop."""
+        if self._record is None:
+            record, arrived = (await self.owner.wait_for([self.id], timeout))[self.id]
+            self._settle(record, arrived)
+        return self._finish()
+
+    async def status(self) -> JobStatus:
+        return await self.owner.status(self.id)
+
+    async def cancel(self) -> CancelOutcome:
+        """Cancel this job if no worker has started it (``AsyncClient.cancel``)."""
+        return await self.owner.cancel(self.id)
+
+    async def handle(self) -> str:
+        """A new unguessable handle for this job (``AsyncClient.handle``)."""
+        return await self.owner.handle(self)

@@ -25,6 +25,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -46,6 +48,8 @@ KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_PROBES = 15, 5, 3
 #: connection that a Redis restart left stale; longer outages are the callers' to ride
 #: out, with backoff they control (workers/broker/retry.py, producers/listener.py).
 COMMAND_RETRIES = 2
+#: Connections an ``AsyncClient`` opens to each Redis, at most (its pub/sub one aside).
+ASYNC_POOL_SIZE = 32
 
 
 def connection_options() -> dict[str, Any]:
@@ -91,6 +95,35 @@ def tls_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _client_options(url: str, settings: Settings, socket_timeout: float | None) -> dict[str, Any]:
+    options = connection_options()
+    if socket_timeout is not None:
+        options["socket_timeout"] = socket_timeout
+        options["socket_connect_timeout"] = min(CONNECT_TIMEOUT_S, socket_timeout)
+    if uses_tls(url):
+        options.update(tls_options(settings))
+    return options
+
+
+def async_redis_client(
+    url: str, settings: Settings, *, socket_timeout: float | None = None, retries: int = COMMAND_RETRIES
+) -> redis.asyncio.Redis[bytes]:
+    """``redis_client``'s asyncio twin (the ``AsyncClient``'s connections): the same
+    timeouts, keepalive, health checks, retries and TLS.
+
+    At most ``ASYNC_POOL_SIZE`` connections: a thousand coroutines calling at once queue
+    for a connection (inside their call's bound) instead of opening a thousand sockets,
+    or failing with redis-py's ``Too many connections``.
+    """
+    options = _client_options(url, settings, socket_timeout)
+    options["retry"] = AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), retries)
+    pool: redis.asyncio.BlockingConnectionPool[Any] = redis.asyncio.BlockingConnectionPool.from_url(
+        url, max_connections=ASYNC_POOL_SIZE, timeout=None, **options
+    )
+    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_pool(pool)  # type: ignore[attr-defined]  # owns the pool: closed with the client
+    return client
+
+
 def redis_client(
     url: str, settings: Settings, *, socket_timeout: float | None = None, retries: int = COMMAND_RETRIES
 ) -> redis.Redis[bytes]:
@@ -101,11 +134,6 @@ def redis_client(
     client library uses its call bound (``INFERQ_CLIENT_TIMEOUT_S``), so a thread stuck on
     a hung Redis is freed about when its caller has been answered.
     """
-    options = connection_options()
-    if socket_timeout is not None:
-        options["socket_timeout"] = socket_timeout
-        options["socket_connect_timeout"] = min(CONNECT_TIMEOUT_S, socket_timeout)
+    options = _client_options(url, settings, socket_timeout)
     options["retry"] = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries)
-    if uses_tls(url):
-        options.update(tls_options(settings))
     return redis.Redis.from_url(url, **options)

@@ -74,6 +74,16 @@ class Settings:
     #: ``required`` (the server's certificate and host name are checked) or ``none``
     #: (encrypted but unauthenticated: anyone on the path can pose as the server).
     redis_cert_reqs: str = "required"
+    #: The HTTP gateway's API keys, comma-separated (``INFERQ_API_KEYS``); empty: no keys
+    #: asked for. A job made under one key is invisible to every other key.
+    api_keys: str = ""
+    #: The gateway binds here: 127.0.0.1 unless a container publishes it (docker-compose).
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = C.DEFAULT_GATEWAY_PORT
+    #: Largest request body the gateway reads; a bigger ``Content-Length`` is answered 413 unread.
+    gateway_max_body_bytes: int = C.DEFAULT_GATEWAY_MAX_BODY_BYTES
+    #: How long a synchronous ``/infer`` request waits for its result before 504.
+    gateway_infer_timeout_s: float = C.DEFAULT_GATEWAY_INFER_TIMEOUT_S
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models_dir", Path(self.models_dir))
@@ -88,6 +98,8 @@ class Settings:
             "prefetch",
             "client_timeout_s",
             "wait_timeout_s",
+            "gateway_max_body_bytes",
+            "gateway_infer_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be > 0, got {getattr(self, name)}")
@@ -117,6 +129,11 @@ class Settings:
             )
         if self.redis_keyfile and not self.redis_certfile:
             raise ConfigError("setting redis_keyfile needs redis_certfile (the certificate it belongs to)")
+
+    @property
+    def api_key_list(self) -> tuple[str, ...]:
+        """The configured API keys (``api_keys`` split on commas, blanks dropped)."""
+        return tuple(k.strip() for k in self.api_keys.split(",") if k.strip())
 
     @property
     def inflight_ttl_s(self) -> int:
@@ -155,6 +172,7 @@ class Settings:
         out["result_backend"] = redact_url(self.result_backend)
         out["models_dir"] = str(self.models_dir)
         out["flower_password"] = "***" if self.flower_password else ""
+        out["api_keys"] = f"*** ({len(self.api_key_list)} keys)" if self.api_keys else ""
         return out
 
     def env(self) -> dict[str, str]:

@@ -206,3 +206,71 @@ def test_a_worker_with_a_key_prefix_in_its_broker_url_stops_at_start_up_saying_w
     assert proc.returncode == 2, proc.stderr
     assert "ConfigError: transport option global_keyprefix='tenant1:'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- the job message inferq builds without kombu (tasks/celery_message.py) -------------
+
+
+def _published_by_celery(server: LocalRedis, priority: int, expires_at: float | None) -> str:
+    """What Celery's ``send_task`` (kombu's producer) pushes for an inferq job."""
+    from datetime import UTC, datetime
+
+    app = create_app(Settings(broker_url=server.url))
+    app.send_task(
+        PREDICT_TASK,
+        args=[{"model": "layout", "x": b"\x00\x01"}],
+        task_id="job-1",
+        queue=QUEUE,
+        priority=priority,
+        expires=None if expires_at is None else datetime.fromtimestamp(expires_at, UTC),
+        argsrepr="('layout:fp32', 1 input(s))",
+        kwargsrepr="{}",
+        ignore_result=True,
+    )
+    r = redis.Redis.from_url(server.url)
+    (raw,) = [r.rpop(lst) for lst in queue_lists(QUEUE) if r.llen(lst)]
+    assert raw is not None
+    return str(raw.decode())
+
+
+@pytest.mark.parametrize(("priority", "expires_in"), [(3, None), (0, 30.0), (9, None)])
+def test_the_message_inferq_builds_is_the_one_celery_publishes(
+    server: LocalRedis, priority: int, expires_in: float | None
+) -> None:
+    """Same fields in the same order, same list, same body bytes; only per-message ids,
+    the sender's reply queue and the expiry's milliseconds (computed at send) differ."""
+    import json
+    import time
+
+    from tasks.celery_message import encode_task_message
+
+    expires_at = None if expires_in is None else time.time() + expires_in
+    theirs = _published_by_celery(server, priority, expires_at)
+    lst, ours = encode_task_message(
+        "job-1",
+        {"model": "layout", "x": b"\x00\x01"},
+        queue=QUEUE,
+        priority=priority,
+        expires_at=expires_at,
+        argsrepr="('layout:fp32', 1 input(s))",
+    )
+    assert lst == list_for(QUEUE, priority)
+    a, b = json.loads(theirs), json.loads(ours)
+
+    def shape(doc: object) -> object:  # keys in order, all the way down
+        if isinstance(doc, dict):
+            return [(k, shape(v)) for k, v in doc.items()]
+        return type(doc).__name__
+
+    assert shape(a) == shape(b) or (
+        # Celery names its own reply queue; inferq asks for no replies (empty string)
+        shape({**a, "properties": {**a["properties"], "reply_to": ""}}) == shape(b)
+    )
+    for volatile in ("delivery_tag", "reply_to", "expiration"):
+        a["properties"].pop(volatile, None)
+        b["properties"].pop(volatile, None)
+    assert a["headers"].pop("origin").startswith("gen")
+    b["headers"].pop("origin")
+    assert a == b
+    # the Lua fetch's pattern finds the tag and routing key in both
+    assert '"delivery_info": {"exchange": "", "routing_key": "' + QUEUE + '"}' in ours

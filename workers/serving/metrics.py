@@ -37,7 +37,9 @@ class Metrics:
         self._lock = threading.Lock()
         self.succeeded = 0
         self.failed = 0
-        self._recent: dict[str, deque[tuple[float, float, float]]] = defaultdict(lambda: deque(maxlen=20_000))
+        self._recent: dict[str, deque[tuple[float, float, float, float]]] = defaultdict(
+            lambda: deque(maxlen=20_000)
+        )
         self._prom: dict[str, Any] | None = None
         if port:
             self._prom = self._start(port, redis_client)
@@ -55,7 +57,7 @@ class Metrics:
                 self.succeeded += len(jobs)
                 recent = self._recent[key]
                 for r in results:
-                    recent.append((now, r.timing.queue_ms, r.timing.processing_ms))
+                    recent.append((now, r.timing.queue_ms, r.timing.processing_ms, r.timing.compute_ms))
         p = self._prom
         if p is None:
             return
@@ -97,17 +99,13 @@ class Metrics:
                     recent.popleft()
                 if not recent:
                     continue
-                arr = np.array([(q, p) for _, q, p in recent])
+                arr = np.array([row[1:] for row in recent])
                 span = max(1.0, min(WINDOW_S, time.time() - recent[0][0]))
-                q50, q99 = np.percentile(arr[:, 0], [50, 99])
-                p50, p99 = np.percentile(arr[:, 1], [50, 99])
-                models[key] = {
-                    "jobs_s": len(recent) / span,
-                    "queue_p50_ms": float(q50),
-                    "queue_p99_ms": float(q99),
-                    "processing_p50_ms": float(p50),
-                    "processing_p99_ms": float(p99),
-                }
+                pcts = np.percentile(arr, [50, 95, 99], axis=0)  # rows: percentile; cols: measure
+                models[key] = {"jobs_s": len(recent) / span}
+                for col, measure in enumerate(("queue", "processing", "compute")):
+                    for row, p in enumerate(("p50", "p95", "p99")):
+                        models[key][f"{measure}_{p}_ms"] = float(pcts[row, col])
             return {"succeeded": self.succeeded, "failed": self.failed, "recent": models}
 
     # --- prometheus -----------------------------------------------------------------

@@ -1,0 +1,392 @@
+"""The client for asyncio web backends (FastAPI, Starlette, aiohttp): ``await`` every call.
+
+The same jobs, errors, statuses, timeouts, cache, claims and wire forms as the sync
+``Client`` (``producers/client.py``), from the same code: what a submission decides
+(``producers/submission.py``), the message it sends (``producers/sender.py``), the
+claims (``producers/claims.py``), the catalogue, the limit and the status rules are
+shared; only the Redis calls differ, made on ``redis.asyncio`` and awaited. Nothing
+here blocks the event loop: no sync Redis or kombu call, no thread. Every call is
+bounded (``timeout``, or the settings' ``client_timeout_s``) and raises only inferq's
+errors (``BrokerUnavailable`` when Redis does not answer in time).
+
+One ``AsyncClient`` per event loop (its connections belong to the loop that first
+used them); share it between the loop's requests. ``async with AsyncClient(s) as c``
+or ``await c.aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from producers.async_listener import AsyncResultListener
+from producers.bounded import AsyncCallBound
+from producers.catalog import AsyncModelCatalog
+from producers.claims import AsyncClaims
+from producers.health import live_beats, model_stats, readiness
+from producers.job import AsyncJob
+from producers.limits import AsyncQueueDepthGuard
+from producers.listener import Arrival
+from producers.ownership import CANCEL_OUTCOMES, CANCEL_SCRIPT, decode_handle, encode_handle
+from producers.status import claimed_queue, lost, old_enough, queue_lost_check, settled
+from producers.submission import ChunkPlan, Prepared, check_options, prepare
+from tasks import constants as C
+from tasks.connections import async_redis_client
+from tasks.errors import InferqError, JobNotFound, NotReady
+from tasks.keys import check_job_id, handle_key, inflight_key, queue_name, result_key
+from tasks.kombu_layout import queue_lists
+from tasks.schema import CancelOutcome, JobStatus, ModelInfo
+from tasks.settings import Settings, redact_url
+from tasks.wire import Result, StatusRecord
+
+log = logging.getLogger(__name__)
+
+#: Inputs checked, or results decoded, per turn of the event loop (about 1 ms of work).
+SLICE = 16
+
+
+class AsyncClient:
+    """Submits inference jobs and reads their results without blocking the event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        """No I/O here: connections open on first use."""
+        self.settings = settings
+        bound = settings.client_timeout_s
+        self.backend = async_redis_client(settings.result_backend, settings, socket_timeout=bound, retries=1)
+        self.broker = async_redis_client(settings.broker_url, settings, socket_timeout=bound, retries=1)
+        self.bound = AsyncCallBound(
+            bound, f"broker {redact_url(settings.broker_url)}, results {redact_url(settings.result_backend)}"
+        )
+        self.claims = AsyncClaims(self.backend, settings.inflight_ttl_s, settings.visibility_timeout_s)
+        self.listener = AsyncResultListener(self.backend)
+        self.catalog = AsyncModelCatalog(self.backend, settings.models_dir)
+        self.depth_guard = AsyncQueueDepthGuard(self.broker, settings.max_queue_depth)
+        self._cancel = self.backend.register_script(CANCEL_SCRIPT)
+
+    @classmethod
+    def from_env(cls) -> AsyncClient:
+        return cls(Settings.from_env())
+
+    async def aclose(self) -> None:
+        """Stop the listener and close every connection (later calls: ``BrokerUnavailable``)."""
+        self.bound.closed = True
+        await self.listener.aclose()
+        await self.backend.aclose()  # type: ignore[attr-defined]
+        await self.broker.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- models and health ------------------------------------------------------------
+
+    async def models(self, refresh: bool = False, *, timeout: float | None = None) -> dict[str, ModelInfo]:
+        """Model variants announced by workers (``name:variant`` -> ``ModelInfo``)."""
+        return await self.bound.run(
+            "reading the models", self.catalog.models(refresh), self.bound.deadline(timeout)
+        )
+
+    async def model_info(
+        self, model: str, variant: str | None = None, *, timeout: float | None = None
+    ) -> ModelInfo:
+        """What the workers (or, failing that, the local models folder) say of a model."""
+        return await self._model_info(model, variant, self.bound.deadline(timeout))
+
+    async def _model_info(self, model: str, variant: str | None, deadline: float) -> ModelInfo:
+        cached = self.catalog.cached(model, variant)
+        if cached is not None:
+            return cached
+        return await self.bound.run(
+            f"looking up model {model!r}", self.catalog.info(model, variant), deadline
+        )
+
+    async def ping(self, *, timeout: float | None = None) -> None:
+        """Return when both Redis (broker and result backend) answer; else ``BrokerUnavailable``."""
+        deadline = self.bound.deadline(timeout)
+        await self.bound.run("pinging the broker", self.broker.ping(), deadline)
+        await self.bound.run("pinging the result backend", self.backend.ping(), deadline)
+
+    async def health(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """What a readiness probe needs, never raising (``Client.health``)."""
+        deadline = self.bound.deadline(timeout)
+        ok: dict[str, bool] = {}
+        errors: dict[str, str] = {}
+        for name, client in (("broker", self.broker), ("results", self.backend)):
+            try:
+                await self.bound.run(f"pinging the {name} Redis", client.ping(), deadline)
+                ok[name] = True
+            except InferqError as exc:
+                ok[name], errors[f"{name}_error"] = False, str(exc)
+        beats = []
+        if ok["results"]:
+            try:
+                raw = await self.bound.run(
+                    "reading worker heartbeats", self.backend.hgetall(C.WORKERS_KEY), deadline
+                )
+                beats = live_beats(raw)
+            except InferqError as exc:
+                errors["results_error"] = str(exc)
+        return {**readiness(ok["broker"], ok["results"], beats), **errors}
+
+    async def model_stats(
+        self, model: str, variant: str | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Queue depth, workers and recent queue/compute percentiles of a model variant."""
+        deadline = self.bound.deadline(timeout)
+        info = await self._model_info(model, variant, deadline)
+        pipe = self.broker.pipeline(transaction=False)
+        for lst in queue_lists(queue_name(info.name, info.variant)):
+            pipe.llen(lst)
+        depth = sum(await self.bound.run("reading the queue depth", pipe.execute(), deadline))
+        raw = await self.bound.run("reading worker heartbeats", self.backend.hgetall(C.WORKERS_KEY), deadline)
+        return model_stats(info.key, int(depth), live_beats(raw))
+
+    # --- jobs -------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        model: str,
+        x: Any,
+        *,
+        variant: str | None = None,
+        no_cache: bool = False,
+        validate: bool = True,
+        deadline_ms: float | None = None,
+        priority: str = C.DEFAULT_PRIORITY,
+        timeout: float | None = None,
+    ) -> AsyncJob:
+        """``Client.submit``, awaited: one input, returns at once with an ``AsyncJob``."""
+        jobs = await self.submit_many(
+            model,
+            [x],
+            variant=variant,
+            no_cache=no_cache,
+            validate=validate,
+            deadline_ms=deadline_ms,
+            priority=priority,
+            timeout=timeout,
+        )
+        return jobs[0]
+
+    async def submit_many(
+        self,
+        model: str,
+        xs: Iterable[Any] | np.ndarray,
+        *,
+        variant: str | None = None,
+        chunk_size: int = 64,
+        no_cache: bool = False,
+        validate: bool = True,
+        progress: Callable[[int], None] | None = None,
+        deadline_ms: float | None = None,
+        priority: str = C.DEFAULT_PRIORITY,
+        timeout: float | None = None,
+    ) -> list[AsyncJob]:
+        """``Client.submit_many``, awaited: ``chunk_size`` inputs per message."""
+        check_options(chunk_size, priority)
+        deadline = None if timeout is None else self.bound.deadline(timeout)
+        info = await self._model_info(model, variant, deadline or self.bound.deadline(None))
+        prepared = await self._prepare(info, xs, validate)
+        jobs: list[AsyncJob] = []
+        for start in range(0, len(prepared), chunk_size):
+            plan = ChunkPlan(
+                self.settings,
+                info,
+                prepared[start : start + chunk_size],
+                no_cache=no_cache,
+                deadline_ms=deadline_ms,
+                priority=priority,
+            )
+            jobs.extend(await self._submit_chunk(plan, deadline or self.bound.deadline(None)))
+            if progress is not None:
+                progress(len(plan.chunk))
+        return jobs
+
+    async def _prepare(
+        self, info: ModelInfo, xs: Iterable[Any] | np.ndarray, validate: bool
+    ) -> list[Prepared]:
+        """Every input checked and encoded before any is sent, ``SLICE`` per turn of the
+        loop: checking a thousand inputs in one step would hold every other request back."""
+        items = list(xs) if not isinstance(xs, np.ndarray) else xs
+        out: list[Prepared] = []
+        for start in range(0, len(items), SLICE):
+            if start:
+                await asyncio.sleep(0)
+            out.extend(prepare(self.settings, info, items[start : start + SLICE], validate=validate))
+        return out
+
+    async def _submit_chunk(self, plan: ChunkPlan, deadline: float) -> list[AsyncJob]:
+        info, what = plan.info, f"submitting {len(plan.chunk)} input(s) to {plan.info.key}"
+        # Before claiming any id: a refused job must not leave an in-flight claim behind.
+        await self.bound.run(
+            what, self.depth_guard.check(queue_name(info.name, info.variant), len(plan.chunk)), deadline
+        )
+        if plan.no_cache:
+            await self.bound.run(what, self.claims.claim_fresh(plan.ids, info.key), deadline)
+            answers = plan.fresh_answers()
+        else:
+            answers = await self.bound.run(what, self.claims.check_and_claim(plan.ids, info.key), deadline)
+        plan.read_claims(answers)
+        if plan.redo:
+            plan.read_reclaim(
+                await self.bound.run(what, self.claims.reclaim(plan.redo_seen(), info.key), deadline)
+            )
+        # A job run again must not be answered with its previous run's record; and watch
+        # before sending, so a result can never arrive unseen.
+        self.listener.forget(plan.send_ids)
+        await self.listener.watch(plan.waiting_ids)
+        outgoing = plan.message()
+        if outgoing is not None:
+            pipe = self.broker.pipeline(transaction=False)
+            outgoing.queue_on(pipe)
+            try:
+                await self.bound.run(what, pipe.execute(), deadline)
+            except BaseException as exc:
+                # Nothing was queued (or nobody can tell): a claim left behind would make
+                # every resubmit of these inputs wait for a job that may not exist.
+                await self._release_claims(plan.send_ids, f"{type(exc).__name__}: {exc}")
+                raise
+        return [
+            AsyncJob(
+                s.id,
+                info.name,
+                info.variant,
+                plan.t0,
+                s.cached,
+                s.enqueued,
+                s.record,
+                None,
+                s.arrived,
+                owner=self,
+            )
+            for s in plan.specs
+        ]
+
+    async def _release_claims(self, ids: list[str], reason: str) -> None:
+        try:
+            await self.bound.run(
+                "releasing claims", self.claims.release(ids, reason), self.bound.deadline(None)
+            )
+        except InferqError as exc:  # the result Redis is down too: the claims go stale instead
+            log.warning("could not release %d claim(s) after a failed send: %s", len(ids), exc)
+
+    # --- ids and handles ----------------------------------------------------------------
+
+    async def handle(
+        self, job: AsyncJob | str, *, owner: str | None = None, timeout: float | None = None
+    ) -> str:
+        """An unguessable handle for a job (``Client.handle``); ``owner`` (an opaque string,
+        e.g. a hash of an API key) makes ``resolve`` refuse the handle to anyone else."""
+        deadline = self.bound.deadline(timeout)
+        jid = job.id if isinstance(job, AsyncJob) else await self._resolve(check_job_id(job), None, deadline)
+        h = C.HANDLE_PREFIX + secrets.token_hex(16)
+        call = self.backend.set(handle_key(h), encode_handle(jid, owner), ex=self.settings.cache_ttl_s)
+        await self.bound.run("creating a job handle", call, deadline)
+        return h
+
+    async def resolve(self, handle: str, *, owner: str | None = None, timeout: float | None = None) -> str:
+        """The job id behind a handle; ``JobNotFound`` for a handle never made, expired, or
+        made for another ``owner``."""
+        return await self._resolve(check_job_id(handle), owner, self.bound.deadline(timeout))
+
+    async def _resolve(self, ref: str, owner: str | None, deadline: float) -> str:
+        if not ref.startswith(C.HANDLE_PREFIX):
+            return ref
+        raw = await self.bound.run("resolving a job handle", self.backend.get(handle_key(ref)), deadline)
+        return decode_handle(ref, raw, owner)
+
+    # --- status, results, cancel ----------------------------------------------------------
+
+    async def cancel(self, job_id: str, *, timeout: float | None = None) -> CancelOutcome:
+        """Cancel a job no worker has started (``Client.cancel``)."""
+        deadline = self.bound.deadline(timeout)
+        jid = await self._resolve(check_job_id(job_id), None, deadline)
+        record = StatusRecord.cancelled(jid).encode()
+        call = self._cancel(
+            keys=[result_key(jid), inflight_key(jid)], args=[record, self.settings.cache_ttl_s]
+        )
+        outcome = await self.bound.run("cancelling a job", call, deadline)
+        return CANCEL_OUTCOMES[outcome.decode() if isinstance(outcome, bytes) else str(outcome)]
+
+    async def status(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
+        """Where a job is (``Client.status``); ``unknown`` for an id never sent or expired."""
+        deadline = self.bound.deadline(timeout)
+        jid = await self._resolve(check_job_id(job_id), None, deadline)
+        return (await self.bound.run("reading a job's status", self._state(jid), deadline))[1]
+
+    async def _state(self, job_id: str) -> tuple[StatusRecord | None, JobStatus]:
+        record = StatusRecord.parse(await self.backend.get(result_key(job_id)), job_id)
+        known = settled(record)
+        if known is not None:
+            return record, known
+        claim = await self.backend.get(inflight_key(job_id))
+        if claim is None:
+            return record, JobStatus.UNKNOWN
+        queued = claimed_queue(claim)
+        if queued is None or not old_enough(
+            queued[0], await self.backend.time(), self.settings.visibility_timeout_s
+        ):
+            return record, JobStatus.QUEUED
+        pipe = self.broker.pipeline(transaction=False)
+        queue_lost_check(pipe, queued[1])
+        return record, JobStatus.LOST if lost(await pipe.execute()) else JobStatus.QUEUED
+
+    async def result(self, job_id: str, *, wait: bool = False, timeout: float | None = None) -> Result:
+        """A job's result by id or handle, or its error raised (``Client.result``)."""
+        jid = await self._resolve(check_job_id(job_id), None, self.bound.deadline(None if wait else timeout))
+        if wait:
+            record, _ = (await self.listener.wait([jid], self._wait_bound(timeout)))[jid]
+            return record.to_result(cached=False)
+        found, status = await self.bound.run(
+            "reading a job's result", self._state(jid), self.bound.deadline(timeout)
+        )
+        if found is None or not found.ready:
+            if status is JobStatus.UNKNOWN:
+                raise JobNotFound(f"job {jid} is unknown: never sent, or its result expired")
+            if status is JobStatus.LOST:
+                raise JobNotFound(
+                    f"job {jid} was lost in flight (its message is gone): submit its input again"
+                )
+            raise NotReady(f"job {jid} has no result yet (status {status.value})")
+        return found.to_result(cached=False)
+
+    async def wait_for(self, job_ids: list[str], timeout: float | None) -> dict[str, Arrival]:
+        """Await each id's ready record (``AsyncJob.wait`` calls this)."""
+        return await self.listener.wait(job_ids, self._wait_bound(timeout))
+
+    def _wait_bound(self, timeout: float | None) -> float:
+        return self.settings.wait_timeout_s if timeout is None else timeout
+
+    async def wait(self, job: AsyncJob, timeout: float | None = None) -> Result:
+        """``await job.wait(timeout)``."""
+        return await job.wait(timeout)
+
+    async def wait_all(
+        self,
+        jobs: Iterable[AsyncJob],
+        timeout: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Result | InferqError]:
+        """Await many jobs on the one subscription; each entry is a result or its error, in order."""
+        jobs = list(jobs)
+        arrived = await self.listener.wait(
+            [j.id for j in jobs if not j.done], self._wait_bound(timeout), progress=progress
+        )
+        out: list[Result | InferqError] = []
+        for n, j in enumerate(jobs, 1):
+            if n % SLICE == 0:
+                await asyncio.sleep(0)  # decoding a thousand results is not one step
+            if not j.done:
+                j._settle(*arrived[j.id])
+            try:
+                out.append(j._finish())
+            except InferqError as exc:
+                out.append(exc)
+        return out

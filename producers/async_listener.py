@@ -1,0 +1,320 @@
+"""The ``AsyncClient``'s result listener: one pub/sub connection and one task per client.
+
+The same contract as the sync ``ResultListener`` (``producers/listener.py``), on the
+event loop instead of a thread: every job is watched from the moment it is submitted
+(its result channel subscribed before the message is sent), so its result is seen, and
+its end-to-end time stamped, within a round trip of being stored, however late anyone
+awaits it. Thousands of awaiting coroutines share the one subscription connection;
+each waits on a future, woken by a message, never by polling.
+
+No result is missed: once Redis confirms a subscription, the listener reads the key
+once (one ``MGET`` for all confirmations of a turn), so a result stored before the
+subscription took effect is found by the read, one stored after it by the message.
+When the connection drops, the task reconnects with backoff, subscribes again to every
+job still awaited, and the reads after the new confirmations find what was stored
+meanwhile. Resources stay bounded as in the sync listener: results nobody awaits are
+kept only among the newest ``KEEP_ARRIVED_MAX`` (a later ``wait`` reads them again,
+their arrival time kept), and watches nobody awaits lapse after ``KEEP_WATCH_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from producers.listener import Arrival
+from tasks.constants import RESULT_KEY_PREFIX
+from tasks.errors import ConfigError, Timeout
+from tasks.keys import result_key
+from tasks.wire import StatusRecord
+
+log = logging.getLogger(__name__)
+
+
+class AsyncResultListener:
+    """Watches job ids on one pub/sub connection; ``wait`` awaits their results."""
+
+    KEEP_ARRIVED_S = 300.0
+    KEEP_WATCH_S = 3600.0
+    KEEP_ARRIVED_MAX = 1024
+    KEEP_TIMES_MAX = 20_000
+    #: Longest one read of the subscription waits before the task looks round (prunes).
+    IDLE_READ_S = 1.0
+    #: Messages handled (and waiters woken) per turn of the event loop: a burst of a
+    #: thousand results is handed out over many turns, each well under a millisecond,
+    #: instead of one turn that holds every other coroutine back.
+    SLICE = 32
+
+    def __init__(self, client: redis.asyncio.Redis[bytes]) -> None:
+        self._client = client
+        self._futures: dict[str, asyncio.Future[Arrival]] = {}
+        self._watched_at: dict[str, float] = {}
+        self._done_order: OrderedDict[str, None] = OrderedDict()  # settled futures, oldest first
+        self._waiters: dict[str, int] = {}
+        self._times: OrderedDict[str, float] = OrderedDict()
+        self._pubsub: Any = None
+        self._lock = asyncio.Lock()  # one writer of subscription commands at a time
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._resubscribe = False
+        self._error: BaseException | None = None
+        self._closed = False
+        self._pruned_at = time.monotonic()
+
+    # --- the callers' side ----------------------------------------------------------
+
+    async def watch(self, job_ids: Iterable[str]) -> None:
+        """Start watching ids (before their jobs are sent). Never raises for Redis: a
+        subscription that cannot be sent now is sent when the connection is back."""
+        self._ensure_task()
+        new: list[str] = []
+        for jid in job_ids:
+            if jid not in self._futures:
+                self._futures[jid] = asyncio.get_running_loop().create_future()
+                self._watched_at[jid] = time.monotonic()
+                new.append(jid)
+        if not new:
+            return
+        try:
+            async with self._lock:
+                if self._pubsub is None or self._resubscribe:
+                    self._resubscribe = True  # the task subscribes every pending id on reconnect
+                    return
+                await self._pubsub.subscribe(*[result_key(j) for j in new])
+            self._subscribed.set()
+        except (redis.RedisError, OSError) as exc:
+            log.debug("subscribing failed (%s); the listener subscribes again on reconnect", exc)
+            self._resubscribe = True
+
+    def forget(self, job_ids: Iterable[str]) -> None:
+        """Drop what arrived for these ids (they are about to run again), unless someone
+        is awaiting it right now."""
+        for jid in job_ids:
+            fut = self._futures.get(jid)
+            if fut is not None and fut.done() and jid not in self._waiters:
+                self._drop(jid)
+            self._times.pop(jid, None)
+
+    async def wait(
+        self, job_ids: Iterable[str], timeout: float | None, progress: Callable[[int], None] | None = None
+    ) -> dict[str, Arrival]:
+        """Await every id's ready record; ``Timeout`` naming how many did not arrive."""
+        ids = list(dict.fromkeys(job_ids))
+        await self.watch(ids)
+        futures = {jid: self._futures[jid] for jid in ids}
+        for jid in ids:
+            self._waiters[jid] = self._waiters.get(jid, 0) + 1
+        try:
+            pending = {f for f in futures.values() if not f.done()}
+            if progress is not None:
+                progress(len(ids) - len(pending))
+                for f in pending:  # one call per arrival, from the loop, in any order
+                    f.add_done_callback(lambda _f: progress(1))
+            if pending:
+                # One wait for all (never one per arrival: re-waiting on the rest after
+                # each arrival is quadratic in the number of jobs).
+                _, pending = await asyncio.wait(pending, timeout=timeout)
+            if pending:
+                if self._error is not None:
+                    raise Timeout(f"result listener failed: {self._error}")
+                raise Timeout(f"timed out after {timeout} s waiting for {len(pending)} of {len(ids)} job(s)")
+            out: dict[str, Arrival] = {}
+            for jid, fut in futures.items():
+                exc = fut.exception()
+                if exc is not None:
+                    raise exc
+                out[jid] = fut.result()
+            return out
+        finally:
+            for jid in ids:
+                self._waiters[jid] -= 1
+                if self._waiters[jid] == 0:
+                    del self._waiters[jid]
+
+    async def aclose(self) -> None:
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._close_pubsub()
+        for fut in self._futures.values():
+            if not fut.done():
+                fut.set_exception(Timeout("the client was closed while waiting"))
+                fut.exception()  # retrieved: no "never retrieved" warning
+
+    # --- the listener task ----------------------------------------------------------
+
+    def _ensure_task(self) -> None:
+        if self._closed:
+            raise Timeout("the client is closed")
+        if self._task is None or self._task.done():
+            self._error = None
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="inferq-results")
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while not self._closed:
+            began = time.monotonic()
+            try:
+                await self._connect()
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+                self._fail(ConfigError(f"the result listener was refused by Redis: {exc}"))
+                return
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                if time.monotonic() - began > 30:
+                    delay = 0.1  # a new outage, not the same one continuing
+                log.warning("result listener lost Redis (%s); reconnecting in %.1f s", exc, delay)
+                await self._close_pubsub()
+                self._resubscribe = True
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+            except Exception as exc:  # surfaced to the waiters instead of dying silently
+                self._fail(exc)
+                return
+
+    async def _connect(self) -> None:
+        async with self._lock:
+            if self._pubsub is None:
+                self._pubsub = self._client.pubsub()
+                self._resubscribe = True
+            if self._resubscribe:
+                ids = [j for j, f in self._futures.items() if not f.done()]
+                if ids:
+                    await self._pubsub.subscribe(*[result_key(j) for j in ids])
+                    self._subscribed.set()
+                self._resubscribe = False
+
+    async def _listen(self) -> None:
+        pubsub = self._pubsub
+        while not self._closed:
+            if not pubsub.subscribed:
+                self._subscribed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.IDLE_READ_S):
+                        await self._subscribed.wait()
+                await self._maybe_prune()
+                if self._resubscribe:
+                    return  # reconnect path: _connect subscribes every pending id
+                continue
+            confirmed: list[str] = []
+            finished: list[str] = []
+            msg = await pubsub.get_message(timeout=self.IDLE_READ_S)
+            handled = 0
+            while msg is not None:
+                channel = _text(msg["channel"])
+                if msg["type"] == "subscribe":
+                    confirmed.append(channel)
+                elif msg["type"] == "message" and self._offer(channel, msg.get("data")):
+                    finished.append(channel)
+                handled += 1
+                if handled % self.SLICE == 0:
+                    await asyncio.sleep(0)  # a burst of results must not hold the loop
+                msg = await pubsub.get_message(timeout=0)
+            if confirmed:
+                for i, (channel, raw) in enumerate(
+                    zip(confirmed, await self._client.mget(confirmed), strict=True), 1
+                ):
+                    if self._offer(channel, raw):
+                        finished.append(channel)
+                    if i % self.SLICE == 0:
+                        await asyncio.sleep(0)
+            if finished:  # one command for all of this turn's results
+                async with self._lock:
+                    await pubsub.unsubscribe(*finished)
+            await self._maybe_prune()
+            if self._resubscribe:
+                return
+
+    async def _close_pubsub(self) -> None:
+        async with self._lock:
+            pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        for fut in self._futures.values():
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()
+
+    def _offer(self, channel: str, raw: bytes | str | None) -> bool:
+        """Record a ready result; True when the channel is no longer needed."""
+        jid = channel.removeprefix(RESULT_KEY_PREFIX)
+        record = StatusRecord.parse(raw, jid)
+        if record is None or not record.ready:
+            return False
+        fut = self._futures.get(jid)
+        if fut is None or fut.done():
+            return True
+        fut.set_result((record, self._times.pop(jid, 0.0) or time.time()))
+        self._done_order[jid] = None
+        if len(self._done_order) > self.KEEP_ARRIVED_MAX:
+            self._evict_unwaited()
+        return True
+
+    def _drop(self, jid: str) -> None:
+        self._futures.pop(jid, None)
+        self._watched_at.pop(jid, None)
+        self._done_order.pop(jid, None)
+
+    def _evict_unwaited(self) -> None:
+        """Drop the oldest results nobody awaits, keeping their arrival times."""
+        excess = len(self._done_order) - self.KEEP_ARRIVED_MAX
+        for jid in list(self._done_order):
+            if excess <= 0:
+                break
+            if jid in self._waiters:
+                continue
+            fut = self._futures.get(jid)
+            if fut is not None and fut.done() and fut.exception() is None:
+                self._times[jid] = fut.result()[1]
+            self._drop(jid)
+            excess -= 1
+        while len(self._times) > self.KEEP_TIMES_MAX:
+            self._times.popitem(last=False)
+
+    async def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now - self._pruned_at < 5.0:
+            return
+        self._pruned_at = now
+        wall = time.time()
+        for jid in list(self._done_order):
+            fut = self._futures.get(jid)
+            if fut is None or jid in self._waiters:
+                continue
+            if fut.exception() is None and wall - fut.result()[1] > self.KEEP_ARRIVED_S:
+                self._drop(jid)
+        stale: list[str] = []
+        for jid, since in list(self._watched_at.items()):
+            fut = self._futures.get(jid)
+            if (
+                fut is not None
+                and not fut.done()
+                and jid not in self._waiters
+                and now - since > self.KEEP_WATCH_S
+            ):
+                self._drop(jid)  # a later wait watches it anew (and reads the key)
+                stale.append(result_key(jid))
+        if stale and self._pubsub is not None:
+            async with self._lock:
+                await self._pubsub.unsubscribe(*stale)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,191 @@
+"""A submission's decisions, without I/O: what each input becomes, and what is sent.
+
+The sync ``Client`` and the ``AsyncClient`` submit the same way; only how they talk to
+Redis differs (a thread with a bound, or an awaited call). Everything between the
+round trips lives here, once:
+
+1. ``prepare``: inputs as named arrays, cast where no value changes, validated against
+   the model's inputs, encoded, and checked against the payload limit;
+2. ``ChunkPlan.read_claims``: per job id, the answer of the cache check and claim
+   (``producers/claims.py``): a cached result (a finished, ``cached`` job, nothing
+   sent), a job someone else queued (shared, nothing sent), a failure of the moment
+   (claimed again, then sent), or a new job (sent);
+3. ``ChunkPlan.message``: the one message that carries what is to be sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from producers.claims import CLAIMED, FOUND, SHARED
+from producers.sender import Outgoing, build_message
+from tasks import constants as C
+from tasks.codec import encode_inputs
+from tasks.errors import BadInput, PayloadTooLarge
+from tasks.keys import job_id, random_job_id
+from tasks.schema import ModelInfo
+from tasks.settings import Settings
+from tasks.validation import cast_inputs, validate_inputs
+from tasks.wire import StatusRecord
+
+Prepared = tuple[dict[str, np.ndarray], bytes]  # (named inputs, encoded payload)
+
+
+def _as_array(x: Any, name: str) -> np.ndarray:
+    """An input as an array; a ragged nested list is ``BadInput``, never numpy's ValueError."""
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(f"input {name!r}: expected a rectangular array of numbers ({exc})") from None
+
+
+def named_inputs(info: ModelInfo, x: Any) -> dict[str, np.ndarray]:
+    """One input (array) or named inputs (mapping) as a name -> array dict."""
+    if isinstance(x, Mapping):
+        return {str(k): _as_array(v, str(k)) for k, v in x.items()}
+    if len(info.inputs) != 1:
+        raise BadInput(f"{info.key} has inputs {[s.name for s in info.inputs]}; pass a dict of name -> array")
+    return {info.inputs[0].name: _as_array(x, info.inputs[0].name)}
+
+
+def check_options(chunk_size: int, priority: str) -> None:
+    if chunk_size < 1:
+        raise BadInput(f"chunk_size must be >= 1, got {chunk_size}")
+    if priority not in C.PRIORITIES:
+        raise BadInput(f"priority must be one of {sorted(C.PRIORITIES)}, got {priority!r}")
+
+
+def prepare(settings: Settings, info: ModelInfo, xs: Iterable[Any], *, validate: bool) -> list[Prepared]:
+    """Every input checked and encoded before anything is sent (one bad input sends nothing).
+
+    Inputs are cast to the model's dtypes where no value changes; a lossy cast raises
+    ``BadInput`` naming the expected dtype. ``validate=False`` sends each input exactly
+    as given (the worker checks it).
+    """
+    prepared: list[Prepared] = []
+    for x in xs:
+        inputs = named_inputs(info, x)
+        if validate:
+            inputs = validate_inputs(cast_inputs(inputs, info.inputs), info.inputs)
+        payload = encode_inputs(inputs)
+        if len(payload) > settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"input payload is {len(payload)} bytes, over the limit of {settings.max_payload_bytes} bytes"
+            )
+        prepared.append((inputs, payload))
+    return prepared
+
+
+@dataclass
+class JobSpec:
+    """What one input became: its id, whether it was a cache hit or is shared, and the
+    record it already has (a cache hit's)."""
+
+    id: str
+    cached: bool = False
+    enqueued: bool = True
+    record: StatusRecord | None = None
+    arrived: float | None = None
+
+
+class ChunkPlan:
+    """One chunk of a submission (one message at most), decided between round trips."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        info: ModelInfo,
+        chunk: list[Prepared],
+        *,
+        no_cache: bool,
+        deadline_ms: float | None,
+        priority: str,
+    ) -> None:
+        self.settings = settings
+        self.info = info
+        self.chunk = chunk
+        self.no_cache = no_cache
+        self.priority = priority
+        self.t0 = time.time()
+        self.deadline_at = None if deadline_ms is None else self.t0 + deadline_ms / 1e3
+        if no_cache:
+            # Claimed too (a random id is always free): its status reads "queued", and a
+            # cancel finds it.
+            self.ids = [random_job_id() for _ in chunk]
+        else:
+            self.ids = [job_id(info.name, info.variant, info.version, inputs) for inputs, _ in chunk]
+        self.specs: list[JobSpec] = []
+        self.send: list[tuple[str, bytes]] = []
+        #: (position in specs, id, payload, the document read): failures of the moment
+        #: to claim again.
+        self.redo: list[tuple[int, str, bytes, bytes]] = []
+
+    def fresh_answers(self) -> list[list[Any]]:
+        """The claim answers for random ids (``no_cache``): every one is new."""
+        return [[CLAIMED]] * len(self.chunk)
+
+    def read_claims(self, answers: list[list[Any]]) -> None:
+        """Sort the inputs by the cache check's answers (``Claims.check_and_claim``)."""
+        for jid, (_, payload), found in zip(self.ids, self.chunk, answers, strict=True):
+            if found[0] == FOUND:
+                record = StatusRecord.parse(found[1], jid)
+                if record is not None and (record.cacheable or record.foreign):
+                    # A record of a newer inferq is reported (IncompatibleVersion), never
+                    # deleted and redone: during a rolling upgrade it is someone's result.
+                    self.specs.append(
+                        JobSpec(
+                            jid, cached=record.cacheable, enqueued=False, record=record, arrived=time.time()
+                        )
+                    )
+                    continue
+                if record is not None and not record.ready:
+                    self.specs.append(JobSpec(jid, enqueued=False))  # shared
+                    continue
+                # A failure of the moment is not a cache hit: run it again (if still so).
+                self.redo.append((len(self.specs), jid, payload, found[1]))
+                self.specs.append(JobSpec(jid))
+                continue
+            if found[0] == SHARED:
+                self.specs.append(JobSpec(jid, enqueued=False))
+                continue
+            self.send.append((jid, payload))
+            self.specs.append(JobSpec(jid))
+
+    def redo_seen(self) -> list[tuple[str, bytes]]:
+        """What ``Claims.reclaim`` needs: the ids to claim again and the documents read."""
+        return [(jid, doc) for _, jid, _, doc in self.redo]
+
+    def read_reclaim(self, won: list[bool]) -> None:
+        for (pos, jid, payload, _), claimed in zip(self.redo, won, strict=True):
+            if claimed:
+                self.send.append((jid, payload))
+            else:  # someone else ran it again meanwhile: share that run
+                self.specs[pos] = JobSpec(jid, enqueued=False)
+
+    @property
+    def send_ids(self) -> list[str]:
+        return [jid for jid, _ in self.send]
+
+    @property
+    def waiting_ids(self) -> list[str]:
+        """Ids whose result is still to come (the listener watches them before the send)."""
+        return [s.id for s in self.specs if s.record is None]
+
+    def message(self) -> Outgoing | None:
+        """The message carrying what is to be sent; None when nothing is."""
+        if not self.send:
+            return None
+        return build_message(
+            self.settings,
+            self.info,
+            self.send,
+            self.t0,
+            cache=not self.no_cache,
+            deadline_at=self.deadline_at,
+            priority=self.priority,
+        )

@@ -1,0 +1,279 @@
+"""The asyncio client against a real Redis and a real worker: the sync client's contract,
+awaited, with the event loop never blocked.
+
+One ``AsyncClient`` per event loop: each test runs its own loop (``asyncio.run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import redis
+
+from ops.local.redis_server import LocalRedis
+from producers import AsyncClient, AsyncJob, Client
+from tasks.errors import BadInput, BrokerUnavailable, JobNotFound, ModelNotFound, NotReady
+from tasks.keys import result_key
+from tasks.schema import CancelOutcome, JobStatus, Timing
+from tasks.settings import Settings
+from tasks.wire import Result, StatusRecord
+from tests.conftest import WorkerProcess, on_db
+from tests.helpers.announced import announce, tiny_model
+from tests.helpers.loop_lag import LoopMonitor
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(main())  # type: ignore[arg-type]
+
+
+def digit(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((28, 28, 1), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    w = WorkerProcess(on_db(settings, 9), ["digits:fp32"], tmp_path_factory.mktemp("async") / "worker.log")
+    with Client(w.settings) as c:
+        w.wait_ready(c)
+    yield w
+    w.stop()
+
+
+@pytest.fixture()
+def worker_settings(worker: WorkerProcess) -> Settings:
+    return worker.settings
+
+
+def test_a_thousand_concurrent_jobs_complete_without_stalling_the_loop(worker: WorkerProcess) -> None:
+    """1000 requests arrive one per turn of the loop (as a server's do) while the worker is
+    paused, so all 1000 are in flight at once; then the worker answers them in a burst.
+    No loop step of the client's may use more than 5 ms of CPU (``LoopMonitor``: the
+    ticker's wall-clock lag on this shared 2-core VM is reported, not asserted)."""
+    inputs = [digit(10_000 + i) for i in range(1000)]  # made before timing: not the client's work
+
+    async def main() -> tuple[int, int, LoopMonitor, float]:
+        async with AsyncClient(worker.settings) as client:
+            await client.model_info("digits")  # the catalogue read once, before timing
+            in_flight = 0
+            most = 0
+
+            async def one(x: np.ndarray) -> Any:
+                nonlocal in_flight, most
+                job = await client.submit("digits", x, no_cache=True)
+                in_flight += 1
+                most = max(most, in_flight)
+                try:
+                    return await job.wait(timeout=120)
+                finally:
+                    in_flight -= 1
+
+            with LoopMonitor() as lag:
+                t0 = time.perf_counter()
+                os.kill(worker.proc.pid, signal.SIGSTOP)
+                try:
+                    tasks = []
+                    for x in inputs:
+                        tasks.append(asyncio.create_task(one(x)))
+                        await asyncio.sleep(0)
+                    while most < len(inputs) and time.perf_counter() - t0 < 60:
+                        await asyncio.sleep(0.01)
+                finally:
+                    os.kill(worker.proc.pid, signal.SIGCONT)
+                results = await asyncio.gather(*tasks)
+                elapsed = time.perf_counter() - t0
+            return sum(r.outputs["probs"].shape == (10,) for r in results), most, lag, elapsed
+
+    done, most, lag, elapsed = run(main)
+    print(f"1000 jobs in {elapsed:.2f} s, {most} in flight at once; {lag.report()}")
+    assert done == 1000
+    assert most == 1000
+    assert lag.worst_step_ms <= 5.0, f"one loop step used {lag.worst_step_ms:.1f} ms: {lag.worst_step}"
+
+
+def test_async_and_sync_clients_agree_on_results_cache_and_statuses(worker_settings: Settings) -> None:
+    x = digit(1)
+
+    async def main() -> None:
+        async with AsyncClient(worker_settings) as client:
+            job = await client.submit("digits", x)
+            assert isinstance(job, AsyncJob) and not job.cached
+            first = await job.wait(timeout=30)
+            assert await client.status(job.id) is JobStatus.SUCCESS
+            again = await client.submit("digits", x)
+            assert again.cached and again.done and again.id == job.id
+            stored = await client.result(job.id)
+            np.testing.assert_array_equal(stored.outputs["probs"], first.outputs["probs"])
+            with Client(worker_settings) as sync:
+                hit = sync.submit("digits", x)
+                assert hit.cached
+                np.testing.assert_array_equal(hit.wait(5).outputs["probs"], first.outputs["probs"])
+            both = await client.wait_all([job, await client.submit("digits", digit(2))], timeout=30)
+            assert [type(r).__name__ for r in both] == ["Result", "Result"]
+
+    run(main)
+
+
+def test_async_client_raises_the_same_errors(worker_settings: Settings) -> None:
+    async def main() -> None:
+        async with AsyncClient(worker_settings) as client:
+            with pytest.raises(BadInput, match=r"expected shape \[28, 28, 1\], got \[3\]"):
+                await client.submit("digits", np.zeros(3, np.float32))
+            with pytest.raises(BadInput, match="float32"):
+                await client.submit("digits", np.full((28, 28, 1), 1e300))
+            with pytest.raises(ModelNotFound, match="unknown model 'nope'"):
+                await client.submit("nope", np.zeros(3))
+            with pytest.raises(JobNotFound):
+                await client.result("0" * 64)
+            assert await client.status("0" * 64) is JobStatus.UNKNOWN
+            with pytest.raises(BadInput, match="job id"):
+                await client.status("not a valid id!")
+
+    run(main)
+
+
+def test_handles_resolve_only_for_their_owner(worker_settings: Settings) -> None:
+    async def main() -> None:
+        async with AsyncClient(worker_settings) as client:
+            job = await client.submit("digits", digit(3))
+            mine = await client.handle(job, owner="alice")
+            assert mine.startswith("h-") and job.id not in mine
+            assert await client.resolve(mine, owner="alice") == job.id
+            with pytest.raises(JobNotFound):
+                await client.resolve(mine, owner="mallory")
+            with pytest.raises(JobNotFound):
+                await client.resolve(mine)  # an owned handle needs its owner
+            public = await client.handle(job)
+            assert await client.status(public) in {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCESS}
+            await job.wait(timeout=30)
+            assert (await client.result(public)).job_id == job.id
+
+    run(main)
+
+
+def test_a_cancelled_queued_job_is_never_computed(settings: Settings) -> None:
+    """No worker on this database: the job stays queued until cancelled."""
+    s = on_db(settings, 10)
+    announce(redis.Redis.from_url(s.result_backend), tiny_model("idle"))
+
+    async def main() -> None:
+        async with AsyncClient(s) as client:
+            job = await client.submit("idle", np.ones(4, np.float32))
+            assert await job.status() is JobStatus.QUEUED
+            with pytest.raises(NotReady):
+                await client.result(job.id)
+            assert await job.cancel() is CancelOutcome.CANCELLED
+            assert await client.status(job.id) is JobStatus.CANCELLED
+
+    run(main)
+
+
+def test_async_client_makes_no_blocking_redis_or_kombu_call(
+    worker_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every sync redis-py command and every kombu publish raises while the async client works."""
+    import kombu.messaging
+
+    def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("a blocking call on the event loop")
+
+    async def main() -> None:
+        async with AsyncClient(worker_settings) as client:
+            monkeypatch.setattr(redis.Redis, "execute_command", refuse)
+            monkeypatch.setattr(redis.client.Pipeline, "execute", refuse)
+            monkeypatch.setattr(kombu.messaging.Producer, "publish", refuse)
+            job = await client.submit("digits", digit(4), no_cache=True)
+            await job.wait(timeout=30)
+            await client.status(job.id)
+            await client.health()
+            await client.cancel(job.id)
+
+    run(main)
+
+
+@pytest.fixture()
+def server(tmp_path: Path) -> Iterator[LocalRedis]:
+    s = LocalRedis(workdir=tmp_path / "redis").start()
+    yield s
+    if s.proc is not None:
+        os.kill(s.proc.pid, signal.SIGCONT)
+    s.stop()
+
+
+def test_a_hung_redis_gives_broker_unavailable_within_the_bound_and_the_loop_keeps_running(
+    server: LocalRedis, tmp_path: Path
+) -> None:
+    s = Settings(broker_url=server.url, models_dir=tmp_path, client_timeout_s=1.0)
+    info = tiny_model("hung")
+    announce(redis.Redis.from_url(server.url), info)
+
+    async def main() -> None:
+        async with AsyncClient(s) as client:
+            await client.ping()
+            assert server.proc is not None
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                with LoopMonitor() as lag:
+                    t = time.monotonic()
+                    with pytest.raises(BrokerUnavailable, match="did not answer within"):
+                        await client.submit("hung", np.ones(4, np.float32))
+                    took = time.monotonic() - t
+                    h = await client.health(timeout=0.5)
+                assert took < 1.5, took
+                assert h["ready"] is False and h["broker"] is False
+                assert lag.lag_ms, "the loop ran on while Redis hung"
+                assert lag.worst_step_ms <= 5.0, lag.report()
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            await client.ping()  # the same client works again
+
+    run(main)
+
+
+def test_a_job_waited_through_a_redis_restart_still_completes(server: LocalRedis, tmp_path: Path) -> None:
+    """The listener reconnects by itself and reads results stored while it was away."""
+    s = Settings(broker_url=server.url, models_dir=tmp_path, client_timeout_s=2.0)
+    info = tiny_model("restart")
+    announce(redis.Redis.from_url(server.url), info)
+
+    async def main() -> None:
+        async with AsyncClient(s) as client:
+            job = await client.submit("restart", np.ones(4, np.float32))
+            waiting = asyncio.ensure_future(job.wait(timeout=30))
+            await asyncio.sleep(0.2)
+            server.stop()
+            with pytest.raises(BrokerUnavailable):
+                await client.status(job.id)
+            server.start()
+            await asyncio.sleep(0.5)
+            # a worker (here: the test) stores and publishes the result while the listener
+            # is reconnecting, or after
+            now = time.time()
+            timing = Timing.build(
+                enqueued_at=now,
+                received_at=now,
+                started_at=now,
+                compute_done_at=now,
+                finished_at=now,
+                batch_size=1,
+            )
+            result = Result(job.id, "restart", "fp32", info.version, {"y": np.ones(4, np.float32)}, timing)
+            record = StatusRecord.success(job.id, result.to_wire()).encode()
+            r = redis.Redis.from_url(server.url)
+            r.set(result_key(job.id), record)
+            r.publish(result_key(job.id), record)
+            got = await waiting
+            assert got.outputs["y"].tolist() == [1.0] * 4
+
+    run(main)
