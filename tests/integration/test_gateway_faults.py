@@ -1,0 +1,162 @@
+"""The gateway when Redis goes away, hangs, or the gateway itself is stopped.
+
+A Redis of the module's own (the tests stop, restart and freeze it), a worker and a
+gateway process on it. Bounds asserted: 503 within 2 s when Redis is down; 503 within
+the client's bound when it hangs, while the event loop still answers liveness at once;
+recovery with no restart of the gateway.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from ops.local.redis_server import LocalRedis, free_port
+from tasks.settings import Settings
+from tests.conftest import WorkerProcess, started_worker
+from tests.helpers.gateway import GatewayProcess, started_gateway
+
+pytestmark = pytest.mark.integration
+
+CLIENT_TIMEOUT_S = 1.5
+_rng = np.random.default_rng(1515)
+
+
+def infer_body() -> dict[str, object]:
+    x = _rng.random((1, 28, 28, 1), dtype=np.float32)
+    return {
+        "inputs": [
+            {"name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32", "data": x.reshape(-1).tolist()}
+        ]
+    }
+
+
+@pytest.fixture(scope="module")
+def redis_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("redis")
+
+
+@pytest.fixture(scope="module")
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(port: int, redis_dir: Path) -> Iterator[LocalRedis]:
+    """A Redis that keeps its data across a restart on the same port (append-only file)."""
+    s = LocalRedis(port=port, appendonly=True, workdir=redis_dir).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def fault_settings(server: LocalRedis, models_dir: Path) -> Settings:
+    return Settings(broker_url=server.url, models_dir=models_dir, client_timeout_s=CLIENT_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def worker(fault_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    w = started_worker(fault_settings, ["digits:fp32"], tmp_path_factory.mktemp("logs") / "worker.log")
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    fault_settings: Settings, worker: WorkerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    gw = started_gateway(fault_settings, tmp_path_factory.mktemp("logs") / "gateway.log")
+    yield gw
+    gw.stop()
+
+
+def wait_ready(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"gateway not ready within {timeout} s")
+
+
+def test_redis_down_is_503_within_2_s_and_the_gateway_recovers_by_itself(
+    gateway: GatewayProcess, server: LocalRedis, port: int, redis_dir: Path
+):
+    wait_ready(gateway.url, 30)
+    assert (
+        httpx.post(f"{gateway.url}/v2/models/digits/infer", json=infer_body(), timeout=30).status_code == 200
+    )
+    server.stop()
+    try:
+        for method, path, body in (
+            ("GET", "/v2/health/ready", None),
+            ("POST", "/v2/models/digits/infer", infer_body()),
+        ):
+            t0 = time.monotonic()
+            r = httpx.request(method, f"{gateway.url}{path}", json=body, timeout=10)
+            took = time.monotonic() - t0
+            assert r.status_code == 503, (path, r.text)
+            assert took < 2.0, (path, took)
+            assert r.headers["retry-after"] and set(r.json()) == {"error"}
+        assert httpx.get(f"{gateway.url}/v2/health/live", timeout=2).status_code == 200
+    finally:
+        restarted = LocalRedis(port=port, appendonly=True, workdir=redis_dir).start()
+        server.proc = restarted.proc  # the module's fixture stops it at the end
+    wait_ready(gateway.url, 60)
+    r = httpx.post(f"{gateway.url}/v2/models/digits/infer", json=infer_body(), timeout=30)
+    assert r.status_code == 200, r.text
+
+
+def test_redis_hung_is_503_within_the_bound_while_liveness_answers_at_once(
+    gateway: GatewayProcess, server: LocalRedis
+):
+    wait_ready(gateway.url, 60)
+    assert server.proc is not None
+    answer: dict[str, object] = {}
+
+    def infer() -> None:
+        t0 = time.monotonic()
+        r = httpx.post(f"{gateway.url}/v2/models/digits/infer", json=infer_body(), timeout=30)
+        answer.update(status=r.status_code, took=time.monotonic() - t0, body=r.json())
+
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        t = threading.Thread(target=infer)
+        t.start()
+        time.sleep(0.3)  # the infer is now waiting on the frozen Redis
+        lags = []
+        for _ in range(5):
+            t0 = time.monotonic()
+            assert httpx.get(f"{gateway.url}/v2/health/live", timeout=2).status_code == 200
+            lags.append(time.monotonic() - t0)
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        ready = httpx.get(f"{gateway.url}/v2/health/ready", timeout=10)
+        ready_took = time.monotonic() - t0
+        t.join(timeout=15)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    assert max(lags) < 0.5, lags
+    assert ready.status_code == 503 and ready_took < 2.0, (ready.text, ready_took)
+    assert answer.get("status") == 503, answer
+    assert float(answer["took"]) < CLIENT_TIMEOUT_S + 1.5, answer  # type: ignore[arg-type]
+    wait_ready(gateway.url, 30)
+
+
+def test_sigint_stops_the_gateway_cleanly(fault_settings: Settings, tmp_path: Path):
+    gw = started_gateway(fault_settings, tmp_path / "gateway.log")
+    assert httpx.get(f"{gw.url}/v2/health/live").status_code == 200
+    gw.proc.send_signal(signal.SIGINT)
+    code = gw.proc.wait(timeout=15)
+    gw.stop()
+    assert code in (0, 130), gw.log_text()[-2000:]
+    assert "Traceback" not in gw.log_text(), gw.log_text()[-3000:]
+    assert "Application shutdown complete" in gw.log_text()
