@@ -18,5 +18,5 @@ class JsonResponse(Response):
 
     def render(self, content: Any) -> bytes:
         if isinstance(content, BaseModel):
-            content = content.model_dump(mode="json", exclude_none=True)
+            content = content.model_dump(mode="json", exclude_unset=True)
         return orjson.dumps(content)

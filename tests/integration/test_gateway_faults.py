@@ -160,3 +160,27 @@ def test_sigint_stops_the_gateway_cleanly(fault_settings: Settings, tmp_path: Pa
     assert code in (0, 130), gw.log_text()[-2000:]
     assert "Traceback" not in gw.log_text(), gw.log_text()[-3000:]
     assert "Application shutdown complete" in gw.log_text()
+
+
+def test_several_worker_processes_share_the_port_and_sum_their_metrics(
+    fault_settings: Settings, tmp_path: Path
+):
+    gw = started_gateway(fault_settings, tmp_path / "gateway.log", "--workers", "2")
+    try:
+        for _ in range(30):  # new connections: the kernel spreads them over both processes
+            assert httpx.get(f"{gw.url}/v2/health/live").status_code == 200
+        text = httpx.get(f"{gw.url}/metrics").text
+        assert gw.log_text().count("Application startup complete") == 2
+    finally:
+        gw.proc.send_signal(signal.SIGINT)
+        code = gw.proc.wait(timeout=20)
+        gw.stop()
+    assert code in (0, 130)
+    lives = [
+        line
+        for line in text.splitlines()
+        if line.startswith("inferq_gateway_requests_total") and "/v2/health/live" in line
+    ]
+    assert lives and float(lives[0].rsplit(" ", 1)[1]) >= 31, (
+        lives
+    )  # 30 + the start-up probe, from every process
