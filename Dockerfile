@@ -6,6 +6,7 @@ COPY tasks tasks
 COPY workers workers
 COPY producers producers
 COPY ops ops
-RUN pip install --no-cache-dir ".[cli,worker,tf,flower]"
+COPY gateway gateway
+RUN pip install --no-cache-dir ".[cli,worker,tf,flower,gateway]"
 ENV INFERQ_MODELS_DIR=/models
 ENTRYPOINT ["inferq"]

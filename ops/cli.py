@@ -110,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(starts its own workers; the model's queue must have no other worker)",
     )
     bn.add_argument("--variants", help="variants for --compare variant (default: all in the models folder)")
+    bn.add_argument(
+        "--target",
+        metavar="URL",
+        help="drive the HTTP gateway at URL (http://host:port) instead of Redis directly; needs --concurrency",
+    )
+    bn.add_argument(
+        "--http-path",
+        choices=("infer", "jobs"),
+        default="infer",
+        help="with --target: POST .../infer and hold it open (default), or POST .../jobs then GET the job",
+    )
+    bn.add_argument("--api-key", help="with --target: the Bearer key (default: the first of INFERQ_API_KEYS)")
 
     tu = sub.add_parser(
         "tune", help="recommend batching/threads/variant for a p99 budget (starts its own workers)"

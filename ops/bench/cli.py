@@ -13,7 +13,7 @@ import numpy as np
 
 from ops.bench.managed import WorkerConfig, ensure_queue_is_ours, managed_worker
 from ops.bench.report import compare_table, plot, sweep_table, table
-from ops.bench.run import BenchConfig, find_knee, run_bench
+from ops.bench.run import BenchClient, BenchConfig, find_knee, run_bench
 from producers.client import Client
 from tasks.errors import BadInput
 from tasks.schema import ModelInfo
@@ -84,7 +84,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     reports: list[dict[str, Any]] = []
     quiet = args.json or not sys.stderr.isatty()
 
-    def one(client: Client, cfg: BenchConfig, pool: np.ndarray, desc: str) -> None:
+    def one(client: BenchClient, cfg: BenchConfig, pool: np.ndarray, desc: str) -> None:
         with tqdm(total=100, desc=desc, unit="%", disable=quiet, file=sys.stderr) as bar:
 
             def progress(frac: float) -> None:
@@ -92,6 +92,9 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
                 bar.refresh()
 
             reports.append(run_bench(client, cfg, pool, progress=progress, stop=stop).report())
+
+    if args.target:
+        return _bench_http(args, settings, model, variant, values, one, reports, stop)
 
     with Client(settings) as client:
         info = client.model_info(model, variant or None)
@@ -128,6 +131,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
                     and find_knee(reports) is reports[-1]
                 ):
                     queue.append(v * 2)
+    return _report(args, reports, stop)
+
+
+def _report(args: argparse.Namespace, reports: list[dict[str, Any]], stop: threading.Event) -> int:
     knee = find_knee(reports) if len(reports) > 1 and not args.compare else None
     if args.plot:
         plot(reports, args.plot, knee)
@@ -146,6 +153,37 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         if args.plot:
             print(f"plot: {args.plot}")
     return 130 if stop.is_set() else 0
+
+
+def _bench_http(
+    args: argparse.Namespace,
+    settings: Settings,
+    model: str,
+    variant: str,
+    values: list[float],
+    one: Any,
+    reports: list[dict[str, Any]],
+    stop: threading.Event,
+) -> int:
+    """``--target``: the same closed-loop load through the gateway's HTTP API."""
+    from ops.bench.http_target import HttpTarget
+
+    if args.compare or args.rate:
+        raise BadInput(
+            "--target drives the gateway with a closed loop: give --concurrency (not --rate or --compare)"
+        )
+    key = args.api_key if args.api_key is not None else next(iter(settings.api_key_list), "")
+    with HttpTarget(args.target, path=args.http_path, api_key=key) as target:
+        info = target.model_info(model, variant or None)
+        target.set_input_name(info)
+        pool = input_pool(args, settings, info)
+        for v in values:
+            label = f"{info.key} {v:g} via {args.target} ({args.http_path})"
+            cfg = _load(args, v, model=info.name, variant=info.variant, label=label)
+            one(target, cfg, pool, f"http {args.http_path} {v:g}")
+            if stop.is_set():
+                break
+    return _report(args, reports, stop)
 
 
 def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,19 +18,26 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, Protocol, overload
 
 import numpy as np
 
 from ops.bench.loadgen import poisson_schedule
 from ops.stats import summarize
-from producers.client import Client
 from tasks.errors import InferqError
 from tasks.wire import Result
 
 PERCENTILES = (50, 90, 95, 99, 99.9)
 MEASURES = ("end_to_end", "queue", "batch_wait", "compute", "processing")
 LATE_S = 0.001
+
+
+class BenchClient(Protocol):
+    """What a load needs of a client: the ``Client``, or ``HttpTarget`` (the gateway)."""
+
+    def submit(self, model: str, x: Any, *, variant: str | None = ..., no_cache: bool = ...) -> Any: ...
+
+    def wait_all(self, jobs: Any, timeout: float | None = ...) -> list[Result | InferqError]: ...
 
 
 @dataclass
@@ -80,7 +87,7 @@ class BenchRun:
             t = r.result.timing
             start = r.intended_at if self.config.mode == "open" else r.sent_at
             lat["end_to_end"].append((r.done_at - start) * 1e3)
-            if not r.result.cached:
+            if not r.result.cached and t.received_at > 0:  # an HTTP infer answer has no worker timing
                 lat["queue"].append(t.queue_ms)
                 lat["batch_wait"].append(t.batch_wait_ms)
                 lat["compute"].append(t.compute_ms)
@@ -154,7 +161,7 @@ def pick_inputs(pool: np.ndarray, n: int, repeat_fraction: float, seed: int) -> 
 
 
 def run_bench(
-    client: Client,
+    client: BenchClient,
     cfg: BenchConfig,
     pool: np.ndarray,
     *,
@@ -177,7 +184,7 @@ def run_bench(
     return run
 
 
-def _finish(client: Client, rec: Record, job: Any, timeout: float) -> None:
+def _finish(client: BenchClient, rec: Record, job: Any, timeout: float) -> None:
     try:
         rec.result = job.wait(timeout=timeout)
     except InferqError as exc:
@@ -186,7 +193,7 @@ def _finish(client: Client, rec: Record, job: Any, timeout: float) -> None:
 
 
 def _open_loop(
-    client: Client,
+    client: BenchClient,
     cfg: BenchConfig,
     run: BenchRun,
     offsets: np.ndarray,
@@ -238,7 +245,7 @@ def _open_loop(
 
 
 def _closed_loop(
-    client: Client,
+    client: BenchClient,
     cfg: BenchConfig,
     run: BenchRun,
     inputs: Sequence[np.ndarray],
