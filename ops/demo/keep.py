@@ -23,8 +23,8 @@ from tasks.settings import redact_url
 KEPT_FILE = "demo-kept.json"
 #: ``--stop`` stops the worker and Flower while Redis still answers: the worker then
 #: stores and acks what it holds, and neither waits out reconnection retries.
-STOP_ORDER = ("worker", "flower", "redis")
-LABELS = {"worker": "worker", "flower": "Flower", "redis": "Redis"}
+STOP_ORDER = ("gateway", "worker", "flower", "redis")
+LABELS = {"gateway": "gateway", "worker": "worker", "flower": "Flower", "redis": "Redis"}
 STOP_MESSAGES = {
     StopOutcome.STOPPED: "stopped",
     StopOutcome.GONE: "had already exited",
@@ -37,16 +37,19 @@ STOP_MESSAGES = {
 class Kept:
     """What ``--keep`` left running: enough for ``--stop`` and for people to find it all."""
 
-    #: ``worker``, ``flower`` and, only when the demo started it, ``redis``.
+    #: ``worker``, ``flower``, ``gateway`` (when its extra is installed) and, only when
+    #: the demo started it, ``redis``.
     processes: dict[str, ProcessRecord]
     redis_url: str
     flower_url: str
     logs: dict[str, str]
+    gateway_url: str = ""
 
     def save(self, path: Path) -> None:
         doc = {
             "redis_url": self.redis_url,
             "flower_url": self.flower_url,
+            "gateway_url": self.gateway_url,
             "logs": self.logs,
             "processes": {name: r.to_json() for name, r in self.processes.items()},
         }
@@ -60,6 +63,7 @@ class Kept:
             redis_url=doc["redis_url"],
             flower_url=doc["flower_url"],
             logs=doc["logs"],
+            gateway_url=doc.get("gateway_url", ""),  # records of demos before the gateway
         )
 
 
@@ -69,6 +73,7 @@ def record_kept(
     log_files: dict[str, Path],
     redis_url: str,
     flower_url: str,
+    gateway_url: str = "",
 ) -> Kept:
     records = {name: ProcessRecord.read(p.pid) for name, p in procs.items()}
     dead = sorted(name for name, r in records.items() if r is None)
@@ -78,7 +83,8 @@ def record_kept(
         processes={name: r for name, r in records.items() if r is not None},
         redis_url=redact_url(redis_url),
         flower_url=flower_url,
-        logs={name: str(log.resolve()) for name, log in log_files.items()},
+        logs={name: str(log.resolve()) for name, log in log_files.items() if name in procs},
+        gateway_url=gateway_url,
     )
     kept.save(path)
     return kept
@@ -106,8 +112,10 @@ def stop_command(kept_file: Path) -> str:
 
 
 def kill_command(kept: Kept) -> str:
-    """The same by hand: the worker and Flower first, Redis once they are gone."""
-    first = " ".join(str(kept.processes[n].pid) for n in ("worker", "flower"))
+    """The same by hand: the gateway, worker and Flower first, Redis once they are gone."""
+    first = " ".join(
+        str(kept.processes[n].pid) for n in ("gateway", "worker", "flower") if n in kept.processes
+    )
     if "redis" not in kept.processes:
         return f"kill {first}"
     redis_pid = kept.processes["redis"].pid
@@ -124,15 +132,19 @@ def print_kept(kept: Kept, kept_file: Path, flower_user: str, password: str, mod
         f"  Flower  {kept.flower_url}  user {flower_user}  password {password}  "
         f"pid {pids['flower']}  log {kept.logs['flower']}"
     )
+    if "gateway" in pids:
+        print(
+            f"  gateway {kept.gateway_url}  (HTTP, /docs)  pid {pids['gateway']}  log {kept.logs['gateway']}"
+        )
     if "redis" in pids:
         print("point other inferq commands (submit, status, bench, ...) at this Redis:")
         print(f"  export INFERQ_BROKER_URL={kept.redis_url} INFERQ_RESULT_BACKEND={kept.redis_url}")
-        what = "worker, Flower, then Redis"
+        what = "gateway, worker, Flower, then Redis"
     else:
         print(
             f"they use the configured Redis at {kept.redis_url}, which the demo did not start and never stops"
         )
-        what = "worker and Flower"
+        what = "gateway, worker and Flower"
     print(f"to stop them ({what}; it checks that each PID is still the process the demo started):")
     print(f"  {stop_command(kept_file)}")
     print(f"or by hand:\n  {kill_command(kept)}")

@@ -11,11 +11,13 @@ started. With ``--keep`` what it started outlives it, recorded in
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from contextlib import ExitStack
@@ -26,7 +28,7 @@ import numpy as np
 
 from ops.demo.keep import KEPT_FILE, Kept, kept_running, print_kept, record_kept, stop_command
 from ops.local.processes import die_with_parent, stop_process
-from ops.local.redis_server import LocalRedis, redis_answers
+from ops.local.redis_server import LocalRedis, free_port, port_free, redis_answers
 from ops.stats import latency_table, summarize
 from ops.status import wait_for_workers
 from producers.client import Client
@@ -122,6 +124,17 @@ def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = T
             f"and Flower (pid {flower.pid}) ...",
             flush=True,
         )
+        gateway_url = ""
+        if _gateway_installed():
+            port = settings.gateway_port if port_free(settings.gateway_port) else free_port()
+            log_files["gateway"] = logs / "gateway.log"
+            gateway = _spawn(["gateway", "--port", str(port)], settings, log_files["gateway"], keep=keep)
+            started.callback(stop_process, gateway)
+            procs["gateway"] = gateway
+            gateway_url = f"http://127.0.0.1:{port}"
+            print(f"starting the HTTP gateway on {gateway_url} (pid {gateway.pid}) ...", flush=True)
+        else:
+            print("the HTTP gateway is not installed (pip install '.[gateway]'); skipping it")
         with Client(settings) as client:
             workers = wait_for_workers(client, models, timeout=120)
             print(
@@ -130,16 +143,21 @@ def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = T
             _wait_for_flower(settings, password)
             flower_url = f"http://127.0.0.1:{settings.flower_port}"
             print(f"Flower:  {flower_url}  user {settings.flower_user}  password {password}")
+            if gateway_url:
+                _wait_for_gateway(gateway_url, log_files["gateway"])
+                print(f"gateway: {gateway_url}  (Open Inference Protocol v2; API docs at {gateway_url}/docs)")
             kept: Kept | None = None
             if keep:
                 # Recorded once all answer (command lines are final) and before the
                 # workload, so `--stop` finds them even if this process is killed now.
-                kept = record_kept(kept_file, procs, log_files, settings.broker_url, flower_url)
+                kept = record_kept(kept_file, procs, log_files, settings.broker_url, flower_url, gateway_url)
 
             data = settings.models_dir / "digits" / "data"
             x = np.load(data / "heldout_x.npy")
             y = np.load(data / "heldout_y.npy")
             report(client, x, y)
+            if gateway_url:
+                http_example(gateway_url, x[0], int(y[0]), settings)
             _flower_count(settings, password)
         if kept is not None:
             started.pop_all()  # the demo got through: what it started outlives it
@@ -188,6 +206,51 @@ def report(client: Client, x: np.ndarray, y: np.ndarray) -> None:
         "submit rate bounds the throughput shown;\n"
         "       processing = receive to result ready, and includes the batch wait (up to the "
         "model's max_wait_ms); queue = enqueue to receive."
+    )
+
+
+def _gateway_installed() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("fastapi", "uvicorn"))
+
+
+def _wait_for_gateway(url: str, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise InferqError(f"the gateway at {url} did not become ready within {timeout:g} s; see {log}")
+
+
+def http_example(url: str, x: np.ndarray, label: int, settings: Settings) -> None:
+    """One request through the gateway, as any HTTP client would send it, and its answer."""
+    path = "/v2/models/digits/versions/fp32/infer"
+    body = {
+        "inputs": [{"name": "image", "shape": [1, *x.shape], "datatype": "FP32", "data": x.ravel().tolist()}]
+    }
+    headers = {"Content-Type": "application/json"}
+    if settings.api_key_list:
+        headers["Authorization"] = f"Bearer {settings.api_key_list[0]}"
+    print(f"\n== one request through the HTTP gateway ({url}) ==")
+    shown = json.dumps(body)
+    print(f"POST {path}\n  {shown[:110]} ... ({len(x.ravel())} numbers)")
+    req = urllib.request.Request(url + path, data=shown.encode(), headers=headers, method="POST")
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            status, answer = resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        print(f"HTTP {exc.code}: {exc.read()[:300]!r}")
+        return
+    ms = (time.perf_counter() - t0) * 1e3
+    probs = np.asarray(answer["outputs"][0]["data"], np.float32)
+    answer["outputs"][0]["data"] = [round(float(p), 4) for p in probs]
+    print(f"HTTP {status} in {ms:.1f} ms\n  {json.dumps(answer)}")
+    print(f"  predicted digit {int(probs.argmax())} (label {label})")
+    print(
+        f"  the same from a shell: curl -s {url}{path} -H 'Content-Type: application/json' -d @request.json"
     )
 
 

@@ -78,6 +78,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``port`` can be bound on ``host`` now (nothing listens there)."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def redis_answers(url: str, timeout: float = 1.0, settings: Settings | None = None) -> bool:
     """Whether a Redis answers PING at ``url`` (over TLS with ``settings``' options for ``rediss://``)."""
     options: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}

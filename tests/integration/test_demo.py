@@ -53,12 +53,14 @@ class DemoRun:
             shutil.copytree(models_dir / "digits" / part, self.models / "digits" / part)
         self.kept_file = tmp_path / ".run" / KEPT_FILE
         self.flower_port = free_port()
+        self.gateway_port = free_port()
         # None of the caller's INFERQ_* settings leak in: the run sees only these.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")} | {
             "INFERQ_MODELS_DIR": str(self.models),
             "INFERQ_BROKER_URL": broker_url,
             "INFERQ_RESULT_BACKEND": broker_url,
             "INFERQ_FLOWER_PORT": str(self.flower_port),
+            "INFERQ_GATEWAY_PORT": str(self.gateway_port),
             "INFERQ_FLOWER_PASSWORD": FLOWER_PASSWORD,
             "INFERQ_METRICS_PORT": "0",  # no fixed port shared with other runs
         }
@@ -102,6 +104,7 @@ class DemoRun:
             "redis": r"started a private Redis at \S+ \(pid (\d+)\)",
             "worker": r"starting a worker \(.*?pid (\d+)\)",
             "flower": r"and Flower \(pid (\d+)\)",
+            "gateway": r"starting the HTTP gateway on \S+ \(pid (\d+)\)",
         }.items():
             m = re.search(pattern, self.output)
             if m:
@@ -183,7 +186,7 @@ def test_demo_keep_leaves_redis_worker_and_flower_serving_until_its_printed_stop
     assert m and m.group(1) == m.group(2), export
     url = m.group(1)
     kept = Kept.load(demo.kept_file)
-    assert set(kept.processes) == {"redis", "worker", "flower"}
+    assert set(kept.processes) == {"redis", "worker", "flower", "gateway"}
     assert {n: r.pid for n, r in kept.processes.items()} == demo.printed_pids()
     for name, record in kept.processes.items():
         assert record.is_running(), f"the kept {name} exited:\n{demo.output}"
@@ -204,18 +207,24 @@ def test_demo_keep_leaves_redis_worker_and_flower_serving_until_its_printed_stop
         timeout=120,
     )
     assert stop.returncode == 0, stop.stdout + stop.stderr
-    assert stop.stdout.count(") stopped") == 3, stop.stdout
+    assert stop.stdout.count(") stopped") == 4, stop.stdout
     assert not any(record.is_running() for record in kept.processes.values())
     assert demo.leftovers() == []
     assert not redis_answers(url)
     assert port_closed(demo.flower_port)
+    assert port_closed(demo.gateway_port)
     assert not demo.kept_file.exists()
 
 
 def test_demo_without_keep_leaves_nothing_running(demo: DemoRun) -> None:
     assert demo.run() == 0, demo.output
     pids = demo.printed_pids()
-    assert set(pids) == {"redis", "worker", "flower"}, demo.output
+    assert set(pids) == {"redis", "worker", "flower", "gateway"}, demo.output
+    # the report shows one HTTP request through the gateway and its answer
+    assert f"== one request through the HTTP gateway (http://127.0.0.1:{demo.gateway_port}) ==" in demo.output
+    answer = demo.line_after("HTTP 200 in ")
+    assert '"model_name": "digits"' in answer and '"name": "probs"' in answer, answer
+    assert re.search(r"predicted digit \d \(label \d\)", demo.output), demo.output
     assert demo.leftovers() == []
     assert all(ProcessRecord.read(pid) is None for pid in pids.values())
     redis = demo.private_redis()
@@ -232,7 +241,7 @@ def test_demo_keep_on_a_configured_redis_and_its_stop_never_stop_that_redis(
         try:
             assert run.run("--keep") == 0, run.output
             assert "using the configured Redis" in run.output
-            assert set(Kept.load(run.kept_file).processes) == {"worker", "flower"}
+            assert set(Kept.load(run.kept_file).processes) == {"worker", "flower", "gateway"}
             stop = subprocess.run(
                 [*INFERQ, "demo", "--stop"], env=run.env, capture_output=True, text=True, timeout=120
             )
