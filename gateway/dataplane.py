@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-import numpy as np
-
 from gateway import matching
-from gateway.protocol import DecodedRequest, EncodedResponse, datatype_of, encode_response, output_json
+from gateway.job_states import ENDED_BADLY, JobsAnswer, finished_state, pending_state
+from gateway.protocol import DecodedRequest, EncodedResponse, datatype_of, encode_response
 from gateway.schemas import (
     CancelResult,
     JobState,
@@ -34,9 +32,7 @@ from tasks import constants as C
 from tasks.codec import quote
 from tasks.errors import (
     BadInput,
-    Expired,
     InferqError,
-    JobCancelled,
     JobNotFound,
     ModelNotFound,
     NotReady,
@@ -53,19 +49,6 @@ HANDLE_RE = re.compile(re.escape(C.HANDLE_PREFIX) + r"[0-9a-f]{32}")
 EXTENSIONS = ["binary_tensor_data", "inferq_async_jobs", "inferq_model_stats"]
 #: Request parameters passed on to ``submit_many``, and the values each takes.
 PRIORITIES = tuple(sorted(C.PRIORITIES))
-
-
-@dataclass(frozen=True)
-class JobsAnswer:
-    """Jobs submitted through ``POST .../jobs``: their states, and whether all are done."""
-
-    states: list[JobState]
-    done: bool
-    waited: bool
-
-
-def job_location(handle: str) -> str:
-    return f"/v2/jobs/{handle}"
 
 
 class DataPlane:
@@ -199,9 +182,7 @@ class DataPlane:
                 else:
                     raise outcome
         states = [
-            _state(h, o, names)
-            if o is not None
-            else JobState(id=h, location=job_location(h), status="queued")
+            finished_state(h, o, names) if o is not None else pending_state(h)
             for h, o in zip(handles, outcomes, strict=True)
         ]
         return JobsAnswer(states, all(o is not None for o in outcomes), waited)
@@ -220,19 +201,19 @@ class DataPlane:
             except NotReady:
                 status = await self.client.status(jid)
                 if status in (JobStatus.QUEUED, JobStatus.RUNNING):
-                    return JobState(id=handle, location=job_location(handle), status=status.value)
+                    return pending_state(handle, status.value)
                 continue
             except InferqError as exc:
                 # The job's own error, or one of reading it (Redis away): the status tells which.
                 status = await self.client.status(jid)
                 if status is JobStatus.UNKNOWN:
                     raise JobNotFound(f"no job {handle[:12]}...: its result expired") from None
-                if status in _ENDED_BADLY:
-                    return _state(handle, exc, ())
+                if status in ENDED_BADLY:
+                    return finished_state(handle, exc, ())
                 if isinstance(exc, (JobNotFound, NotReady)):
                     continue
                 raise
-            return _state(handle, result, list(result.outputs))
+            return finished_state(handle, result, list(result.outputs))
         raise NotReady(f"job {handle[:12]}... changed state while being read; ask again")
 
     async def cancel(self, handle: str, owner: str) -> CancelResult:
@@ -277,40 +258,6 @@ def _for_item(exc: InferqError, i: int, n: int) -> InferqError:
     if n == 1:
         return exc
     return type(exc)(f"input {i} of the batch of {n}: {exc}")
-
-
-#: The statuses of a job that ended without a result.
-_ENDED_BADLY = (JobStatus.FAILURE, JobStatus.EXPIRED, JobStatus.CANCELLED, JobStatus.LOST)
-
-#: A finished job's error class and the status its state shows.
-_FAILED_STATUS: tuple[tuple[type[InferqError], str], ...] = (
-    (JobCancelled, JobStatus.CANCELLED.value),
-    (Expired, JobStatus.EXPIRED.value),
-    (JobNotFound, JobStatus.LOST.value),  # a job whose message is gone (status lost)
-)
-
-
-def _state(handle: str, outcome: Result | InferqError, names: Any) -> JobState:
-    if isinstance(outcome, InferqError):
-        status = next((s for cls, s in _FAILED_STATUS if isinstance(outcome, cls)), JobStatus.FAILURE.value)
-        return JobState(id=handle, location=job_location(handle), status=status, error=str(outcome))
-    outputs = [
-        output_json(name, np.asarray(outcome.outputs[name])[np.newaxis], binary=False, as_list=True)
-        for name in (names or outcome.outputs)
-    ]
-    return JobState.model_validate(
-        {
-            "id": handle,
-            "location": job_location(handle),
-            "status": JobStatus.SUCCESS.value,
-            "model_name": outcome.model,
-            "model_version": outcome.variant,
-            "cached": outcome.cached,
-            "timing": outcome.timing.to_dict(),
-            "outputs": outputs,
-        },
-        strict=False,
-    )
 
 
 def _tensor_metadata(name: str, dtype: str, shape: list[int]) -> TensorMetadata:

@@ -289,25 +289,3 @@ def _le_bytes(arr: np.ndarray) -> bytes:
     if arr.dtype.kind == "b":
         return np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
     return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
-
-
-def decode_response(body: bytes, header_length: int | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """A response as a client reads it: the JSON header and each output as an array.
-
-    The gateway never calls this; tests and Python callers without tritonclient do.
-    """
-    header = body if header_length is None else body[:header_length]
-    doc: dict[str, Any] = orjson.loads(header)
-    offset = 0 if header_length is None else header_length
-    arrays: dict[str, np.ndarray] = {}
-    for out in doc.get("outputs", []):
-        dtype = DATATYPES[out["datatype"]]
-        size = (out.get("parameters") or {}).get("binary_data_size")
-        if size is None:
-            arrays[out["name"]] = np.asarray(out["data"], dtype=dtype).reshape(out["shape"])
-        else:
-            raw = body[offset : offset + size]
-            offset += size
-            arr = np.frombuffer(raw, dtype=np.uint8 if dtype.kind == "b" else dtype.newbyteorder("<"))
-            arrays[out["name"]] = (arr != 0 if dtype.kind == "b" else arr.astype(dtype)).reshape(out["shape"])
-    return doc, arrays

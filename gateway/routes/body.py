@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 from fastapi import Request
 
 from gateway.protocol import HEADER_LENGTH, DecodedRequest, decode_request, parse_header_length
 from tasks.codec import quote
 from tasks.errors import BadInput
+
+#: Bodies up to this size are decoded on the event loop (about a millisecond at most).
+DECODE_INLINE_BYTES = 256 * 1024
 
 BINARY_EXTENSION = """
 **Binary tensor data extension** (as Triton's): send the JSON header, then the raw tensor
@@ -47,4 +51,9 @@ async def read_infer_request(request: Request) -> DecodedRequest:
     if encoding not in ("", "identity"):
         raise BadInput(f"Content-Encoding {quote(encoding)} is not supported: send the body uncompressed")
     body = await request.body()
-    return decode_request(body, parse_header_length(request.headers.get(HEADER_LENGTH), len(body)))
+    header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
+    if len(body) <= DECODE_INLINE_BYTES:
+        return decode_request(body, header_length)
+    # Parsing megabytes of JSON takes tens of milliseconds: not on the event loop, which
+    # must keep answering every other request (and liveness) meanwhile.
+    return await anyio.to_thread.run_sync(decode_request, body, header_length)

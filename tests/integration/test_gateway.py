@@ -18,7 +18,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.protocol import decode_response
+from gateway.response_reader import decode_response
 from producers.client import Client
 from tasks.settings import Settings
 from tests.conftest import WorkerProcess, on_db, started_worker

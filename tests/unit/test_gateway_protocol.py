@@ -14,10 +14,10 @@ from gateway.protocol import (
     DATATYPES,
     datatype_of,
     decode_request,
-    decode_response,
     encode_response,
     parse_header_length,
 )
+from gateway.response_reader import decode_response
 from tasks.errors import BadInput
 from tasks.schema import ModelInfo, TensorSpec
 from tasks.wire import Result
