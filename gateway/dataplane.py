@@ -9,6 +9,7 @@ handles only their owner can resolve, so any number of gateways can serve one sy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from importlib import metadata
 from typing import Any
@@ -192,9 +193,22 @@ class DataPlane:
             raise JobNotFound(f"no job {quote(handle)}: job ids are the handles POST .../jobs answers")
         return await self.client.resolve(handle, owner=owner)
 
-    async def job_state(self, handle: str, owner: str) -> JobState:
-        """A job's status, timing, and outputs or error; 404 for a handle not this owner's."""
+    async def job_state(self, handle: str, owner: str, wait_s: float | None = None) -> JobState:
+        """A job's status, timing, and outputs or error; 404 for a handle not this owner's.
+
+        ``wait_s`` (``Prefer: wait``): a job still queued or running is awaited that long
+        on the client's one subscription (a long poll, woken by the result, not a loop
+        of reads), then read again.
+        """
         jid = await self._job_id(handle, owner)
+        state = await self._read_state(handle, jid)
+        if wait_s and state.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+            with contextlib.suppress(Timeout):
+                await self.client.wait_for([jid], wait_s)
+            state = await self._read_state(handle, jid)
+        return state
+
+    async def _read_state(self, handle: str, jid: str) -> JobState:
         for _ in range(2):  # a job that finishes between reading its result and its status: read again
             try:
                 result = await self.client.result(jid)

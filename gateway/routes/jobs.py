@@ -83,12 +83,19 @@ async def submit_version(request: Request, model: str, version: str, owner: Owne
     "/v2/jobs/{job_id}",
     response_model=JobState,
     summary="A job's status and timing; its outputs when done, its error when failed",
+    description="`Prefer: wait=N` (RFC 7240) holds the request up to N seconds (capped at the infer "
+    "timeout) while the job is queued or running: a long poll, answered as soon as the job ends.",
     responses={k: ERRORS[k] for k in (401, 404, 503)},
 )
 async def job_state(request: Request, job_id: str, owner: Owner) -> Response:
-    state = await plane(request).job_state(job_id, owner)
+    cap = request.app.state.settings.gateway_infer_timeout_s
+    wait_s = preferred_wait(request.headers.getlist("prefer"), cap)
+    state = await plane(request).job_state(job_id, owner, wait_s)
     done = state.status not in ("queued", "running")
-    return JsonResponse(state, headers={} if done else {"Retry-After": str(POLL_AFTER_S)})
+    headers = {} if done else {"Retry-After": str(POLL_AFTER_S)}
+    if wait_s is not None:
+        headers["Preference-Applied"] = applied(wait_s)
+    return JsonResponse(state, headers=headers)
 
 
 @router.delete(

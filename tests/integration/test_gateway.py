@@ -399,6 +399,26 @@ def test_prefer_wait_answers_the_result_in_one_request(http: httpx.Client):
     http.delete(r.headers["location"])
 
 
+def test_get_with_prefer_wait_is_a_long_poll_answered_when_the_job_ends(http: httpx.Client):
+    """POST then one GET: the GET waits for the result instead of the client polling."""
+    r = http.post("/v2/models/digits/jobs", json=json_body(images(1)))
+    location = r.json()["location"]
+    t0 = time.monotonic()
+    r = http.get(location, headers={**A, "Prefer": "wait=2"})
+    assert r.status_code == 200 and r.json()["status"] == "success", r.text
+    assert time.monotonic() - t0 < 1.5  # answered when the job ended, not at the end of the wait
+    assert r.headers["preference-applied"] == "wait=2"
+    # A job nobody serves: the GET answers "queued" once the wait is over, not before.
+    r = http.post("/v2/models/digits/versions/fp16/jobs", json=json_body(images(1)))
+    location = r.headers["location"]
+    t0 = time.monotonic()
+    r = http.get(location, headers={**A, "Prefer": "wait=1"})
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    assert 0.9 <= time.monotonic() - t0 < 3
+    assert r.headers["retry-after"]
+    http.delete(location)
+
+
 def test_delete_cancels_a_queued_job(http: httpx.Client):
     r = http.post(
         "/v2/models/digits/versions/fp16/jobs", json=json_body(images(1))

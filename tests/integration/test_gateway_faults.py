@@ -184,3 +184,58 @@ def test_several_worker_processes_share_the_port_and_sum_their_metrics(
     assert lives and float(lives[0].rsplit(" ", 1)[1]) >= 31, (
         lives
     )  # 30 + the start-up probe, from every process
+
+
+def test_jobs_submitted_over_http_complete_when_their_worker_is_killed_mid_job(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """The worker guarantees hold through HTTP: a worker SIGKILLed while it holds jobs
+    that came through the gateway; a second worker takes them back after the visibility
+    timeout, and every handle answers its result."""
+    import redis as redis_py
+
+    with LocalRedis(appendonly=True, workdir=tmp_path / "redis") as srv:
+        s = Settings(broker_url=srv.url, models_dir=models_dir, visibility_timeout_s=3, metrics_port=0)
+        first = started_worker(s, ["digits:fp32"], tmp_path / "w1.log")
+        gw = started_gateway(s, tmp_path / "gw.log")
+        broker = redis_py.Redis.from_url(srv.url)
+        second: WorkerProcess | None = None
+        try:
+            wait_ready(gw.url, 30)
+            os.kill(first.proc.pid, signal.SIGSTOP)  # the jobs wait in the queue for it
+            x = _rng.random((24, 28, 28, 1), dtype=np.float32)
+            body = {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": list(x.shape),
+                        "datatype": "FP32",
+                        "data": x.reshape(-1).tolist(),
+                    }
+                ]
+            }
+            r = httpx.post(f"{gw.url}/v2/models/digits/jobs", json=body, timeout=30)
+            assert r.status_code == 202, r.text
+            locations = [j["location"] for j in r.json()["jobs"]]
+            assert len(locations) == 24
+            os.kill(first.proc.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 30
+            while broker.zcard("unacked_index") == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            first.proc.kill()  # holding messages it took and has not acknowledged
+            first.proc.wait()
+            second = started_worker(s, ["digits:fp32"], tmp_path / "w2.log")
+            states = []
+            for location in locations:
+                got = httpx.get(f"{gw.url}{location}", headers={"Prefer": "wait=20"}, timeout=30)
+                assert got.status_code == 200, got.text
+                states.append(got.json())
+            assert [st["status"] for st in states] == ["success"] * 24, states
+            assert all(st["outputs"][0]["shape"] == [1, 10] for st in states)
+        finally:
+            if first.alive:
+                os.kill(first.proc.pid, signal.SIGCONT)
+            first.stop()
+            if second is not None:
+                second.stop()
+            gw.stop()
