@@ -50,6 +50,8 @@ HANDLE_RE = re.compile(re.escape(C.HANDLE_PREFIX) + r"[0-9a-f]{32}")
 EXTENSIONS = ["binary_tensor_data", "inferq_async_jobs", "inferq_model_stats"]
 #: Request parameters passed on to ``submit_many``, and the values each takes.
 PRIORITIES = tuple(sorted(C.PRIORITIES))
+#: Triton's integer ``priority`` (all tritonclient can send: it reserves the name), 1 the highest.
+TRITON_PRIORITIES = {0: C.DEFAULT_PRIORITY, 1: "high", 2: "normal", 3: "low"}
 
 
 class DataPlane:
@@ -242,11 +244,14 @@ def _submit_options(params: Any) -> dict[str, Any]:
     """inferq's own request parameters, checked, as ``submit_many`` keywords."""
     out: dict[str, Any] = {}
     if "priority" in params:
-        if params["priority"] not in PRIORITIES:
+        p = params["priority"]
+        p = TRITON_PRIORITIES.get(p, p) if type(p) is int else p
+        if p not in PRIORITIES:
             raise BadInput(
-                f"parameter priority: expected one of {', '.join(PRIORITIES)}, got {quote(str(params['priority']))}"
+                f"parameter priority: expected one of {', '.join(PRIORITIES)}, or Triton's 0 (the default) "
+                f"to 3 (1 the highest), got {quote(str(params['priority']))}"
             )
-        out["priority"] = params["priority"]
+        out["priority"] = p
     if "no_cache" in params:
         if not isinstance(params["no_cache"], bool):
             raise BadInput("parameter no_cache: expected true or false")

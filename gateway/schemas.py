@@ -64,7 +64,8 @@ class InferRequest(_Wire):
     parameters: dict[str, Any] | None = Field(
         default=None,
         description=(
-            "binary_data_output (bool): every output as raw bytes; priority (high, normal, low); "
+            "binary_data_output (bool): every output as raw bytes; priority (high, normal, low, "
+            "or as Triton's 0 = default, 1 = high, 2 = normal, 3 = low); "
             "no_cache (bool): compute even when a result is cached; deadline_ms (number): a job "
             "that reaches a worker later is not computed (504); bulk (jobs only): per_input."
         ),
