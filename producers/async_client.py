@@ -33,11 +33,11 @@ from producers.job import AsyncJob
 from producers.limits import AsyncQueueDepthGuard
 from producers.listener import Arrival
 from producers.ownership import CANCEL_OUTCOMES, CANCEL_SCRIPT, decode_handle, encode_handle
-from producers.status import claimed_queue, lost, old_enough, queue_lost_check, settled
+from producers.status import read_state, ready_record, run_steps_async
 from producers.submission import ChunkPlan, Prepared, check_options, prepare
 from tasks import constants as C
 from tasks.connections import async_redis_client
-from tasks.errors import InferqError, JobNotFound, NotReady
+from tasks.errors import InferqError
 from tasks.keys import check_job_id, handle_key, inflight_key, queue_name, result_key
 from tasks.kombu_layout import queue_lists
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo
@@ -322,21 +322,9 @@ class AsyncClient:
         return (await self.bound.run("reading a job's status", self._state(jid), deadline))[1]
 
     async def _state(self, job_id: str) -> tuple[StatusRecord | None, JobStatus]:
-        record = StatusRecord.parse(await self.backend.get(result_key(job_id)), job_id)
-        known = settled(record)
-        if known is not None:
-            return record, known
-        claim = await self.backend.get(inflight_key(job_id))
-        if claim is None:
-            return record, JobStatus.UNKNOWN
-        queued = claimed_queue(claim)
-        if queued is None or not old_enough(
-            queued[0], await self.backend.time(), self.settings.visibility_timeout_s
-        ):
-            return record, JobStatus.QUEUED
-        pipe = self.broker.pipeline(transaction=False)
-        queue_lost_check(pipe, queued[1])
-        return record, JobStatus.LOST if lost(await pipe.execute()) else JobStatus.QUEUED
+        """The job's stored record and status (``producers/status.py``, shared with ``Client``)."""
+        reading = read_state(job_id, self.settings.visibility_timeout_s)
+        return await run_steps_async(reading, self.backend, self.broker)
 
     async def result(self, job_id: str, *, wait: bool = False, timeout: float | None = None) -> Result:
         """A job's result by id or handle, or its error raised (``Client.result``)."""
@@ -347,15 +335,7 @@ class AsyncClient:
         found, status = await self.bound.run(
             "reading a job's result", self._state(jid), self.bound.deadline(timeout)
         )
-        if found is None or not found.ready:
-            if status is JobStatus.UNKNOWN:
-                raise JobNotFound(f"job {jid} is unknown: never sent, or its result expired")
-            if status is JobStatus.LOST:
-                raise JobNotFound(
-                    f"job {jid} was lost in flight (its message is gone): submit its input again"
-                )
-            raise NotReady(f"job {jid} has no result yet (status {status.value})")
-        return found.to_result(cached=False)
+        return ready_record(jid, found, status).to_result(cached=False)
 
     async def wait_for(self, job_ids: list[str], timeout: float | None) -> dict[str, Arrival]:
         """Await each id's ready record (``AsyncJob.wait`` calls this)."""

@@ -24,12 +24,12 @@ from producers.job import Job
 from producers.limits import QueueDepthGuard
 from producers.listener import Arrival, ResultListener
 from producers.ownership import CANCEL_OUTCOMES, CANCEL_SCRIPT, decode_handle, encode_handle
-from producers.status import claimed_queue, lost, old_enough, queue_lost_check, settled
+from producers.status import read_state, ready_record, run_steps
 from producers.submission import ChunkPlan, check_options, named_inputs, prepare
 from tasks import constants as C
 from tasks.app import create_app
 from tasks.connections import redis_client
-from tasks.errors import InferqError, JobNotFound, NotReady
+from tasks.errors import InferqError
 from tasks.keys import check_job_id, handle_key, inflight_key, queue_name, result_key
 from tasks.kombu_layout import check_transport_options, queue_lists
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo
@@ -366,22 +366,9 @@ class Client:
 
     def _state(self, job_id: str) -> tuple[StatusRecord | None, JobStatus]:
         """The job's stored record (if any) and the status read from it and its claim
-        (``producers/status.py``)."""
-        record = StatusRecord.parse(self.backend.get(result_key(job_id)), job_id)
-        known = settled(record)
-        if known is not None:
-            return record, known
-        claim = self.backend.get(inflight_key(job_id))
-        if claim is None:
-            return record, JobStatus.UNKNOWN
-        queued = claimed_queue(claim)
-        if queued is None or not old_enough(
-            queued[0], self.backend.time(), self.settings.visibility_timeout_s
-        ):
-            return record, JobStatus.QUEUED
-        pipe = self.broker.pipeline(transaction=False)
-        queue_lost_check(pipe, queued[1])
-        return record, JobStatus.LOST if lost(pipe.execute()) else JobStatus.QUEUED
+        (``producers/status.py``, shared with the ``AsyncClient``)."""
+        reading = read_state(job_id, self.settings.visibility_timeout_s)
+        return run_steps(reading, self.backend, self.broker)
 
     def result(self, job_id: str, *, wait: bool = False, timeout: float | None = None) -> Result:
         """A job's result by id, or its error raised; with ``wait``, block until it is ready.
@@ -396,15 +383,7 @@ class Client:
             found, status = self.bound.run(
                 "reading a job's result", lambda: self._state(job_id), self.bound.deadline(timeout)
             )
-            if found is None or not found.ready:
-                if status is JobStatus.UNKNOWN:
-                    raise JobNotFound(f"job {job_id} is unknown: never sent, or its result expired")
-                if status is JobStatus.LOST:
-                    raise JobNotFound(
-                        f"job {job_id} was lost in flight (its message is gone): submit its input again"
-                    )
-                raise NotReady(f"job {job_id} has no result yet (status {status.value})")
-            record = found
+            record = ready_record(job_id, found, status)
         return record.to_result(cached=False)
 
     def wait_for(self, job_ids: list[str], timeout: float | None) -> dict[str, Arrival]:

@@ -10,9 +10,11 @@ order; only the calls are theirs.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
-from tasks.keys import queue_name
+from tasks.errors import JobNotFound, NotReady
+from tasks.keys import inflight_key, queue_name, result_key
 from tasks.kombu_layout import UNACKED_INDEX, queue_lists
 from tasks.schema import JobStatus
 from tasks.wire import Claim, StatusRecord
@@ -50,3 +52,68 @@ def queue_lost_check(pipe: Any, queue: str) -> None:
 
 def lost(replies: list[int]) -> bool:
     return not any(replies)
+
+
+#: One Redis call of a sans-I/O reading: given (result backend, broker), the call's value
+#: (redis-py) or its awaitable (redis.asyncio). ``read_state`` yields these; each client
+#: runs them its own way (``run_steps`` / ``run_steps_async``).
+Step = Callable[[Any, Any], Any]
+Reading = Generator[Step, Any, tuple[StatusRecord | None, JobStatus]]
+
+
+def read_state(job_id: str, visibility_timeout_s: float) -> Reading:
+    """A job's stored record (if any) and its status, read in the fewest round trips."""
+    record = StatusRecord.parse((yield lambda results, broker: results.get(result_key(job_id))), job_id)
+    known = settled(record)
+    if known is not None:
+        return record, known
+    claim = yield lambda results, broker: results.get(inflight_key(job_id))
+    if claim is None:
+        return record, JobStatus.UNKNOWN
+    queued = claimed_queue(claim)
+    if queued is None or not old_enough(
+        queued[0], (yield lambda results, broker: results.time()), visibility_timeout_s
+    ):
+        return record, JobStatus.QUEUED
+    queue = queued[1]
+
+    def lost_check(results: Any, broker: Any) -> Any:
+        pipe = broker.pipeline(transaction=False)
+        queue_lost_check(pipe, queue)
+        return pipe.execute()
+
+    return record, JobStatus.LOST if lost((yield lost_check)) else JobStatus.QUEUED
+
+
+def run_steps(reading: Reading, results: Any, broker: Any) -> tuple[StatusRecord | None, JobStatus]:
+    """Run a reading's calls on redis-py clients."""
+    try:
+        step = next(reading)
+        while True:
+            step = reading.send(step(results, broker))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def run_steps_async(
+    reading: Reading, results: Any, broker: Any
+) -> tuple[StatusRecord | None, JobStatus]:
+    """Run a reading's calls on redis.asyncio clients."""
+    try:
+        step = next(reading)
+        while True:
+            call: Awaitable[Any] = step(results, broker)
+            step = reading.send(await call)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+def ready_record(job_id: str, found: StatusRecord | None, status: JobStatus) -> StatusRecord:
+    """The record ``result()`` answers with, or why there is none (``JobNotFound``, ``NotReady``)."""
+    if found is not None and found.ready:
+        return found
+    if status is JobStatus.UNKNOWN:
+        raise JobNotFound(f"job {job_id} is unknown: never sent, or its result expired")
+    if status is JobStatus.LOST:
+        raise JobNotFound(f"job {job_id} was lost in flight (its message is gone): submit its input again")
+    raise NotReady(f"job {job_id} has no result yet (status {status.value})")

@@ -2,8 +2,9 @@
 # Installs what inferq needs on a fresh Debian machine with Python 3.11:
 # redis-server (apt-get, only when missing) and the Python packages in ./.venv.
 # Idempotent: a second run installs nothing unless pyproject.toml changed.
-# --with-browser: also Debian's chromium and chromium-driver (only the test command asks
-# for them, for the Flower browser test; the demo never needs a browser).
+# --with-browser: also Debian's chromium and chromium-driver, and Node.js when no `node`
+# is on the PATH (only the test command asks for them: the Flower browser test and the
+# Node.js example's test; the demo needs neither).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,11 @@ fi
 if [ -n "$with_browser" ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
   echo "bootstrap: installing chromium and chromium-driver (apt-get, for the browser test)"
   apt_install chromium chromium-driver
+fi
+# Node.js >= 18 has fetch built in, all examples/node/infer.mjs uses (Debian 12: 18).
+if [ -n "$with_browser" ] && ! command -v node >/dev/null 2>&1; then
+  echo "bootstrap: installing nodejs (apt-get, for the Node.js example's test)"
+  apt_install nodejs
 fi
 
 if [ ! -x .venv/bin/python ]; then
