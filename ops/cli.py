@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
+try:  # before anything imports ``tasks``: a user's tasks.py must not shadow it unseen
+    from producers.tasks_check import check_tasks_package
+
+    check_tasks_package()
+except ImportError as _shadowed:
+    print(f"inferq: ImportError: {_shadowed}", file=sys.stderr)
+    sys.exit(2)
+
+import redis
 
 from ops.gateway_cmd import add_gateway_arguments
+from producers.bounded import translate
 from tasks import constants as C
-from tasks.errors import InferqError
+from tasks.errors import InferqError, JobNotFound
+from tasks.schema import JobStatus
 from tasks.settings import Settings, redact_url
 from workers.boot.cli import add_worker_arguments
 
@@ -40,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("path")
     a.add_argument("--variant")
     a.add_argument("--version")
+    a.add_argument("--force", action="store_true", help="replace an existing MODEL:VARIANT")
     ls = msub.add_parser("list", help="list models and variants")
     ls.add_argument("--json", action="store_true")
 
@@ -63,7 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--chunk-size", type=int, default=64, help="inputs per message for a many-input .npy")
 
-    r = sub.add_parser("result", help="show a job's status or result")
+    r = sub.add_parser(
+        "result",
+        help="show a job's result, or its status while queued or running",
+        description="Exit status: 0 with the result, or with the status of a job still queued or "
+        "running; 2 for an unknown id (never sent, or its result expired), or a job that ended "
+        "without a result (its error, on one line).",
+    )
     r.add_argument("job_id")
     r.add_argument("--wait", action="store_true")
     r.add_argument("--timeout", type=float, default=30.0)
@@ -166,7 +184,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every error inferq expects ends as one line, ``inferq: <Kind>: ...``
+    on stderr, with exit status 2."""
     args = build_parser().parse_args(argv)
+    try:
+        code = _run(args)
+        # Flushed here, so that a reader gone away (``| head``) is met inside this handler,
+        # not at interpreter exit, where Python would print a warning about it.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The standard way (Python's signal docs): stdout's reader is gone, so stop quietly,
+        # and point stdout at /dev/null, since Python flushes it once more at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     for name in ("threads", "concurrency"):
         if getattr(args, name, None) is not None:
@@ -176,23 +211,27 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(**overrides)
         return _dispatch(args, settings)
     except InferqError as exc:
-        print(f"inferq: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except RedisConnectionError as exc:  # includes a wrong password; URLs shown without it
+        return fail(type(exc).__name__, str(exc))
+    except redis.RedisError as exc:  # a refused password included; URLs shown without it
         where = redact_url(settings.broker_url) if settings is not None else "?"
-        print(f"inferq: cannot use Redis at {where}: {exc}", file=sys.stderr)
-        return 2
+        err = translate(exc, f"inferq {args.cmd}", f"Redis at {where}")
+        return fail(type(err).__name__, str(err))
     except KeyboardInterrupt:
         return 130
     except ModuleNotFoundError as exc:
         extra = EXTRAS.get((exc.name or "").split(".")[0])
         if extra is None:
-            raise
-        print(
-            f"inferq: {args.cmd} needs {exc.name}, which is not installed: pip install 'inferq[{extra}]'",
-            file=sys.stderr,
+            raise  # one of our own modules: a bug, to be seen whole
+        return fail(
+            "ModuleNotFoundError",
+            f"inferq {args.cmd} needs {exc.name}, which is not installed: pip install 'inferq[{extra}]'",
         )
-        return 2
+
+
+def fail(kind: str, message: str) -> int:
+    """Say an expected error in one line (``inferq: <Kind>: <message>``); exit status 2."""
+    print(f"inferq: {kind}: {message}", file=sys.stderr)
+    return 2
 
 
 #: Optional packages some commands import, and the extra that installs each.
@@ -201,6 +240,8 @@ EXTRAS = {
     "PIL": "cli",
     "matplotlib": "bench",
     "flower": "flower",
+    "tornado": "flower",
+    "humanize": "flower",
     "ai_edge_litert": "worker",
     "prometheus_client": "worker",
     "tensorflow": "tf",
@@ -246,6 +287,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return run_demo(settings, keep=args.keep, use_configured="INFERQ_BROKER_URL" in os.environ)
     from producers.client import Client
 
+    _client_warnings_on_stderr()
     with Client(settings) as client:
         if args.cmd == "submit":
             return cmd_submit(args, client)
@@ -256,6 +298,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             return print_status(client, as_json=args.json)
     raise SystemExit(f"unknown command {args.cmd}")
+
+
+def _client_warnings_on_stderr() -> None:
+    """The client library's warnings (a model no live worker serves) as the CLI's own lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("inferq: warning: %(message)s"))
+    logger = logging.getLogger("producers")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
 
 
 def cmd_submit(args: argparse.Namespace, client: Any) -> int:
@@ -344,9 +396,13 @@ def _submit_many(args: argparse.Namespace, client: Any, info: Any, xs: Any) -> i
 
 
 def cmd_result(args: argparse.Namespace, client: Any) -> int:
+    """Exit 0 with the result (or the status of a job still queued or running); 2 for an
+    unknown id, or a job that ended without a result (its error)."""
     if not args.wait:
         status = client.status(args.job_id)
-        if status.value not in ("success", "failure", "expired"):
+        if status is JobStatus.UNKNOWN:
+            raise JobNotFound(f"job {args.job_id} is unknown: never sent, or its result expired")
+        if status in (JobStatus.QUEUED, JobStatus.RUNNING):
             print(json.dumps({"job_id": args.job_id, "status": status.value}) if args.json else status.value)
             return 0
     res = client.result(args.job_id, wait=args.wait, timeout=args.timeout)
@@ -355,24 +411,41 @@ def cmd_result(args: argparse.Namespace, client: Any) -> int:
 
 
 def _print_result(res: Any, labels: tuple[str, ...], *, as_json: bool) -> None:
+    """A result for people (values to 4 significant digits), or whole as JSON (``--json``)."""
     if as_json:
         print(json.dumps(res.to_json()))
         return
-    t = res.timing
     print(f"job {res.job_id}: {res.model}:{res.variant} v{res.version}{' (cached)' if res.cached else ''}")
     for name, arr in res.outputs.items():
         flat = arr.reshape(-1)
         top = (
             f"  top-1 {labels[int(flat.argmax())] if labels else int(flat.argmax())}" if flat.size > 1 else ""
         )
-        print(
-            f"  {name} {list(arr.shape)} {arr.dtype}{top}: {flat[:10].round(4).tolist()}{' ...' if flat.size > 10 else ''}"
+        values = ", ".join(short_number(v) for v in flat[:10].tolist())
+        more = ", ..." if flat.size > 10 else ""
+        print(f"  {name} {list(arr.shape)} {arr.dtype}{top}: [{values}{more}]")
+    for line in timing_lines(res.timing):
+        print(f"  {line}")
+
+
+def short_number(v: Any) -> str:
+    """A value for people: integers whole, floats to 4 significant digits (0.9961, 1.2e-05)."""
+    return str(v) if isinstance(v, (int, bool)) else f"{v:.4g}"
+
+
+def timing_lines(t: Any) -> list[str]:
+    """A result's timing for people; a cache hit's own, then the computing job's."""
+
+    def stages(x: Any) -> str:
+        return (
+            f"queue {x.queue_ms:.1f} ms, batch wait {x.batch_wait_ms:.1f} ms, compute {x.compute_ms:.1f} ms, "
+            f"processing {x.processing_ms:.1f} ms, batch {x.batch_size}"
         )
-    e2e = f"{t.end_to_end_ms:.1f}" if t.end_to_end_ms is not None else "?"
-    print(
-        f"  queue {t.queue_ms:.1f} ms, batch wait {t.batch_wait_ms:.1f} ms, compute {t.compute_ms:.1f} ms, "
-        f"processing {t.processing_ms:.1f} ms, end to end {e2e} ms, batch {t.batch_size}"
-    )
+
+    e2e = "" if t.end_to_end_ms is None else f"end to end {t.end_to_end_ms:.1f} ms"
+    if t.computed is None:
+        return [", ".join(p for p in (stages(t), e2e) if p)]
+    return [f"served from the cache: {e2e or 'no compute'}", f"computed earlier: {stages(t.computed)}"]
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ def read_input(path: Path, info: ModelInfo) -> Any:
         except ValueError as exc:
             raise BadInput(f"{path}: not a plain numeric .npy file ({exc})") from None
     if suffix == ".json":
-        obj = json.loads(path.read_text())
+        obj = _json(path)
         if isinstance(obj, dict):
-            return {k: _json_array(v, k) for k, v in obj.items()}
+            return {k: _json_array(v, f"{path.name}: input {k!r}") for k, v in obj.items()}
         return _json_array(obj, path.name)
     if suffix in (".png", ".jpg", ".jpeg"):
         return _image(path, info)
@@ -44,21 +44,38 @@ def is_many(x: Any, info: ModelInfo) -> bool:
     )
 
 
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(
+            f"{path}: expected JSON (a nested list of numbers, or an object of them by input name); "
+            f"it does not parse: {exc}"
+        ) from None
+
+
 def _json_array(value: Any, name: str) -> np.ndarray:
-    arr = np.array(value)
+    expected = "expected a rectangular nested list of numbers"
+    try:
+        arr = np.array(value)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        raise BadInput(f"{name}: {expected}; got {exc}") from None
     if arr.dtype.kind not in "biuf":
-        raise BadInput(f"{name}: expected a rectangular nested list of numbers, got dtype {arr.dtype}")
+        raise BadInput(f"{name}: {expected}, got dtype {arr.dtype}")
     return arr.astype(np.float32) if arr.dtype.kind == "f" else arr
 
 
 def _image(path: Path, info: ModelInfo) -> np.ndarray:
     """Load and resize an image to the model's single image input, scaled to [0, 1]."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if len(info.inputs) != 1 or len(info.inputs[0].shape) != 3:
         raise BadInput(f"{info.key} does not take a single HxWxC image input")
     h, w, c = info.inputs[0].shape
-    img = Image.open(path).convert("L" if c == 1 else "RGB")
+    try:
+        img = Image.open(path).convert("L" if c == 1 else "RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:  # OSError: a truncated image
+        raise BadInput(f"{path}: expected a PNG or JPEG image; it does not decode ({exc})") from None
     if h and w:
         img = img.resize((w, h))
     arr = np.asarray(img, dtype=np.float32) / 255.0

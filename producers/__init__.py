@@ -14,10 +14,15 @@ or, on an event loop (FastAPI, aiohttp), the same calls awaited:
 Never imports TensorFlow or LiteRT.
 """
 
-from producers.async_client import AsyncClient
-from producers.client import Client
-from producers.job import AsyncJob, Job
-from tasks.errors import (
+from producers.tasks_check import check_tasks_package
+
+# Before anything below imports ``tasks``: a user's own tasks.py must not shadow it unseen.
+check_tasks_package()
+
+from producers.async_client import AsyncClient  # noqa: E402
+from producers.client import Client  # noqa: E402
+from producers.job import AsyncJob, Job  # noqa: E402
+from tasks.errors import (  # noqa: E402
     BadInput,
     BrokerUnavailable,
     Expired,
@@ -32,8 +37,8 @@ from tasks.errors import (
     Timeout,
     TransientError,
 )
-from tasks.schema import CancelOutcome, JobStatus, Timing
-from tasks.wire import Result
+from tasks.schema import CancelOutcome, JobStatus, Timing  # noqa: E402
+from tasks.wire import Result  # noqa: E402
 
 __all__ = [
     "AsyncClient",

@@ -26,6 +26,7 @@ import numpy as np
 
 from producers.async_listener import AsyncResultListener
 from producers.bounded import AsyncCallBound
+from producers.cache_hits import RecentHits
 from producers.catalog import AsyncModelCatalog
 from producers.claims import AsyncClaims
 from producers.health import live_beats, model_stats, readiness
@@ -33,11 +34,12 @@ from producers.job import AsyncJob
 from producers.limits import AsyncQueueDepthGuard
 from producers.listener import Arrival
 from producers.ownership import CANCEL_OUTCOMES, CANCEL_SCRIPT, decode_handle, encode_handle
+from producers.served import ServedWarnings, explain_timeout, served_by
 from producers.status import read_state, ready_record, run_steps_async
 from producers.submission import ChunkPlan, Prepared, check_options, prepare
 from tasks import constants as C
 from tasks.connections import async_redis_client
-from tasks.errors import InferqError
+from tasks.errors import InferqError, Timeout
 from tasks.keys import check_job_id, handle_key, inflight_key, queue_name, result_key
 from tasks.kombu_layout import queue_lists
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 
 #: Inputs checked, or results decoded, per turn of the event loop (about 1 ms of work).
 SLICE = 16
+#: How long a ``Timeout`` may spend asking which models no live worker serves.
+EXPLAIN_S = 2.0
 
 
 class AsyncClient:
@@ -64,6 +68,9 @@ class AsyncClient:
         )
         self.claims = AsyncClaims(self.backend, settings.inflight_ttl_s, settings.visibility_timeout_s)
         self.listener = AsyncResultListener(self.backend)
+        #: This client's recent cache hits: ``result(id)`` says ``cached`` as ``wait()`` did.
+        self.hits = RecentHits()
+        self.served_warnings = ServedWarnings()
         self.catalog = AsyncModelCatalog(self.backend, settings.models_dir)
         self.depth_guard = AsyncQueueDepthGuard(self.broker, settings.max_queue_depth)
         self._cancel = self.backend.register_script(CANCEL_SCRIPT)
@@ -190,9 +197,10 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> list[AsyncJob]:
         """``Client.submit_many``, awaited: ``chunk_size`` inputs per message."""
-        check_options(chunk_size, priority)
+        check_options(chunk_size, priority, deadline_ms)
         deadline = None if timeout is None else self.bound.deadline(timeout)
         info = await self._model_info(model, variant, deadline or self.bound.deadline(None))
+        self.served_warnings.check(info.key, self.catalog.served)
         prepared = await self._prepare(info, xs, validate)
         jobs: list[AsyncJob] = []
         for start in range(0, len(prepared), chunk_size):
@@ -241,6 +249,7 @@ class AsyncClient:
         # A job run again must not be answered with its previous run's record; and watch
         # before sending, so a result can never arrive unseen.
         self.listener.forget(plan.send_ids)
+        self.hits.forget(plan.send_ids)
         await self.listener.watch(plan.waiting_ids)
         outgoing = plan.message()
         if outgoing is not None:
@@ -253,6 +262,7 @@ class AsyncClient:
                 # every resubmit of these inputs wait for a job that may not exist.
                 await self._release_claims(plan.send_ids, f"{type(exc).__name__}: {exc}")
                 raise
+        self.hits.remember_hits(plan.specs, plan.t0)
         return [
             AsyncJob(
                 s.id,
@@ -331,15 +341,35 @@ class AsyncClient:
         jid = await self._resolve(check_job_id(job_id), None, self.bound.deadline(None if wait else timeout))
         if wait:
             record, _ = (await self.listener.wait([jid], self._wait_bound(timeout)))[jid]
-            return record.to_result(cached=False)
+            return self.hits.result(record)
         found, status = await self.bound.run(
             "reading a job's result", self._state(jid), self.bound.deadline(timeout)
         )
-        return ready_record(jid, found, status).to_result(cached=False)
+        return self.hits.result(ready_record(jid, found, status))
 
-    async def wait_for(self, job_ids: list[str], timeout: float | None) -> dict[str, Arrival]:
-        """Await each id's ready record (``AsyncJob.wait`` calls this)."""
-        return await self.listener.wait(job_ids, self._wait_bound(timeout))
+    async def wait_for(
+        self, job_ids: list[str], timeout: float | None, models: Iterable[str] = ()
+    ) -> dict[str, Arrival]:
+        """Await each id's ready record (``AsyncJob.wait`` calls this); the ``Timeout`` names
+        those of ``models`` that no live worker serves (``Client.wait_for``)."""
+        try:
+            return await self.listener.wait(job_ids, self._wait_bound(timeout))
+        except Timeout as exc:
+            raise await self._explain(exc, models) from None
+
+    async def _explain(self, exc: Timeout, models: Iterable[str]) -> Timeout:
+        models = list(models)
+        if not models:
+            return exc
+        try:
+            raw = await self.bound.run(
+                "reading worker heartbeats",
+                self.backend.hgetall(C.WORKERS_KEY),
+                self.bound.deadline(min(EXPLAIN_S, self.bound.default_s)),
+            )
+        except InferqError:
+            return exc
+        return explain_timeout(exc, models, served_by(raw))
 
     def _wait_bound(self, timeout: float | None) -> float:
         return self.settings.wait_timeout_s if timeout is None else timeout
@@ -356,9 +386,13 @@ class AsyncClient:
     ) -> list[Result | InferqError]:
         """Await many jobs on the one subscription; each entry is a result or its error, in order."""
         jobs = list(jobs)
-        arrived = await self.listener.wait(
-            [j.id for j in jobs if not j.done], self._wait_bound(timeout), progress=progress
-        )
+        pending = [j for j in jobs if not j.done]
+        try:
+            arrived = await self.listener.wait(
+                [j.id for j in pending], self._wait_bound(timeout), progress=progress
+            )
+        except Timeout as exc:
+            raise await self._explain(exc, {j.key for j in pending}) from None
         out: list[Result | InferqError] = []
         for n, j in enumerate(jobs, 1):
             if n % SLICE == 0:

@@ -42,12 +42,24 @@ IO_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, KombuError, OSEr
 def translate(exc: BaseException, what: str, where: str) -> BrokerUnavailable | ConfigError:
     """A Redis or kombu error as inferq's: ``ConfigError`` for a refused password or ACL
     (not the moment's fault: retrying cannot help), else ``BrokerUnavailable``."""
+    if isinstance(exc, redis.RedisError) and _no_password(str(exc)):
+        return ConfigError(
+            f"{what}: Redis asks for a password and none was given ({where}); "
+            "put it in the URL: redis://:PASSWORD@host:port/db"
+        )
     if isinstance(
         exc,
         (redis.AuthenticationError, redis.exceptions.AuthorizationError, redis.exceptions.NoPermissionError),
     ):
         return ConfigError(f"{what}: Redis refused this client: {exc} ({where})")
     return BrokerUnavailable(f"{what}: {type(exc).__name__}: {exc} ({where})")
+
+
+def _no_password(text: str) -> bool:
+    """Redis's ways of saying a client connected without a password it asks for: redis-py's
+    HELLO on connect (``HELLO must be called with the client already authenticated``), or
+    any command (``NOAUTH Authentication required``)."""
+    return text.startswith(("HELLO must be called", "NOAUTH", "Authentication required"))
 
 
 def timed_out(what: str, left: float, where: str) -> BrokerUnavailable:

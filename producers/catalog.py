@@ -2,7 +2,9 @@
 
 Workers announce the models they load in Redis; a producer reads that (refreshed
 every few seconds) and falls back to a local models folder, so a web backend can
-submit before it has ever seen a worker if it shares the folder.
+submit before it has ever seen a worker if it shares the folder. The same read takes
+the workers' heartbeats, so the catalogue also knows which variants a live worker
+serves right now (``served``), without a round trip of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import orjson
 import redis
 import redis.asyncio
 
+from producers.served import served_by
 from tasks import constants as C
 from tasks.errors import ModelNotFound
 from tasks.keys import check_name
@@ -31,15 +34,19 @@ class CatalogView:
         self.models_dir = models_dir
         self._models: dict[str, ModelInfo] = {}
         self._read_at = 0.0
+        #: The variants live workers served at the last read; None before any read.
+        self.served: set[str] | None = None
 
     def stale(self, refresh: bool = False) -> bool:
         """Whether the announcements must be read again before answering."""
         return refresh or not self._models or time.monotonic() - self._read_at > REFRESH_S
 
-    def load(self, raw: dict[bytes, bytes]) -> dict[str, ModelInfo]:
-        """Take a fresh read of the announcements hash."""
+    def load(self, raw: dict[bytes, bytes], beats: dict[bytes, bytes] | None = None) -> dict[str, ModelInfo]:
+        """Take a fresh read of the announcements hash (and of the heartbeats hash)."""
         parsed = {k.decode(): ModelAnnouncement.parse(v) for k, v in raw.items()}
         self._models = {k: info for k, info in parsed.items() if info is not None}
+        if beats is not None:
+            self.served = served_by(beats)
         self._read_at = time.monotonic()
         return self._models
 
@@ -72,9 +79,11 @@ class CatalogView:
                 return None
             if not variants:
                 names = sorted({k.split(":", 1)[0] for k in self._models})
+                folder = self.models_dir.resolve()
+                missing = "" if folder.is_dir() else ", a folder that does not exist here"
                 raise ModelNotFound(
                     f"unknown model {model!r}: no worker has announced it and it is not in "
-                    f"{self.models_dir}; known models: {names or 'none'}"
+                    f"{folder}{missing}; known models: {names or 'none'}"
                 )
         variant = variant or ("fp32" if "fp32" in variants else variants[0])
         info = self._models.get(f"{model}:{variant}") or self._local_info(model, variant)
@@ -103,7 +112,10 @@ class ModelCatalog(CatalogView):
     def models(self, refresh: bool = False) -> dict[str, ModelInfo]:
         """Model variants announced by workers (``name:variant`` -> ``ModelInfo``)."""
         if self.stale(refresh):
-            return self.load(self.backend.hgetall(C.MODELS_KEY))
+            pipe = self.backend.pipeline(transaction=False)
+            pipe.hgetall(C.MODELS_KEY)
+            pipe.hgetall(C.WORKERS_KEY)
+            return self.load(*pipe.execute())
         return self.announced
 
     def info(self, model: str, variant: str | None = None) -> ModelInfo:
@@ -126,7 +138,10 @@ class AsyncModelCatalog(CatalogView):
 
     async def models(self, refresh: bool = False) -> dict[str, ModelInfo]:
         if self.stale(refresh):
-            return self.load(await self.backend.hgetall(C.MODELS_KEY))
+            pipe = self.backend.pipeline(transaction=False)
+            pipe.hgetall(C.MODELS_KEY)
+            pipe.hgetall(C.WORKERS_KEY)
+            return self.load(*await pipe.execute())
         return self.announced
 
     async def info(self, model: str, variant: str | None = None) -> ModelInfo:

@@ -17,6 +17,7 @@ import numpy as np
 from celery import Celery
 
 from producers.bounded import CallBound
+from producers.cache_hits import RecentHits
 from producers.catalog import ModelCatalog
 from producers.claims import Claims
 from producers.health import live_beats, model_stats, readiness
@@ -24,12 +25,13 @@ from producers.job import Job
 from producers.limits import QueueDepthGuard
 from producers.listener import Arrival, ResultListener
 from producers.ownership import CANCEL_OUTCOMES, CANCEL_SCRIPT, decode_handle, encode_handle
+from producers.served import ServedWarnings, explain_timeout, served_by
 from producers.status import read_state, ready_record, run_steps
 from producers.submission import ChunkPlan, check_options, named_inputs, prepare
 from tasks import constants as C
 from tasks.app import create_app
 from tasks.connections import redis_client
-from tasks.errors import InferqError
+from tasks.errors import InferqError, Timeout
 from tasks.keys import check_job_id, handle_key, inflight_key, queue_name, result_key
 from tasks.kombu_layout import check_transport_options, queue_lists
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo
@@ -37,6 +39,9 @@ from tasks.settings import Settings, redact_url
 from tasks.wire import Result, StatusRecord
 
 log = logging.getLogger(__name__)
+
+#: How long a ``Timeout`` may spend asking which models no live worker serves.
+EXPLAIN_S = 2.0
 
 
 class Client:
@@ -60,6 +65,9 @@ class Client:
         self.claims = Claims(self.backend, settings.inflight_ttl_s, settings.visibility_timeout_s)
         #: Watches submitted jobs so results are seen (and timed) as they arrive.
         self.listener = ResultListener(self.backend)
+        #: This client's recent cache hits: ``result(id)`` says ``cached`` as ``wait()`` did.
+        self.hits = RecentHits()
+        self.served_warnings = ServedWarnings()
         self.catalog = ModelCatalog(self.backend, settings.models_dir)
         self.depth_guard = QueueDepthGuard(self.broker, settings.max_queue_depth)
         self._cancel = self.backend.register_script(CANCEL_SCRIPT)
@@ -183,9 +191,10 @@ class Client:
         called as inputs are checked and sent. ``timeout`` bounds the whole call; without
         it, each message of ``chunk_size`` inputs gets the client's default bound.
         """
-        check_options(chunk_size, priority)
+        check_options(chunk_size, priority, deadline_ms)
         deadline = None if timeout is None else self.bound.deadline(timeout)
         info = self._model_info(model, variant, deadline or self.bound.deadline(None))
+        self.served_warnings.check(info.key, self.catalog.served)
         prepared = prepare(self.settings, info, xs, validate=validate)
         jobs: list[Job] = []
         for start in range(0, len(prepared), chunk_size):
@@ -224,6 +233,7 @@ class Client:
         # A job run again (after a failure of the moment, or a cancel) must not be answered
         # with the record its previous run left in the listener.
         self.listener.forget(plan.send_ids)
+        self.hits.forget(plan.send_ids)
         # Watch before sending: a result can then never arrive unseen.
         self.listener.watch(plan.waiting_ids)
         outgoing = plan.message()
@@ -237,6 +247,7 @@ class Client:
                 # every resubmit of these inputs wait for a job that may not exist.
                 self._release_claims(plan.send_ids, f"{type(exc).__name__}: {exc}")
                 raise
+        self.hits.remember_hits(plan.specs, plan.t0)
         return [
             Job(
                 s.id,
@@ -375,6 +386,9 @@ class Client:
 
         Without ``wait``: ``JobNotFound`` for an unknown id, ``NotReady`` for a job that is
         queued or running. ``timeout`` bounds the call (with ``wait``, the wait: ``Timeout``).
+        ``cached`` is True for a job this client was answered from the cache for (as its
+        ``wait()`` said, with the same timing); otherwise the result is the job's own
+        (``producers/cache_hits.py``).
         """
         job_id = self._resolve(check_job_id(job_id), self.bound.deadline(None if wait else timeout))
         if wait:
@@ -384,12 +398,33 @@ class Client:
                 "reading a job's result", lambda: self._state(job_id), self.bound.deadline(timeout)
             )
             record = ready_record(job_id, found, status)
-        return record.to_result(cached=False)
+        return self.hits.result(record)
 
-    def wait_for(self, job_ids: list[str], timeout: float | None) -> dict[str, Arrival]:
+    def wait_for(
+        self, job_ids: list[str], timeout: float | None, models: Iterable[str] = ()
+    ) -> dict[str, Arrival]:
         """Block until each id has a ready status record (``Job.wait`` calls this); ``timeout``
-        None is the settings' ``wait_timeout_s``."""
-        return self.listener.wait(job_ids, self._wait_bound(timeout))
+        None is the settings' ``wait_timeout_s``. The ``Timeout`` names those of ``models``
+        (``model:variant``, the jobs' own) that no live worker serves."""
+        try:
+            return self.listener.wait(job_ids, self._wait_bound(timeout))
+        except Timeout as exc:
+            raise self._explain(exc, models) from None
+
+    def _explain(self, exc: Timeout, models: Iterable[str]) -> Timeout:
+        """``exc``, naming the models no live worker serves (a fresh, briefly bounded read)."""
+        models = list(models)
+        if not models:
+            return exc
+        try:
+            raw = self.bound.run(
+                "reading worker heartbeats",
+                lambda: self.backend.hgetall(C.WORKERS_KEY),
+                self.bound.deadline(min(EXPLAIN_S, self.bound.default_s)),
+            )
+        except InferqError:
+            return exc
+        return explain_timeout(exc, models, served_by(raw))
 
     def _wait_bound(self, timeout: float | None) -> float:
         return self.settings.wait_timeout_s if timeout is None else timeout
@@ -399,9 +434,11 @@ class Client:
     ) -> list[Result | InferqError]:
         """Wait for many jobs on one subscription; each entry is a result or its error, in order."""
         jobs = list(jobs)
-        metas = self.listener.wait(
-            [j.id for j in jobs if not j.done], self._wait_bound(timeout), progress=progress
-        )
+        pending = [j for j in jobs if not j.done]
+        try:
+            metas = self.listener.wait([j.id for j in pending], self._wait_bound(timeout), progress=progress)
+        except Timeout as exc:
+            raise self._explain(exc, {j.key for j in pending}) from None
         out: list[Result | InferqError] = []
         for j in jobs:
             if not j.done:

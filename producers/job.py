@@ -10,6 +10,7 @@ from it are shared (``JobState``), only the waiting is awaited.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,7 +22,9 @@ from tasks.wire import Result, StatusRecord
 class JobOwner(Protocol):
     """What a job needs from the client that submitted it."""
 
-    def wait_for(self, job_ids: list[str], timeout: float | None) -> dict[str, Arrival]: ...
+    def wait_for(
+        self, job_ids: list[str], timeout: float | None, models: Iterable[str] = ()
+    ) -> dict[str, Arrival]: ...
 
     def status(self, job_id: str) -> JobStatus: ...
 
@@ -33,7 +36,9 @@ class JobOwner(Protocol):
 class AsyncJobOwner(Protocol):
     """What an ``AsyncJob`` needs from the ``AsyncClient`` that submitted it."""
 
-    async def wait_for(self, job_ids: list[str], timeout: float | None) -> dict[str, Arrival]: ...
+    async def wait_for(
+        self, job_ids: list[str], timeout: float | None, models: Iterable[str] = ()
+    ) -> dict[str, Arrival]: ...
 
     async def status(self, job_id: str) -> JobStatus: ...
 
@@ -60,18 +65,38 @@ class JobState:
     def done(self) -> bool:
         return self._record is not None
 
+    @property
+    def key(self) -> str:
+        """``model:variant``."""
+        return f"{self.model}:{self.variant}"
+
     def _settle(self, record: StatusRecord, arrived: float) -> None:
         self._record = record
         self._arrived = arrived
 
     def _finish(self) -> Result:
-        """The result, or the job's error raised; end-to-end stamped on first read."""
+        """The result, or the job's error raised; end-to-end stamped on first read (a
+        cache hit's timing is its own: ``Timing.served_from_cache``)."""
         if self._result is None:
             assert self._record is not None
-            self._result = self._record.to_result(cached=self.cached)
             arrived = self._arrived or time.time()
-            self._result.timing.end_to_end_ms = (arrived - self.enqueued_at) * 1e3
+            self._result = result_of(self._record, self.cached, self.enqueued_at, arrived)
         return self._result
+
+
+def result_of(record: StatusRecord, cached: bool, asked_at: float, answered_at: float) -> Result:
+    """A ready record as the caller's ``Result`` (or its error, raised).
+
+    ``cached`` means served from the cache for this caller's request: no worker computed
+    it for that submission. Such a result carries its own timing (the hit's end to end),
+    the computing job's kept as ``timing.computed``.
+    """
+    result = record.to_result(cached=cached)
+    if cached:
+        result.timing = result.timing.served_from_cache(asked_at, answered_at)
+    else:
+        result.timing.end_to_end_ms = (answered_at - asked_at) * 1e3
+    return result
 
 
 @dataclass
@@ -82,7 +107,7 @@ class Job(JobState):
 
     def wait(self, timeout: float | None = None) -> Result:
         if self._record is None:
-            record, arrived = self.owner.wait_for([self.id], timeout)[self.id]
+            record, arrived = self.owner.wait_for([self.id], timeout, (self.key,))[self.id]
             self._settle(record, arrived)
         return self._finish()
 
@@ -108,7 +133,7 @@ class AsyncJob(JobState):
         """The result, or the job's error raised; ``Timeout`` past ``timeout`` (None: the
         settings' ``wait_timeout_s``). Waiting never blocks the event loop."""
         if self._record is None:
-            record, arrived = (await self.owner.wait_for([self.id], timeout))[self.id]
+            record, arrived = (await self.owner.wait_for([self.id], timeout, (self.key,)))[self.id]
             self._settle(record, arrived)
         return self._finish()
 

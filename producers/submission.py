@@ -15,6 +15,7 @@ round trips lives here, once:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -53,11 +54,22 @@ def named_inputs(info: ModelInfo, x: Any) -> dict[str, np.ndarray]:
     return {info.inputs[0].name: _as_array(x, info.inputs[0].name)}
 
 
-def check_options(chunk_size: int, priority: str) -> None:
+def check_options(chunk_size: int, priority: str, deadline_ms: Any = None) -> None:
+    """A submission's options, checked before any I/O (``BadInput`` naming the option)."""
     if chunk_size < 1:
         raise BadInput(f"chunk_size must be >= 1, got {chunk_size}")
     if priority not in C.PRIORITIES:
         raise BadInput(f"priority must be one of {sorted(C.PRIORITIES)}, got {priority!r}")
+    if deadline_ms is not None:
+        # A bool is an int to Python, and a string would fail only later, as a TypeError
+        # deep in building the message; 0 or less would expire every job unseen.
+        number = isinstance(deadline_ms, (int, float, np.integer, np.floating)) and not isinstance(
+            deadline_ms, bool
+        )
+        if not number or not math.isfinite(deadline_ms) or deadline_ms <= 0:
+            raise BadInput(
+                f"deadline_ms must be a number of milliseconds > 0 (or None: no deadline), got {deadline_ms!r}"
+            )
 
 
 def prepare(settings: Settings, info: ModelInfo, xs: Iterable[Any], *, validate: bool) -> list[Prepared]:

@@ -127,6 +127,12 @@ class Timing:
 
     ``queue_ms`` spans two clocks (producer's ``enqueued_at``, worker's
     ``received_at``): across hosts it is only as good as their clock sync.
+
+    A cache hit has a timing of its own (``served_from_cache``): from the submit to the
+    stored result reaching the caller, with no queue, batch wait or compute, and
+    ``batch_size`` 0; the timing of the job that computed the result is kept in
+    ``computed`` (``computed_*`` in ``to_dict``). Reporting the computing job's numbers
+    as the hit's own would claim a queue wait the caller never had.
     """
 
     enqueued_at: float
@@ -139,6 +145,8 @@ class Timing:
     processing_ms: float
     batch_size: int
     end_to_end_ms: float | None = None
+    #: A cache hit's: the timing of the job that computed the result; None otherwise.
+    computed: Timing | None = None
 
     @classmethod
     def build(
@@ -178,9 +186,52 @@ class Timing:
         }
         if self.end_to_end_ms is not None:
             d["end_to_end_ms"] = self.end_to_end_ms
+        if self.computed is not None:
+            # Flat, numbers only, under names no older reader knows: its ``from_dict``
+            # keeps the fields it knows and skips these.
+            d.update({f"{COMPUTED}{k}": v for k, v in self.computed.to_dict().items()})
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Timing:
         fields = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in d.items() if k in fields})
+        own = {k: v for k, v in d.items() if k in fields and k != "computed"}
+        inner = {k.removeprefix(COMPUTED): v for k, v in d.items() if k.startswith(COMPUTED)}
+        computed = cls.from_dict(inner) if inner.keys() >= _REQUIRED else None
+        return cls(**own, computed=computed)
+
+    def served_from_cache(self, asked_at: float, answered_at: float) -> Timing:
+        """A cache hit's own timing: asked at ``asked_at`` (the submit), answered at
+        ``answered_at`` (the stored result in the caller's hands); this timing, the
+        computing job's, is kept as ``computed``."""
+        computed = Timing(**{**self.__dict__, "end_to_end_ms": None, "computed": None})
+        return Timing(
+            enqueued_at=asked_at,
+            received_at=answered_at,
+            started_at=answered_at,
+            finished_at=answered_at,
+            queue_ms=0.0,
+            batch_wait_ms=0.0,
+            compute_ms=0.0,
+            processing_ms=0.0,
+            batch_size=0,
+            end_to_end_ms=max(0.0, (answered_at - asked_at) * 1e3),
+            computed=computed,
+        )
+
+
+#: ``to_dict``'s prefix for a cache hit's ``computed`` timing.
+COMPUTED = "computed_"
+_REQUIRED = frozenset(
+    {
+        "enqueued_at",
+        "received_at",
+        "started_at",
+        "finished_at",
+        "queue_ms",
+        "batch_wait_ms",
+        "compute_ms",
+        "processing_ms",
+        "batch_size",
+    }
+)

@@ -122,7 +122,8 @@ open("{out}/reshaper.tflite", "wb").write(tf.lite.TFLiteConverter.from_saved_mod
 """
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, cwd=ROOT)
     subprocess.run(
-        [sys.executable, "-m", "ops.cli", "models", "add", "reshaper", str(out / "reshaper.tflite")],
+        # --force: the models folder may be a cached one (INFERQ_TEST_MODELS_DIR) that has it
+        [sys.executable, "-m", "ops.cli", "models", "add", "reshaper", str(out / "reshaper.tflite"), "--force"],
         env={**os.environ, **settings.env()}, check=True, capture_output=True, cwd=ROOT,
     )  # fmt: skip
     return "reshaper:fp32"

@@ -62,7 +62,7 @@ def test_multi_output_model_round_trips_all_outputs_by_name(
 ) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    added = inferq(settings, "models", "add", "detector", str(detector_file))
+    added = inferq(settings, "models", "add", "detector", str(detector_file), "--force")
     assert "added detector:fp32" in added.stdout
     listing = json.loads(inferq(settings, "models", "list", "--json").stdout)
     det = next(m for m in listing if m["name"] == "detector")

@@ -14,8 +14,8 @@ def test_a_missing_optional_package_names_the_extra_to_install(monkeypatch, caps
     monkeypatch.setattr(cli, "_dispatch", dispatch)
     assert cli.main(["status"]) == 2
     assert (
-        "inferq: status needs tqdm, which is not installed: pip install 'inferq[cli]'"
-        in capsys.readouterr().err
+        "inferq: ModuleNotFoundError: inferq status needs tqdm, which is not installed: "
+        "pip install 'inferq[cli]'" in capsys.readouterr().err
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ops.flower.queues import model_queue_of
+from ops.model_queues import model_queue_of
 from tasks.keys import queue_name
 from tasks.kombu_layout import queue_lists
 

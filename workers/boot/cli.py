@@ -17,7 +17,7 @@ from tasks.errors import BadInput
 from tasks.keys import check_name
 from tasks.schema import ModelInfo
 from tasks.settings import Settings
-from workers.models.registry import Registry, resolve_inside
+from workers.models.registry import META_FILE, Registry, resolve_inside
 
 
 def add_worker_arguments(w: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -32,22 +32,43 @@ def add_worker_arguments(w: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--max-batch-size", type=int, help="override every model's max_batch_size (1: no batching)"
     )
     w.add_argument("--max-wait-ms", type=float, help="override every model's max_wait_ms")
-    w.add_argument("--metrics-port", type=int, help="Prometheus port (INFERQ_METRICS_PORT; 0: off)")
+    w.add_argument(
+        "--metrics-port",
+        type=int,
+        help="Prometheus port (INFERQ_METRICS_PORT; 0: off); if it is taken, the worker serves "
+        "/metrics on a free port instead, logs it, and `inferq status` shows it",
+    )
     return w
+
+
+def check_worker_options(args: argparse.Namespace) -> None:
+    """``BadInput`` for option values a worker would accept and then misbehave on (a batch
+    limit of 0 would never run a batch), before any model is loaded."""
+    if args.max_batch_size is not None and args.max_batch_size < 1:
+        raise BadInput(f"--max-batch-size must be >= 1 (1: no batching), got {args.max_batch_size}")
+    if args.max_wait_ms is not None and not args.max_wait_ms >= 0:
+        raise BadInput(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise BadInput(f"--metrics-port must be a port number (0: off), got {args.metrics_port}")
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.boot.start import run_worker, supervise
     from workers.serving.consumer import BatchLimits
 
+    check_worker_options(args)
     specs = [s for s in (args.models or "").split(",") if s] or None
     if settings.concurrency > 1:
+        # Checked once here: a child that cannot find its models would be restarted forever.
+        Registry(settings.models_dir).select(specs)
         logging.basicConfig(level=settings.log_level)
         extra = []
         if args.max_batch_size is not None:
             extra += ["--max-batch-size", str(args.max_batch_size)]
         if args.max_wait_ms is not None:
             extra += ["--max-wait-ms", str(args.max_wait_ms)]
+        if args.metrics_port is not None:  # the first process's; the others count up from it
+            settings = settings.with_(metrics_port=args.metrics_port)
         return supervise(settings, specs, settings.concurrency, extra)
     limits = BatchLimits(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms)
     run_worker(settings, specs, hostname=args.hostname, limits=limits, metrics_port=args.metrics_port)
@@ -62,13 +83,14 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
         only = [s for s in (args.only or "").split(",") if s] or None
         built = build_examples(settings.models_dir, only=only, force=args.force)
-        print(f"built: {', '.join(built) or 'nothing (all present)'} in {settings.models_dir}")
+        print(f"built: {', '.join(built) or 'nothing (all present)'} in {settings.models_dir.resolve()}")
         return 0
     if args.models_cmd == "add":
-        entry = add_model(registry, args.name, Path(args.path), args.variant, args.version)
+        entry = add_model(registry, args.name, Path(args.path), args.variant, args.version, force=args.force)
         print(f"added {entry.key} version {entry.info.version} ({entry.info.size_bytes} bytes)")
         return 0
     if args.models_cmd == "list":
+        registry.require()  # an empty table would hide a folder looked for in the wrong place
         entries = registry.entries()
         if args.json:
             print(
@@ -91,11 +113,21 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     raise SystemExit(f"unknown models command {args.models_cmd}")
 
 
-def add_model(registry: Registry, name: str, path: Path, variant: str | None, version: str | None):  # type: ignore[no-untyped-def]
+def add_model(  # type: ignore[no-untyped-def]
+    registry: Registry,
+    name: str,
+    path: Path,
+    variant: str | None,
+    version: str | None,
+    *,
+    force: bool = False,
+):
     """Register a user's ``.tflite`` file or SavedModel folder, reading its tensors.
 
     Names become folder names under the models folder, so they are checked before
-    anything is read: plain names only (no ``/``, ``..``, leading dot, NUL).
+    anything is read: plain names only (no ``/``, ``..``, leading dot, NUL). An existing
+    ``name:variant`` is replaced only with ``force``: workers serving it would otherwise
+    answer from another model after their next restart, with nobody having said so.
     """
     check_name("model", name)
     if variant is not None:
@@ -120,6 +152,12 @@ def add_model(registry: Registry, name: str, path: Path, variant: str | None, ve
         raise BadInput(f"{path}: expected a .tflite file or a SavedModel folder")
     check_name("variant", variant)
     resolve_inside(registry.root, f"{name}/{variant}")
+    existing = registry.root / name / variant / META_FILE
+    if existing.is_file() and not force:
+        raise BadInput(
+            f"{name}:{variant} already exists in {registry.root.resolve()}; "
+            "pass --force to replace it (or --variant to add another variant)"
+        )
     info = ModelInfo(
         name=name, variant=variant, version=version or "", runtime=runtime, inputs=ins, outputs=outs
     )

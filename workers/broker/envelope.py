@@ -71,6 +71,15 @@ def parse_message(raw: bytes) -> list[tuple[str, Any]]:
     task = headers.get("task")
     if task != PREDICT_TASK:
         raise Rejected(job_id, f"unknown task {quote(task)}: this queue only runs {PREDICT_TASK!r}")
+    if headers.get("eta") is not None:
+        # A job runs as soon as a worker takes it in; holding it until its ``eta`` would hold
+        # a batch slot (and the queue behind it) for that long. Refused, never silently run early.
+        raise Rejected(
+            job_id,
+            f"the message has Celery's eta {quote(headers.get('eta'))} (send_task's eta or countdown): "
+            f"{PREDICT_TASK} jobs run as soon as a worker takes them and cannot be scheduled; send "
+            "the job when it should run (expires= / deadline_ms bound how late it may run)",
+        )
     ctype = envelope.get("content-type")
     codec = ACCEPTED.get(ctype) if isinstance(ctype, str) else None
     if codec is None:

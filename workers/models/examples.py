@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.errors import BadInput
 from tasks.schema import ModelInfo
 from workers.models.registry import Registry
 
@@ -168,11 +169,12 @@ def build_mobilenet_v2(registry: Registry, *, calibration_samples: int = 8, seed
 
 def build_examples(models_dir: Path, only: list[str] | None = None, force: bool = False) -> list[str]:
     """Build the example models that are missing (all of them with ``force``)."""
+    unknown = [name for name in only or () if name not in EXAMPLES]
+    if unknown:  # all checked before anything is built: a typo costs no half-hour of training
+        raise BadInput(f"--only takes {', '.join(EXAMPLES)} (comma-separated); got {', '.join(unknown)}")
     registry = Registry(models_dir)
     built = []
     for name in only or EXAMPLES:
-        if name not in EXAMPLES:
-            raise ValueError(f"unknown example {name!r}; choose from {EXAMPLES}")
         if not force and (models_dir / name).is_dir() and any((models_dir / name).glob("*/meta.json")):
             log.info("%s already built in %s (use --force to rebuild)", name, models_dir)
             continue

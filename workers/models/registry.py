@@ -80,6 +80,20 @@ class Registry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    def require(self) -> Path:
+        """The models folder, absolute; ``ConfigError`` saying where it looked when it does
+        not exist (a relative ``INFERQ_MODELS_DIR`` is read from the current directory)."""
+        root = self.root.resolve()
+        if not root.is_dir():
+            relative = (
+                "" if self.root.is_absolute() else f" (INFERQ_MODELS_DIR={self.root}, from {Path.cwd()})"
+            )
+            raise ConfigError(
+                f"the models folder {root}{relative} does not exist; set INFERQ_MODELS_DIR to the "
+                "folder that holds your models, or build the examples there: inferq models build-examples"
+            )
+        return root
+
     def entries(self) -> list[ModelEntry]:
         """Every model variant in the folder, less those refused (each refusal is logged)."""
         if not self.root.is_dir():
@@ -97,6 +111,7 @@ class Registry:
 
     def select(self, specs: list[str] | None) -> list[ModelEntry]:
         """Entries for ``["digits", "mobilenet_v2:int8"]``; all of them for ``None``."""
+        self.require()
         if not specs:
             found = self.entries()
             if not found:

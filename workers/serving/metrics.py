@@ -1,10 +1,19 @@
 """Prometheus metrics and the recent-latency window ``inferq status`` shows.
 
 Per job: queue time, batch wait, processing time; per batch: compute time and batch
-size; counters of jobs by status. Cache hits and misses happen on the producer side
-(the cache check is the producer's Lua call, which counts them in Redis); the worker
-exports those counters too, read from Redis at scrape time, so one scrape target has
-the whole picture. End-to-end time is only known to the client (``inferq bench``).
+size; counters of jobs by status (``success``, ``failure``, and ``expired`` for a job
+that reached its worker past its deadline: not a failure of the model). Cache hits and
+misses happen on the producer side (the cache check is the producer's Lua call, which
+counts them in Redis); the workers export them too, so the scrape targets have the
+whole picture. Each hit is exported by exactly one worker: a scrape *takes* the counts
+gathered in Redis since the last take (atomically) and adds them to that worker's own
+counters, so summing over workers counts each hit once (reading the shared totals
+instead had every worker report every hit). End-to-end time is only known to the
+client (``inferq bench``).
+
+If the metrics port is taken, the worker serves ``/metrics`` on a free port the system
+picks, logs a warning naming both, and reports the port in its heartbeat (``inferq
+status``): metrics that silently vanish are worse than metrics on another port.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from tasks.constants import CACHE_STATS_KEY
+from tasks.errors import ConfigError, Expired
 from tasks.wire import Result
 from workers.serving.pipeline import Prepared
 from workers.serving.store import Outcome
@@ -33,16 +43,19 @@ WINDOW_S = 60.0
 class Metrics:
     """Records outcomes; serves ``/metrics`` on ``port`` when one is given."""
 
-    def __init__(self, port: int | None, *, redis_client: Any = None) -> None:
+    def __init__(self, port: int | None, *, redis_client: Any = None, address: str = "127.0.0.1") -> None:
         self._lock = threading.Lock()
         self.succeeded = 0
         self.failed = 0
+        self.expired = 0
+        #: The port ``/metrics`` is served on (another than ``port`` if that was taken); None: off.
+        self.port: int | None = None
         self._recent: dict[str, deque[tuple[float, float, float, float]]] = defaultdict(
             lambda: deque(maxlen=20_000)
         )
         self._prom: dict[str, Any] | None = None
         if port:
-            self._prom = self._start(port, redis_client)
+            self._prom = self._start(port, redis_client, address)
 
     # --- recording ------------------------------------------------------------------
 
@@ -73,14 +86,16 @@ class Metrics:
                 p["processing"].labels(model, variant).observe(r.timing.processing_ms / 1e3)
 
     def failed_early(self, outcomes: Iterable[Outcome]) -> None:
-        """Jobs refused before batching (bad input, unknown model)."""
+        """Jobs answered before batching: refused (bad input, unknown model) or expired."""
         outcomes = list(outcomes)
+        statuses = [end_status(o) for o in outcomes]
         with self._lock:
-            self.failed += len(outcomes)
+            self.expired += statuses.count("expired")
+            self.failed += statuses.count("failure")
         if self._prom is not None:
-            for o in outcomes:
+            for o, status in zip(outcomes, statuses, strict=True):
                 model, _, variant = o.key.partition(":")
-                self._prom["jobs"].labels(model, variant or "unknown", "failure").inc()
+                self._prom["jobs"].labels(model, variant or "unknown", status).inc()
 
     def taken_back(self, queue: str, n: int) -> None:
         """Messages of ``queue`` (``inferq.<model>.<variant>``) taken back from a dead worker."""
@@ -106,11 +121,17 @@ class Metrics:
                 for col, measure in enumerate(("queue", "processing", "compute")):
                     for row, p in enumerate(("p50", "p95", "p99")):
                         models[key][f"{measure}_{p}_ms"] = float(pcts[row, col])
-            return {"succeeded": self.succeeded, "failed": self.failed, "recent": models}
+            return {
+                "succeeded": self.succeeded,
+                "failed": self.failed,
+                "expired": self.expired,
+                "metrics_port": self.port,
+                "recent": models,
+            }
 
     # --- prometheus -----------------------------------------------------------------
 
-    def _start(self, port: int, redis_client: Any) -> dict[str, Any] | None:
+    def _start(self, port: int, redis_client: Any, address: str) -> dict[str, Any] | None:
         try:
             from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
         except ImportError:
@@ -141,19 +162,53 @@ class Metrics:
         if redis_client is not None:
             reg.register(_CacheCollector(redis_client))
         try:
-            start_http_server(port, addr="127.0.0.1", registry=reg)
+            server, _ = start_http_server(port, addr=address, registry=reg)
         except OSError as exc:
-            log.warning("metrics port %d not available (%s): no /metrics", port, exc)
-            return None
-        log.info("Prometheus metrics on http://127.0.0.1:%d/metrics", port)
+            try:
+                server, _ = start_http_server(0, addr=address, registry=reg)  # the documented fallback
+            except OSError as again:  # not the port: the address itself
+                raise ConfigError(f"cannot serve /metrics on {address}: {again.strerror or again}") from None
+            log.warning(
+                "metrics port %d on %s is taken (%s): serving /metrics on port %d instead "
+                "(inferq status shows it; give each worker its own --metrics-port)",
+                port,
+                address,
+                exc.strerror or exc,
+                server.server_port,
+            )
+        self.port = int(server.server_port)
+        log.info("Prometheus metrics on http://%s:%d/metrics", address, self.port)
         return prom
 
 
+def end_status(outcome: Outcome) -> str:
+    """A job's end as the ``status`` label: ``expired`` (past its deadline), else ``failure``."""
+    return "expired" if isinstance(outcome.error, Expired) else "failure"
+
+
 class _CacheCollector:
-    """Cache hit/miss counters that producers keep in Redis (``HINCRBY`` in their Lua call)."""
+    """Cache hit/miss counters that producers keep in Redis (``HINCRBY`` in their Lua call),
+    taken at each scrape: every count is exported by the one worker whose scrape took it."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self._totals: dict[tuple[str, str, str], float] = defaultdict(float)
+        self._lock = threading.Lock()
+
+    def take(self) -> None:
+        """Move the counts gathered in Redis since the last take into this worker's totals."""
+        try:
+            pipe = self.client.pipeline(transaction=True)  # read and clear as one step
+            pipe.hgetall(CACHE_STATS_KEY)
+            pipe.delete(CACHE_STATS_KEY)
+            raw, _ = pipe.execute()
+        except Exception as exc:  # Redis away: the counts wait there for the next scrape
+            log.debug("could not take the cache counters: %s", exc)
+            return
+        with self._lock:
+            for field, value in raw.items():
+                model, variant, kind = field.decode(errors="replace").rsplit(":", 2)
+                self._totals[(model, variant, kind)] += float(value)
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
@@ -164,12 +219,10 @@ class _CacheCollector:
         misses = CounterMetricFamily(
             "inferq_cache_misses", "Submits that were enqueued", labels=("model", "variant")
         )
-        try:
-            raw = self.client.hgetall(CACHE_STATS_KEY)
-        except Exception:
-            raw = {}
-        for field, value in raw.items():
-            model, variant, kind = field.decode().rsplit(":", 2)
-            (hits if kind == "hit" else misses).add_metric([model, variant], float(value))
+        self.take()
+        with self._lock:
+            totals = dict(self._totals)
+        for (model, variant, kind), value in sorted(totals.items()):
+            (hits if kind == "hit" else misses).add_metric([model, variant], value)
         yield hits
         yield misses
