@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument(
         "--repeat-fraction",
         type=float,
-        default=0.0,
-        help="share of jobs resending an earlier input (cache hits)",
+        help="share of jobs resending an earlier input (cache hits), 0 to 1 "
+        "(default 0, or 0.5 when --compare includes cache)",
     )
     bn.add_argument("--senders", type=int, default=4, help="sender threads for open loop")
     bn.add_argument("--json", action="store_true")
@@ -127,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="variant,batching,cache: run the same load over each combination, side by side "
         "(starts its own workers; the model's queue must have no other worker)",
     )
-    bn.add_argument("--variants", help="variants for --compare variant (default: all in the models folder)")
+    bn.add_argument(
+        "--variants",
+        help="only with --compare variant: the variants to compare (default: all in the models folder)",
+    )
     bn.add_argument(
         "--target",
         metavar="URL",
@@ -144,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu = sub.add_parser(
         "tune", help="recommend batching/threads/variant for a p99 budget (starts its own workers)"
     )
-    tu.add_argument("--model", required=True)
+    tu.add_argument("--model", required=True, help="a model name (choose its variants with --variants)")
     tu.add_argument("--p99-ms", type=float, required=True, help="end-to-end p99 budget")
     tu.add_argument("--variants", help="comma list (default: every variant in the models folder)")
     tu.add_argument("--batch-sizes", default="1,8,32", help="max_batch_size values to try")

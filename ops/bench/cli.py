@@ -1,86 +1,49 @@
-"""``inferq bench`` on the command line: parse the load, run each point, print, plot."""
+"""``inferq bench`` and ``inferq tune`` on the command line: check, run each point, print, plot."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 from typing import Any
 
 import numpy as np
 
-from ops.bench.managed import WorkerConfig, ensure_queue_is_ours, managed_worker
+from ops.bench.checks import check_bench, check_tune
+from ops.bench.compare import configurations, repeat_fraction
+from ops.bench.inputs import input_pool
+from ops.bench.interrupt import stop_on_ctrl_c
+from ops.bench.managed import ensure_queue_is_ours, managed_worker
 from ops.bench.report import compare_table, plot, sweep_table, table
 from ops.bench.run import BenchClient, BenchConfig, find_knee, run_bench
 from producers.client import Client
 from tasks.errors import BadInput
-from tasks.schema import ModelInfo
 from tasks.settings import Settings
-
-
-def input_pool(args: argparse.Namespace, settings: Settings, info: ModelInfo) -> np.ndarray:
-    """The inputs to draw from: a user's .npy, the model's held-out data, or random."""
-    pool: np.ndarray
-    if args.inputs is not None:
-        pool = np.load(args.inputs, allow_pickle=False)
-    elif (held := settings.models_dir / info.name / "data" / "heldout_x.npy").is_file():
-        pool = np.load(held)
-    else:
-        if len(info.inputs) != 1 or None in info.inputs[0].shape:
-            raise BadInput(f"{info.key}: give --inputs (several or dynamic inputs cannot be made up)")
-        spec = info.inputs[0]
-        shape = tuple(int(d) for d in spec.shape if d is not None)
-        pool = np.random.default_rng(0).uniform(0, 1, (64, *shape)).astype(spec.dtype)
-    if len(info.inputs) == 1 and pool.ndim != len(info.inputs[0].shape) + 1:
-        raise BadInput(
-            f"--inputs must hold many inputs of shape {list(info.inputs[0].shape)}, got {list(pool.shape)}"
-        )
-    return pool
-
 
 #: A sweep stops after this many points even if the system kept up (doubling each time).
 MAX_SWEEP_POINTS = 10
 
 
-def _load(args: argparse.Namespace, v: float, **kw: Any) -> BenchConfig:
+def _load(args: argparse.Namespace, v: float, repeat: float, **kw: Any) -> BenchConfig:
     return BenchConfig(
         rate=v if args.rate else None,
         concurrency=int(v) if args.bench_concurrency else None,
         duration_s=args.duration,
-        repeat_fraction=args.repeat_fraction,
+        repeat_fraction=repeat,
         senders=args.senders,
         **kw,
     )
 
 
-def compare_configs(
-    args: argparse.Namespace, info: ModelInfo, variants: list[str]
-) -> list[tuple[WorkerConfig, bool]]:
-    """(worker config, no_cache) for every combination of the compared dimensions."""
-    dims = {d.strip() for d in args.compare.split(",") if d.strip()}
-    unknown = dims - {"variant", "batching", "cache"}
-    if unknown:
-        raise BadInput(f"--compare takes variant, batching and/or cache; got {sorted(unknown)}")
-    vs = variants if "variant" in dims else [info.variant]
-    batching = [None, 1] if "batching" in dims else [None]
-    caches = [False, True] if "cache" in dims else [False]
-    return [(WorkerConfig(v, max_batch_size=b), nc) for v in vs for b in batching for nc in caches]
-
-
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
+    values, dims = check_bench(args)
+    repeat = repeat_fraction(dims, args.repeat_fraction)
     model, _, variant = args.model.partition(":")
-    values = [float(v) for v in (args.rate or args.bench_concurrency).split(",") if v]
-    if not values or any(v <= 0 for v in values):
-        raise BadInput("--rate/--concurrency must be positive numbers (a comma list sweeps)")
-    if args.compare and len(values) > 1:
-        raise BadInput("--compare runs one load; give a single --rate or --concurrency")
-    stop = threading.Event()
     # Ctrl-C: stop sending, still collect and report what was measured.
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = stop_on_ctrl_c()
     reports: list[dict[str, Any]] = []
     quiet = args.json or not sys.stderr.isatty()
 
@@ -98,28 +61,34 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     with Client(settings) as client:
         info = client.model_info(model, variant or None)
-        pool = input_pool(args, settings, info)
-        if args.compare:
+        pool = input_pool(args.inputs, settings, info)
+        if dims:
             ensure_queue_is_ours(client, info.name)
             known = sorted(
                 {k.split(":", 1)[1] for k in client.models(refresh=True) if k.startswith(info.name + ":")}
             )
             local = sorted(p.parent.name for p in (settings.models_dir / info.name).glob("*/meta.json"))
             variants = [v for v in (args.variants.split(",") if args.variants else local or known) if v]
-            for wcfg, no_cache in compare_configs(args, info, variants):
-                label = wcfg.label() + (", cache off" if no_cache else "")
-                with managed_worker(client, info.name, wcfg):
-                    cfg = _load(
-                        args, values[0], model=info.name, variant=wcfg.variant, no_cache=no_cache, label=label
-                    )
-                    one(client, cfg, pool, label)
-                if stop.is_set():
-                    break
+            for v in variants:  # an unknown variant is named now, not by a worker that cannot start
+                client.model_info(info.name, v)
+            try:
+                for conf in configurations(dims, info.variant, variants):
+                    label = conf.label()
+                    with managed_worker(client, info.name, conf.worker, stop=stop):
+                        cfg = _load(
+                            args, values[0], repeat, model=info.name, variant=conf.worker.variant,
+                            no_cache=conf.no_cache, label=label, configuration=label,
+                        )  # fmt: skip
+                        one(client, cfg, pool, label)
+                    if stop.is_set():
+                        break
+            except KeyboardInterrupt:  # stopped while a worker started: report what was measured
+                stop.set()
         else:
             queue = list(values)
             while queue:
                 v = queue.pop(0)
-                cfg = _load(args, v, model=info.name, variant=info.variant, label=f"{info.key} {v:g}")
+                cfg = _load(args, v, repeat, model=info.name, variant=info.variant, label=f"{info.key} {v:g}")
                 one(client, cfg, pool, f"{cfg.mode} {v:g}")
                 if stop.is_set():
                     break
@@ -136,8 +105,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 def _report(args: argparse.Namespace, reports: list[dict[str, Any]], stop: threading.Event) -> int:
     knee = find_knee(reports) if len(reports) > 1 and not args.compare else None
-    if args.plot:
-        plot(reports, args.plot, knee)
+    drawn = plot(reports, args.plot, knee) if args.plot and reports else ""
     if args.json:
         doc: dict[str, Any] = {"runs": [{k: v for k, v in r.items() if k != "samples_ms"} for r in reports]}
         if knee is not None:
@@ -146,12 +114,23 @@ def _report(args: argparse.Namespace, reports: list[dict[str, Any]], stop: threa
     else:
         for r in reports:
             print(table(r), end="\n\n")
-        if args.compare:
+        if args.compare and reports:
+            share = reports[0]["repeat_fraction"]
+            given = (
+                "--repeat-fraction"
+                if args.repeat_fraction is not None
+                else "the default when comparing the cache"
+            )
+            print(
+                f"each configuration under the same load; {share:.0%} of jobs repeat an earlier input ({given})"
+            )
             print(compare_table(reports))
         elif len(reports) > 1:
             print(sweep_table(reports, knee))
-        if args.plot:
-            print(f"plot: {args.plot}")
+        if drawn:
+            print(f"plot: {args.plot} ({drawn})")
+    if stop.is_set():
+        print("stopped early (Ctrl-C): the figures cover what ran until then", file=sys.stderr)
     return 130 if stop.is_set() else 0
 
 
@@ -176,10 +155,12 @@ def _bench_http(
     with HttpTarget(args.target, path=args.http_path, api_key=key) as target:
         info = target.model_info(model, variant or None)
         target.set_input_name(info)
-        pool = input_pool(args, settings, info)
+        pool = input_pool(args.inputs, settings, info)
         for v in values:
             label = f"{info.key} {v:g} via {args.target} ({args.http_path})"
-            cfg = _load(args, v, model=info.name, variant=info.variant, label=label)
+            cfg = _load(
+                args, v, args.repeat_fraction or 0.0, model=info.name, variant=info.variant, label=label
+            )
             one(target, cfg, pool, f"http {args.http_path} {v:g}")
             if stop.is_set():
                 break
@@ -189,27 +170,27 @@ def _bench_http(
 def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     from ops.bench.tune import Grid, apply, table, tune
 
-    def nums(text: str, kind: type) -> list[Any]:
-        return [kind(v) for v in text.split(",") if v]
-
+    values = check_tune(args)
+    # Ctrl-C: finish (or cut short) the point being measured, stop tune's worker,
+    # report what was measured as partial; no further configurations.
+    stop = stop_on_ctrl_c()
     with Client(settings) as client:
         info = client.model_info(args.model)
         local = sorted(p.parent.name for p in (settings.models_dir / info.name).glob("*/meta.json"))
-        variants = nums(args.variants, str) if args.variants else local or [info.variant]
-        grid = Grid(
-            variants=variants,
-            batch_sizes=nums(args.batch_sizes, int),
-            waits_ms=nums(args.waits, float),
-            threads=nums(args.tune_threads, int),
-            concurrencies=nums(args.tune_concurrency, int),
-            duration_s=args.duration,
-        )
-        pool = input_pool(args, settings, info)
-        result = tune(client, info.name, grid, args.p99_ms, pool)
+        variants = values.pop("variants") or local or [info.variant]
+        for v in variants:  # an unknown variant is named now, not by a worker that cannot start
+            client.model_info(info.name, v)
+        grid = Grid(variants=variants, duration_s=args.duration, **values)
+        pool = input_pool(args.inputs, settings, info)
+        result = tune(client, info.name, grid, args.p99_ms, pool, stop=stop)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(table(result))
+    if result["partial"]:
+        if args.apply:
+            print("not applied: the tune was stopped before it measured every configuration", file=sys.stderr)
+        return 130
     if args.apply and result["recommended"] is not None:
         path = apply(settings.models_dir, info.name, result["recommended"])
         print(f"applied to {path}", file=sys.stderr)

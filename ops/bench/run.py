@@ -18,10 +18,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, overload
+from typing import Any, Protocol
 
 import numpy as np
 
+from ops.bench.inputs import pick_inputs
 from ops.bench.loadgen import poisson_schedule
 from ops.stats import summarize
 from tasks.errors import InferqError
@@ -54,6 +55,8 @@ class BenchConfig:
     seed: int = field(default_factory=lambda: time.time_ns() % 2**32)
     no_cache: bool = False  # "cache off": every job computed, nothing read from the cache
     label: str = ""
+    #: The configuration a comparison runs this load on (``bench --compare``), named in the header.
+    configuration: str = ""
 
     @property
     def mode(self) -> str:
@@ -74,7 +77,16 @@ class BenchRun:
     config: BenchConfig
     records: list[Record] = field(default_factory=list)
     started_at: float = 0.0
+    #: When sending stopped: the schedule's or the duration's end, or the stop.
+    ended_at: float = 0.0
     stopped_early: bool = False
+
+    @property
+    def measured_s(self) -> float:
+        """How long the load ran (shorter than asked when stopped early)."""
+        if not self.ended_at:
+            return self.config.duration_s
+        return max(0.0, min(self.config.duration_s, self.ended_at - self.started_at))
 
     def report(self) -> dict[str, Any]:
         """Everything a person or a script needs, JSON-ready."""
@@ -102,6 +114,9 @@ class BenchRun:
             "offered_rate": self.config.rate,
             "concurrency": self.config.concurrency,
             "duration_s": self.config.duration_s,
+            "measured_s": self.measured_s,
+            "repeat_fraction": self.config.repeat_fraction,
+            "configuration": self.config.configuration,
             "sent": len(self.records),
             "completed": len(done),
             "errors": len(self.records) - len(ok),
@@ -113,51 +128,14 @@ class BenchRun:
             "stopped_early": self.stopped_early,
             "throughput": len(done) / span if done and span > 0 else 0.0,
             # What the Poisson schedule actually offered (it varies around the asked rate).
-            "sent_rate": len(self.records) / self.config.duration_s if self.config.mode == "open" else None,
+            "sent_rate": len(self.records) / self.measured_s
+            if self.config.mode == "open" and self.measured_s > 0
+            else None,
             "cache_hit_ratio": hits / len(ok) if ok else 0.0,
             "mean_batch": float(np.mean(computed)) if computed else float("nan"),
             "latency_ms": {m: summarize(v, PERCENTILES) for m, v in lat.items()},
             "samples_ms": {m: v for m, v in lat.items()},
         }
-
-
-class Inputs(Sequence[np.ndarray]):
-    """``n`` inputs made on demand (a long closed-loop run of a 600 KB model input would
-    not fit in memory): fresh ones are the pool plus a tiny per-job offset, so they are
-    never cache hits; with probability ``repeat_fraction`` a job repeats an earlier
-    input exactly (a cache hit, or a shared in-flight job)."""
-
-    def __init__(self, pool: np.ndarray, n: int, repeat_fraction: float, seed: int) -> None:
-        rng = np.random.default_rng(seed)
-        self.pool = pool
-        self.salt = np.float32(rng.uniform(0, 1e-3))
-        repeat = rng.random(n) < repeat_fraction
-        repeat[0] = False
-        picks = rng.random(n)
-        # source[i]: the fresh job whose input job i sends (itself unless it repeats one).
-        self.source = np.arange(n)
-        for i in np.flatnonzero(repeat):
-            self.source[i] = self.source[int(picks[i] * i)]
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    @overload
-    def __getitem__(self, i: int) -> np.ndarray: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[np.ndarray]: ...
-    def __getitem__(self, i: int | slice) -> np.ndarray | Sequence[np.ndarray]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        k = int(self.source[i])
-        x: np.ndarray = self.pool[k % len(self.pool)]
-        if np.issubdtype(x.dtype, np.floating):
-            x = (x + self.salt + np.float32(k * 1e-7)).astype(x.dtype)
-        return x
-
-
-def pick_inputs(pool: np.ndarray, n: int, repeat_fraction: float, seed: int) -> Inputs:
-    return Inputs(pool, n, repeat_fraction, seed)
 
 
 def run_bench(
@@ -180,7 +158,6 @@ def run_bench(
         assert cfg.concurrency is not None and cfg.concurrency > 0
         inputs = pick_inputs(pool, max(1000, int(cfg.duration_s * 5000)), cfg.repeat_fraction, cfg.seed)
         _closed_loop(client, cfg, run, inputs, progress, stop)
-    run.stopped_early = run.stopped_early or stop.is_set()
     return run
 
 
@@ -216,10 +193,11 @@ def _open_loop(
             jobs.append((rec, job))
 
     with ThreadPoolExecutor(cfg.senders, thread_name_prefix="inferq-bench") as pool:
+        run.ended_at = start + cfg.duration_s
         try:
             for i, off in enumerate(offsets):
                 if stop.is_set():
-                    run.stopped_early = True
+                    run.stopped_early, run.ended_at = True, time.time()
                     break
                 intended = start + float(off)
                 delay = intended - time.time()
@@ -231,7 +209,7 @@ def _open_loop(
                 if progress is not None:
                     progress(min(1.0, float(off) / cfg.duration_s))
         except KeyboardInterrupt:
-            run.stopped_early = True
+            run.stopped_early, run.ended_at = True, time.time()
     by_id = {id(rec): job for rec, job in jobs}
     waiting = [(rec, by_id[id(rec)]) for rec in run.records if id(rec) in by_id]
     results = client.wait_all([j for _, j in waiting], timeout=cfg.timeout_s) if waiting else []
@@ -277,16 +255,26 @@ def _closed_loop(
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(cfg.concurrency)]
     for t in threads:
         t.start()
+    run.ended_at = deadline
+
+    def note_stop() -> None:
+        # A stop seen before the deadline cut the load short; one after it (while the
+        # last jobs finish) did not.
+        if stop.is_set() and run.ended_at == deadline and time.time() < deadline:
+            run.stopped_early, run.ended_at = True, time.time()
+
     try:
         while any(t.is_alive() for t in threads):
             time.sleep(0.1)
+            note_stop()
             if progress is not None:
                 progress(min(1.0, (time.time() - run.started_at) / cfg.duration_s))
     except KeyboardInterrupt:
-        run.stopped_early = True
         stop.set()
+        note_stop()
         for t in threads:
             t.join(cfg.timeout_s)
+    note_stop()
 
 
 def find_knee(points: list[dict[str, Any]]) -> dict[str, Any] | None:

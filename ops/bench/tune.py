@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,37 +42,70 @@ class Grid:
         return out
 
 
-def tune(client: Client, model: str, grid: Grid, p99_budget_ms: float, pool: np.ndarray) -> dict[str, Any]:
+def tune(
+    client: Client,
+    model: str,
+    grid: Grid,
+    p99_budget_ms: float,
+    pool: np.ndarray,
+    *,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Measure every configuration of ``grid``; recommend the fastest within the budget.
+
+    ``stop`` set (Ctrl-C) cuts the point being measured short, stops the worker and
+    ends the tune: the result is ``partial``, and a point cut short is shown but never
+    recommended (its figures cover less than the asked duration).
+    """
     ensure_queue_is_ours(client, model)
+    stop = stop or threading.Event()
+    configs = grid.configs()
     points: list[dict[str, Any]] = []
-    for cfg in grid.configs():
-        with managed_worker(client, model, cfg):
-            for c in grid.concurrencies:
-                bc = BenchConfig(
-                    model=model,
-                    variant=cfg.variant,
-                    concurrency=c,
-                    duration_s=grid.duration_s,
-                    label=cfg.label(),
-                )
-                rep = run_bench(client, bc, pool).report()
-                points.append(
-                    {
-                        "variant": cfg.variant,
-                        "max_batch_size": cfg.max_batch_size,
-                        "max_wait_ms": cfg.max_wait_ms,
-                        "threads": cfg.threads,
-                        "concurrency": c,
-                        "throughput": rep["throughput"],
-                        "p50_ms": rep["latency_ms"]["end_to_end"]["p50"],
-                        "p99_ms": rep["latency_ms"]["end_to_end"]["p99"],
-                        "mean_batch": rep["mean_batch"],
-                        "errors": rep["errors"],
-                    }
-                )
-    ok = [p for p in points if p["p99_ms"] <= p99_budget_ms and p["errors"] == 0]
+    try:
+        for cfg in configs:
+            with managed_worker(client, model, cfg, stop=stop):
+                for c in grid.concurrencies:
+                    bc = BenchConfig(
+                        model=model,
+                        variant=cfg.variant,
+                        concurrency=c,
+                        duration_s=grid.duration_s,
+                        label=cfg.label(),
+                    )
+                    points.append(_point(cfg, c, run_bench(client, bc, pool, stop=stop).report()))
+                    if stop.is_set():
+                        break
+            if stop.is_set():
+                break
+    except KeyboardInterrupt:  # stopped while its worker started, or a second Ctrl-C
+        stop.set()
+    ok = [p for p in points if p["p99_ms"] <= p99_budget_ms and p["errors"] == 0 and not p["stopped_early"]]
     best = max(ok, key=lambda p: p["throughput"]) if ok else None
-    return {"model": model, "p99_budget_ms": p99_budget_ms, "points": points, "recommended": best}
+    return {
+        "model": model,
+        "p99_budget_ms": p99_budget_ms,
+        "partial": stop.is_set(),
+        "configurations": len(configs),
+        "points": points,
+        "recommended": best,
+    }
+
+
+def _point(cfg: WorkerConfig, concurrency: int, rep: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "variant": cfg.variant,
+        "max_batch_size": cfg.max_batch_size,
+        "max_wait_ms": cfg.max_wait_ms,
+        "threads": cfg.threads,
+        "concurrency": concurrency,
+        "throughput": rep["throughput"],
+        "p50_ms": rep["latency_ms"]["end_to_end"]["p50"],
+        "p99_ms": rep["latency_ms"]["end_to_end"]["p99"],
+        "mean_batch": rep["mean_batch"],
+        "errors": rep["errors"],
+        "stopped_early": rep["stopped_early"],
+        "measured_s": rep["measured_s"],
+    }
 
 
 def apply(models_dir: Path, model: str, best: dict[str, Any]) -> Path:
@@ -93,13 +127,29 @@ def table(result: dict[str, Any]) -> str:
     lines = [head, "-" * len(head)]
     for p in result["points"]:
         within = p["p99_ms"] <= result["p99_budget_ms"] and p["errors"] == 0
-        mark = " <- recommended" if p is best else ("" if within else "  (over budget)")
+        if p.get("stopped_early"):
+            mark = f"  (stopped early: {p['measured_s']:.1f} s measured)"
+        else:
+            mark = " <- recommended" if p is best else ("" if within else "  (over budget)")
         lines.append(
             f"{p['variant']:<11} {p['max_batch_size']:>5} {p['max_wait_ms']:>7g} {p['threads']:>3} {p['concurrency']:>4} "
             f"{p['throughput']:>8.1f} {p['p50_ms']:>8.2f} {p['p99_ms']:>8.2f} {p['mean_batch']:>10.1f}{mark}"
         )
-    if best is None:
-        lines.append(f"no configuration kept p99 within {result['p99_budget_ms']:g} ms")
+    if result.get("partial"):
+        done = len(
+            {(p["variant"], p["max_batch_size"], p["max_wait_ms"], p["threads"]) for p in result["points"]}
+        )
+        lines.append(
+            f"partial: stopped (Ctrl-C) with {done} of {result['configurations']} configurations measured "
+            "(the last, at least in part); the rest were not"
+            + ("; the recommendation is among the points measured in full" if best is not None else "")
+        )
+    full = [p for p in result["points"] if not p.get("stopped_early")]
+    if best is None and result.get("partial") and not full:
+        lines.append("no recommendation: nothing was measured in full before the stop")
+    elif best is None:
+        among = " (of those measured)" if result.get("partial") else ""
+        lines.append(f"no configuration kept p99 within {result['p99_budget_ms']:g} ms{among}")
     else:
         lines.append(
             f"recommended: {best['variant']}, max_batch_size {best['max_batch_size']}, max_wait_ms {best['max_wait_ms']:g}, "

@@ -1,9 +1,10 @@
 """``inferq demo``: the whole path on one machine, with a latency report.
 
 Uses the configured Redis when it answers (never flushing it), or starts a private
-one; builds the digits example if absent; starts a worker and Flower; submits the
-held-out digits to ``digits`` fp32 and int8, then the same again to show cache hits;
-prints accuracy, a latency table, throughput and cache hit ratios; stops what it
+one; builds the digits example if absent; starts a worker, Flower and the gateway,
+watching each until it is up (one that exits while starting is reported at once,
+with the end of its log); runs the workload (``workload.py``: fresh held-out digits
+to ``digits`` fp32 and int8, then the same again to show cache hits); stops what it
 started. With ``--keep`` what it started outlives it, recorded in
 ``.run/demo-kept.json`` for ``inferq demo --stop``.
 """
@@ -14,28 +15,26 @@ import base64
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
+import uuid
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ops.demo.keep import KEPT_FILE, Kept, kept_running, print_kept, record_kept, stop_command
+from ops.demo.workload import VARIANTS, http_example, report
 from ops.local.processes import die_with_parent, stop_process
 from ops.local.redis_server import LocalRedis, free_port, port_free, redis_answers
-from ops.stats import latency_table, summarize
-from ops.status import wait_for_workers
+from ops.local.startup import wait_until_up, workers_serving
 from producers.client import Client
 from tasks.errors import InferqError
 from tasks.settings import Settings, redact_url
-
-VARIANTS = ("fp32", "int8")
 
 
 def run_dir(settings: Settings) -> Path:
@@ -58,13 +57,6 @@ def _spawn(args: list[str], settings: Settings, log: Path, *, keep: bool) -> sub
         preexec_fn=None if keep else die_with_parent,
         start_new_session=keep,
     )
-
-
-def run_pass(client: Client, x: np.ndarray, variant: str) -> tuple[list[Any], float]:
-    t0 = time.perf_counter()
-    jobs = [client.submit("digits", xi, variant=variant) for xi in x]
-    results = client.wait_all(jobs, timeout=300)
-    return results, time.perf_counter() - t0
 
 
 def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = True) -> int:
@@ -114,7 +106,14 @@ def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = T
         password = settings.flower_password or base64.urlsafe_b64encode(os.urandom(9)).decode()
         settings = settings.with_(flower_password=password)
         models = [f"digits:{v}" for v in VARIANTS]
-        worker = _spawn(["worker", "--models", ",".join(models)], settings, log_files["worker"], keep=keep)
+        # Named, so that on a configured Redis another worker serving digits is not taken for it.
+        hostname = f"inferq-demo-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+        worker = _spawn(
+            ["worker", "--models", ",".join(models), "--hostname", hostname],
+            settings,
+            log_files["worker"],
+            keep=keep,
+        )
         started.callback(stop_process, worker)
         flower = _spawn(["flower"], settings, log_files["flower"], keep=keep)
         started.callback(stop_process, flower)
@@ -136,15 +135,22 @@ def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = T
         else:
             print("the HTTP gateway is not installed (pip install '.[gateway]'); skipping it")
         with Client(settings) as client:
-            workers = wait_for_workers(client, models, timeout=120)
-            print(
-                f"worker up: {workers[0]['hostname']}, RSS {workers[0].get('rss_bytes', 0) / 2**20:.0f} MiB"
+            # Each child is watched while it starts: one that exits is reported at once,
+            # with the end of its log, instead of after a start-up timeout.
+            wait_until_up(
+                worker,
+                lambda: bool(workers_serving(client, models, hostname)),
+                what="the demo's worker",
+                log=log_files["worker"],
+                timeout=120,
             )
-            _wait_for_flower(settings, password)
+            up = workers_serving(client, models, hostname)[0]
+            print(f"worker up: {up['hostname']}, RSS {up.get('rss_bytes', 0) / 2**20:.0f} MiB")
+            _wait_for_flower(settings, password, flower, log_files["flower"])
             flower_url = f"http://127.0.0.1:{settings.flower_port}"
             print(f"Flower:  {flower_url}  user {settings.flower_user}  password {password}")
             if gateway_url:
-                _wait_for_gateway(gateway_url, log_files["gateway"])
+                _wait_for_gateway(gateway_url, procs["gateway"], log_files["gateway"])
                 print(f"gateway: {gateway_url}  (Open Inference Protocol v2; API docs at {gateway_url}/docs)")
             kept: Kept | None = None
             if keep:
@@ -167,91 +173,21 @@ def run_demo(settings: Settings, *, keep: bool = False, use_configured: bool = T
     return 0
 
 
-def report(client: Client, x: np.ndarray, y: np.ndarray) -> None:
-    top1: dict[str, np.ndarray] = {}
-    for pass_no in (1, 2):
-        print(f"\n== pass {pass_no}: {len(x)} held-out digits to each of {', '.join(VARIANTS)} ==")
-        for variant in VARIANTS:
-            results, wall = run_pass(client, x, variant)
-            ok = [r for r in results if not isinstance(r, InferqError)]
-            errors = len(results) - len(ok)
-            hits = sum(r.cached for r in ok)
-            pred = np.array([int(r.outputs["probs"].argmax()) for r in ok])
-            top1[variant] = pred
-            acc = float((pred == y[: len(pred)]).mean()) if len(pred) == len(y) else float("nan")
-            print(
-                f"\ndigits:{variant}  accuracy {acc:.4f}  errors {errors}  "
-                f"cache hits {hits}/{len(ok)} ({hits / max(1, len(ok)):.0%})  "
-                f"throughput {len(results) / wall:.0f} jobs/s ({wall:.2f} s)"
-            )
-            computed = [r for r in ok if not r.cached]
-            if computed:
-                print(f"mean batch size {np.mean([r.timing.batch_size for r in computed]):.1f}")
-            rows = {}
-            if computed:
-                rows = {
-                    "queue": summarize(r.timing.queue_ms for r in computed),
-                    "processing": summarize(r.timing.processing_ms for r in computed),
-                    "compute": summarize(r.timing.compute_ms for r in computed),
-                    "end-to-end": summarize(r.timing.end_to_end_ms or 0.0 for r in computed),
-                }
-            cached = [r for r in ok if r.cached]
-            if cached:
-                rows["cache-hit round trip"] = summarize(r.timing.end_to_end_ms or 0.0 for r in cached)
-            print(latency_table(rows))
-    agree = float((top1["int8"] == top1["fp32"]).mean())
-    print(f"\nint8 top-1 agrees with fp32 on {agree:.2%} of the held-out digits")
-    print(
-        "notes: one producer thread submits the jobs one by one as fast as it can, so its "
-        "submit rate bounds the throughput shown;\n"
-        "       processing = receive to result ready, and includes the batch wait (up to the "
-        "model's max_wait_ms); queue = enqueue to receive."
-    )
-
-
 def _gateway_installed() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("fastapi", "uvicorn"))
 
 
-def _wait_for_gateway(url: str, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise InferqError(f"the gateway at {url} did not become ready within {timeout:g} s; see {log}")
-
-
-def http_example(url: str, x: np.ndarray, label: int, settings: Settings) -> None:
-    """One request through the gateway, as any HTTP client would send it, and its answer."""
-    path = "/v2/models/digits/versions/fp32/infer"
-    body = {
-        "inputs": [{"name": "image", "shape": [1, *x.shape], "datatype": "FP32", "data": x.ravel().tolist()}]
-    }
-    headers = {"Content-Type": "application/json"}
-    if settings.api_key_list:
-        headers["Authorization"] = f"Bearer {settings.api_key_list[0]}"
-    print(f"\n== one request through the HTTP gateway ({url}) ==")
-    shown = json.dumps(body)
-    print(f"POST {path}\n  {shown[:110]} ... ({len(x.ravel())} numbers)")
-    req = urllib.request.Request(url + path, data=shown.encode(), headers=headers, method="POST")
-    t0 = time.perf_counter()
+def _answers(url: str, headers: dict[str, str] | None = None) -> bool:
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            status, answer = resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        print(f"HTTP {exc.code}: {exc.read()[:300]!r}")
-        return
-    ms = (time.perf_counter() - t0) * 1e3
-    probs = np.asarray(answer["outputs"][0]["data"], np.float32)
-    answer["outputs"][0]["data"] = [round(float(p), 4) for p in probs]
-    print(f"HTTP {status} in {ms:.1f} ms\n  {json.dumps(answer)}")
-    print(f"  predicted digit {int(probs.argmax())} (label {label})")
-    print(
-        f"  the same from a shell: curl -s {url}{path} -H 'Content-Type: application/json' -d @request.json"
-    )
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_for_gateway(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    ready = f"{url}/v2/health/ready"
+    wait_until_up(proc, lambda: _answers(ready), what=f"the gateway at {url}", log=log, timeout=timeout)
 
 
 def _flower_get(settings: Settings, password: str, path: str) -> bytes:
@@ -263,17 +199,20 @@ def _flower_get(settings: Settings, password: str, path: str) -> bytes:
         return body
 
 
-def _wait_for_flower(settings: Settings, password: str, timeout: float = 60) -> None:
+def _wait_for_flower(
+    settings: Settings, password: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60
+) -> None:
     """Flower learns jobs from live events only: start the workload once it listens."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def listens() -> bool:
         try:
             _flower_get(settings, password, "/api/workers")
-            time.sleep(1.0)  # its event receiver connects just after the web server
-            return
         except OSError:
-            time.sleep(0.3)
-    print("Flower did not come up; see .run/flower.log")
+            return False
+        return True
+
+    wait_until_up(proc, listens, what="Flower", log=log, timeout=timeout)
+    time.sleep(1.0)  # its event receiver connects just after the web server
 
 
 def _flower_count(settings: Settings, password: str) -> None:

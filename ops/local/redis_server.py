@@ -134,7 +134,9 @@ class LocalRedis:
         self.tls_client_certs = tls_client_certs
         self.detach = detach
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="inferq-redis-")
-        self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        # Absolute: redis-server changes into ``--dir`` before it opens ``--logfile``, so a
+        # relative log path (the demo's default ``.run/redis``) would name a missing file.
+        self.workdir = Path(workdir or self._tmp.name).absolute()  # type: ignore[union-attr]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

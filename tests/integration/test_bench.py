@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,26 @@ def test_closed_loop_sweep_finds_a_knee_and_prints_a_table(
     assert "end_to_end" in out and "p99.9" in out
     assert "concurrency" in out and "throughput" in out
     assert (tmp_path / "s.png").stat().st_size > 10_000
+    # closed loop: end to end counts from each submit, not from an open loop's schedule
+    assert "end_to_end from each job's submit (closed loop" in out
+    assert "intended send time" not in out
+
+
+def test_a_rate_sweep_plot_draws_every_rate_and_names_the_one_broken_down(
+    digits_worker, settings: Settings, tmp_path: Path
+) -> None:
+    png = tmp_path / "sweep.png"
+    proc = bench(
+        settings, "--model", "digits:int8", "--rate", "20,40,80", "--duration", "1", "--plot", str(png)
+    )
+    assert proc.returncode == 0, proc.stderr
+    from PIL import Image
+
+    drawn = Image.open(png).text["Description"]  # what the plot drew, written into the PNG
+    curves, breakdown = drawn.split("; ")[:2]
+    assert curves == "end-to-end latency CDF per run: 20 jobs/s, 40 jobs/s, 80 jobs/s", drawn
+    assert re.fullmatch(r"breakdown: (20|40|80) jobs/s( \(the knee\))?", breakdown), drawn
+    assert f"plot: {png} ({drawn})" in proc.stdout
 
 
 def test_ctrl_c_stops_the_load_and_still_reports(digits_worker, settings: Settings) -> None:
@@ -81,6 +102,27 @@ def test_ctrl_c_stops_the_load_and_still_reports(digits_worker, settings: Settin
     run = json.loads(out)["runs"][0]
     assert run["stopped_early"] is True
     assert run["completed"] > 10 and run["errors"] == 0
+
+
+def test_a_bench_stopped_early_says_how_long_it_ran(digits_worker, settings: Settings) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "bench", "--model", "digits:int8", "--concurrency", "2", "--duration", "60"],
+        env={**os.environ, **settings.env()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        start_new_session=True,  # a terminal's foreground job: Ctrl-C reaches its whole group
+    )  # fmt: skip
+    time.sleep(5)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    head = re.search(
+        r"^digits:int8  closed loop, 2 in flight, (\S+) s of the 60 s asked \(stopped early\)$", out, re.M
+    )
+    assert head, out
+    assert 1 < float(head.group(1)) < 30, out
+    assert "60 s\n" not in out and "end_to_end from each job's submit (closed loop" in out
 
 
 def test_sweep_doubles_the_load_until_saturation(digits_worker, settings: Settings) -> None:

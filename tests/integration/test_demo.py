@@ -39,31 +39,47 @@ pytestmark = [
 ]
 
 FLOWER_PASSWORD = "demo-test-pw"
+#: An environment variable each demo run's processes inherit, naming the run.
+RUN_MARKER = "DEMO_TEST_RUN"
 LAUNCHER = Path(sys.executable).parent / "inferq"
 INFERQ = [str(LAUNCHER)] if LAUNCHER.is_file() else [sys.executable, "-m", "ops.cli"]
 
 
 class DemoRun:
-    """One ``inferq demo`` process in its own process group (a terminal's foreground job)."""
+    """One ``inferq demo`` process in its own process group (a terminal's foreground job).
 
-    def __init__(self, tmp_path: Path, models_dir: Path, broker_url: str) -> None:
+    ``default_models_dir``: run it as a new user would, from the folder holding
+    ``models/``, with ``INFERQ_MODELS_DIR`` unset (the default, relative ``models``).
+    """
+
+    def __init__(
+        self, tmp_path: Path, models_dir: Path, broker_url: str, *, default_models_dir: bool = False
+    ) -> None:
         self.models = tmp_path / "models"
         self.models.mkdir()
         for part in ("fp32", "int8", "data"):  # all the demo reads
             shutil.copytree(models_dir / "digits" / part, self.models / "digits" / part)
         self.kept_file = tmp_path / ".run" / KEPT_FILE
+        self.cwd = tmp_path if default_models_dir else ROOT
         self.flower_port = free_port()
         self.gateway_port = free_port()
+        # Every process of this run inherits it: how leftovers are found.
+        self.marker = f"{RUN_MARKER}={tmp_path}"
         # None of the caller's INFERQ_* settings leak in: the run sees only these.
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")} | {
-            "INFERQ_MODELS_DIR": str(self.models),
-            "INFERQ_BROKER_URL": broker_url,
-            "INFERQ_RESULT_BACKEND": broker_url,
-            "INFERQ_FLOWER_PORT": str(self.flower_port),
-            "INFERQ_GATEWAY_PORT": str(self.gateway_port),
-            "INFERQ_FLOWER_PASSWORD": FLOWER_PASSWORD,
-            "INFERQ_METRICS_PORT": "0",  # no fixed port shared with other runs
-        }
+        models = {} if default_models_dir else {"INFERQ_MODELS_DIR": str(self.models)}
+        self.env = (
+            {k: v for k, v in os.environ.items() if not k.startswith("INFERQ_")}
+            | models
+            | {
+                RUN_MARKER: str(tmp_path),
+                "INFERQ_BROKER_URL": broker_url,
+                "INFERQ_RESULT_BACKEND": broker_url,
+                "INFERQ_FLOWER_PORT": str(self.flower_port),
+                "INFERQ_GATEWAY_PORT": str(self.gateway_port),
+                "INFERQ_FLOWER_PASSWORD": FLOWER_PASSWORD,
+                "INFERQ_METRICS_PORT": "0",  # no fixed port shared with other runs
+            }
+        )
         self.out_path = tmp_path / "demo.out"
         self.pgid: int | None = None
 
@@ -72,7 +88,7 @@ class DemoRun:
             proc = subprocess.Popen(
                 [*INFERQ, "demo", *args],
                 env=self.env,
-                cwd=ROOT,
+                cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -118,7 +134,7 @@ class DemoRun:
 
     def leftovers(self) -> list[int]:
         """PIDs of this run's processes that still run."""
-        marker = f"INFERQ_MODELS_DIR={self.models}".encode()
+        marker = self.marker.encode()
         pids = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -153,6 +169,14 @@ def demo(tmp_path: Path, models_dir: Path, dead_broker_url: str) -> Iterator[Dem
     run.kill_leftovers()
 
 
+@pytest.fixture()
+def demo_from_its_folder(tmp_path: Path, models_dir: Path, dead_broker_url: str) -> Iterator[DemoRun]:
+    """A demo run from the folder that holds ``models/``, with the default (relative) models folder."""
+    run = DemoRun(tmp_path, models_dir, dead_broker_url, default_models_dir=True)
+    yield run
+    run.kill_leftovers()
+
+
 def flower_status(port: int) -> int:
     token = base64.b64encode(f"inferq:{FLOWER_PASSWORD}".encode()).decode()
     request = urllib.request.Request(
@@ -170,9 +194,10 @@ def port_closed(port: int) -> bool:
     return False
 
 
-def test_demo_keep_leaves_redis_worker_and_flower_serving_until_its_printed_stop_command(
-    demo: DemoRun,
+def test_demo_keep_with_the_default_models_folder_leaves_redis_worker_and_flower_serving_until_its_printed_stop_command(
+    demo_from_its_folder: DemoRun, tmp_path: Path
 ) -> None:
+    demo = demo_from_its_folder
     assert demo.run("--keep") == 0, demo.output
     # A terminal closing after the demo signals the demo's process group: nothing kept is in it.
     assert demo.pgid is not None
@@ -187,6 +212,9 @@ def test_demo_keep_leaves_redis_worker_and_flower_serving_until_its_printed_stop
     url = m.group(1)
     kept = Kept.load(demo.kept_file)
     assert set(kept.processes) == {"redis", "worker", "flower", "gateway"}
+    # the relative default put the kept Redis's folder beside models/, and named it in full
+    assert Path(kept.logs["redis"]) == tmp_path / ".run" / "redis" / "redis.log"
+    assert Path(kept.logs["redis"]).is_file()
     assert {n: r.pid for n, r in kept.processes.items()} == demo.printed_pids()
     for name, record in kept.processes.items():
         assert record.is_running(), f"the kept {name} exited:\n{demo.output}"
@@ -233,14 +261,26 @@ def test_demo_without_keep_leaves_nothing_running(demo: DemoRun) -> None:
     assert not demo.kept_file.exists()
 
 
-def test_demo_keep_on_a_configured_redis_and_its_stop_never_stop_that_redis(
+def cache_hits(output: str) -> list[tuple[int, int]]:
+    """(hits, jobs) of each pass and variant, in the order printed: pass 1 fp32, int8, pass 2 fp32, int8."""
+    return [(int(h), int(n)) for h, n in re.findall(r"cache hits (\d+)/(\d+)", output)]
+
+
+def test_demo_run_again_on_the_same_configured_redis_computes_pass_1_and_keep_never_stops_that_redis(
     tmp_path: Path, models_dir: Path
 ) -> None:
     with LocalRedis() as configured:
         run = DemoRun(tmp_path, models_dir, configured.url)
         try:
+            assert run.run() == 0, run.output
+            # Again on the same Redis, which holds every result of the first run.
             assert run.run("--keep") == 0, run.output
             assert "using the configured Redis" in run.output
+            n = 360  # the held-out digits
+            assert cache_hits(run.output) == [(0, n), (0, n), (n, n), (n, n)], run.output
+            assert run.output.count("mean batch size") == 2, "pass 1 shows each variant's computed jobs"
+            seen = re.search(r"Flower saw (\d+) tasks", run.output)
+            assert seen and int(seen.group(1)) >= 2 * n, run.output
             assert set(Kept.load(run.kept_file).processes) == {"worker", "flower", "gateway"}
             stop = subprocess.run(
                 [*INFERQ, "demo", "--stop"], env=run.env, capture_output=True, text=True, timeout=120
@@ -252,6 +292,20 @@ def test_demo_keep_on_a_configured_redis_and_its_stop_never_stop_that_redis(
             assert redis_answers(configured.url)
         finally:
             run.kill_leftovers()
+
+
+def test_demo_whose_worker_cannot_start_says_why_at_once_and_leaves_nothing_running(demo: DemoRun) -> None:
+    (demo.models / "digits" / "int8" / "model.tflite").write_bytes(b"not a model")
+    t0 = time.monotonic()
+    assert demo.run(timeout=90) == 2, demo.output
+    assert time.monotonic() - t0 < 60, "it waited out the start-up timeout"
+    assert re.search(
+        r"inferq: ConfigError: the demo's worker exited with status \d+ while starting; "
+        r"the end of its log \S+/\.run/worker\.log:",
+        demo.output,
+    ), demo.output
+    assert "cannot load TFLite model" in demo.output
+    assert demo.leftovers() == []
 
 
 def test_demo_stop_signals_only_processes_that_are_still_the_ones_recorded(tmp_path: Path) -> None:

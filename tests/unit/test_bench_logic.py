@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from ops.bench.compare import configurations, repeat_fraction
+from ops.bench.inputs import pick_inputs
 from ops.bench.loadgen import poisson_schedule
-from ops.bench.run import BenchConfig, find_knee, pick_inputs, run_bench
+from ops.bench.run import BenchConfig, find_knee, run_bench
 from tasks.schema import Timing
 from tasks.wire import Result
 
@@ -100,3 +102,16 @@ def test_knee_in_closed_loop_is_where_throughput_stops_growing() -> None:
         _point("closed", None, c, t, p) for c, t, p in [(1, 100, 2), (2, 190, 3), (4, 195, 5), (8, 201, 40)]
     ]
     assert find_knee(pts)["concurrency"] == 2  # type: ignore[index]
+
+
+def test_a_load_with_no_jobs_picks_no_inputs() -> None:
+    assert len(pick_inputs(np.zeros((4, 2), np.float32), 0, repeat_fraction=0.5, seed=1)) == 0
+
+
+def test_compared_batching_sets_both_rows_limits_whatever_the_models_meta_says() -> None:
+    rows = configurations({"batching", "cache"}, "int8", ["int8"])
+    limits = {(c.worker.max_batch_size, c.worker.max_wait_ms, c.no_cache) for c in rows}
+    assert limits == {(32, 2.0, False), (32, 2.0, True), (1, 0.0, False), (1, 0.0, True)}
+    assert all(c.worker.args()[:2] == ["--max-batch-size", str(c.worker.max_batch_size)] for c in rows)
+    assert repeat_fraction({"cache"}, None) == 0.5 and repeat_fraction({"batching"}, None) == 0.0
+    assert repeat_fraction({"cache"}, 0.0) == 0.0
