@@ -1,5 +1,5 @@
 # Shortcuts for the scripts (which need nothing but bash on a fresh machine).
-.PHONY: demo test bench models
+.PHONY: demo test models
 demo:
 	bash scripts/demo.sh
 test:

@@ -63,6 +63,9 @@ class Settings:
     flower_user: str = C.DEFAULT_FLOWER_USER
     flower_password: str = ""
     metrics_port: int = C.DEFAULT_METRICS_PORT
+    #: Where workers serve ``/metrics``: 127.0.0.1 unless Prometheus scrapes them from
+    #: another host or container (docker-compose sets 0.0.0.0 inside its network).
+    metrics_address: str = "127.0.0.1"
     log_level: str = "INFO"
     #: For ``rediss://`` URLs: a PEM bundle of the CAs that sign the server's certificate
     #: (empty: the system's trust store).

@@ -69,3 +69,46 @@ def test_services_bind_all_interfaces_only_inside_their_container() -> None:
     services = compose()["services"]
     assert services["gateway"]["command"][services["gateway"]["command"].index("--host") + 1] == "0.0.0.0"
     assert services["flower"]["environment"]["INFERQ_FLOWER_ADDRESS"] == "0.0.0.0"
+
+
+def test_prometheus_scrapes_every_metrics_endpoint_the_stack_serves() -> None:
+    """One target per worker process (``--concurrency N``: N ports from 9808 up), the
+    gateway and Flower; and the workers serve /metrics beyond their own loopback."""
+    services = compose()["services"]
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    worker = services["worker"]
+    args = build_parser().parse_args(worker["command"])
+    first = 9808  # INFERQ_METRICS_PORT's default; compose does not change it
+    assert {f"worker:{first + i}" for i in range(args.concurrency or 1)} <= targets
+    assert worker["environment"]["INFERQ_METRICS_ADDRESS"] == "0.0.0.0"
+    assert "gateway:8000" in targets and "flower:5555" in targets
+    mount = services["prometheus"]["volumes"][0]
+    assert mount.startswith("./deploy/prometheus/prometheus.yml:")
+
+
+def test_the_image_runs_as_a_user_that_owns_the_models_volume() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER (\S+)$", dockerfile, re.M)
+    assert users and users[-1] not in ("root", "0"), "the image runs as root"
+    assert re.search(rf"chown {users[-1]} /models", dockerfile), "the models volume is not the user's"
+
+
+def test_the_documented_producer_example_reads_a_file_the_models_service_writes() -> None:
+    """The compose file's example must name a file ``inferq models build-examples`` makes."""
+    header = (ROOT / "docker-compose.yml").read_text()
+    (example,) = re.findall(r"docker compose run --rm producer (.+?--wait)", header)
+    args = build_parser().parse_args(example.split())
+    from workers.models.registry import Registry
+
+    models = compose()["x-inferq-env"]["INFERQ_MODELS_DIR"]
+    written = Registry(Path(models)).data_dir("digits") / "heldout_x.npy"  # build-examples' np.save
+    assert Path(str(args.input)) == written
+    assert 'np.save(data / "heldout_x.npy"' in (ROOT / "workers" / "models" / "examples.py").read_text()
+
+
+def test_the_makefile_declares_only_targets_it_has() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    (phony,) = re.findall(r"^\.PHONY: (.+)$", makefile, re.M)
+    targets = set(re.findall(r"^([a-z][\w-]*):", makefile, re.M))
+    assert set(phony.split()) <= targets, f".PHONY names {set(phony.split()) - targets}, which do not exist"

@@ -111,7 +111,7 @@ def run_worker(
     max_batch = max(limits.max_batch_size or i.max_batch_size for i in infos)
     capacity = max(settings.prefetch, 2 * max_batch)
     port = settings.metrics_port if metrics_port is None else metrics_port
-    metrics = Metrics(port or None, redis_client=backend)
+    metrics = Metrics(port or None, redis_client=backend, address=settings.metrics_address)
     core = WorkerCore(
         pipeline,
         ResultWriter(backend, settings.cache_ttl_s, started_ttl_s=settings.inflight_ttl_s),
