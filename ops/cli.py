@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0, or 0.5 when --compare includes cache)",
     )
     bn.add_argument("--senders", type=int, default=4, help="sender threads for open loop")
+    bn.add_argument(
+        "--no-worker-check",
+        action="store_true",
+        help="load a variant no live worker serves (its jobs wait in the queue); refused by default",
+    )
     bn.add_argument("--json", action="store_true")
     bn.add_argument(
         "--plot", type=Path, help="write a PNG: latency CDF, breakdown per percentile, sweep curve"

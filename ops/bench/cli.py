@@ -18,7 +18,9 @@ from ops.bench.managed import ensure_queue_is_ours, managed_worker
 from ops.bench.report import compare_table, plot, sweep_table, table
 from ops.bench.run import BenchClient, BenchConfig, find_knee, run_bench
 from producers.client import Client
-from tasks.errors import BadInput
+from producers.served import served_by, unserved_message
+from tasks import constants as C
+from tasks.errors import BadInput, ConfigError
 from tasks.settings import Settings
 
 #: A sweep stops after this many points even if the system kept up (doubling each time).
@@ -34,6 +36,23 @@ def _load(args: argparse.Namespace, v: float, repeat: float, **kw: Any) -> Bench
         senders=args.senders,
         **kw,
     )
+
+
+def require_a_worker(client: Client, key: str) -> None:
+    """Refuse to load a variant no live worker serves: every job would wait until its
+    timeout and the report would measure nothing but that wait."""
+    served = served_by(
+        client.bound.run(
+            "reading worker heartbeats",
+            lambda: client.backend.hgetall(C.WORKERS_KEY),
+            client.bound.deadline(None),
+        )
+    )
+    if key not in served:
+        raise ConfigError(
+            f"{unserved_message(key, served)}; start one (inferq worker --models {key}) "
+            "or pass --no-worker-check to measure the wait"
+        )
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -62,6 +81,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     with Client(settings) as client:
         info = client.model_info(model, variant or None)
         pool = input_pool(args.inputs, settings, info)
+        if not dims and not args.no_worker_check:
+            require_a_worker(client, info.key)
         if dims:
             ensure_queue_is_ours(client, info.name)
             known = sorted(

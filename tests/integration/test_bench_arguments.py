@@ -108,3 +108,13 @@ def test_plot_without_matplotlib_is_refused_before_the_run(settings: Settings, t
     assert_one_line_error(proc, "ConfigError", "--plot needs matplotlib, which is not installed")
     assert "pip install 'inferq[bench]'" in proc.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+def test_bench_refuses_a_variant_no_live_worker_serves_unless_told(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """No worker on this Redis: the load would only measure jobs waiting in a queue. The
+    refusal comes at once, naming the variant and the flag that overrides it."""
+    proc = inferq(settings, *LOAD, "--concurrency", "1", "--duration", "60")
+    assert_one_line_error(proc, "ConfigError", "no live worker serves digits:int8")
+    assert "--no-worker-check" in proc.stderr
