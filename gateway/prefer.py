@@ -19,7 +19,7 @@ def preferred_wait(values: Iterable[str], cap_s: float) -> float | None:
             if token.strip().lower() != "wait":
                 continue
             arg = arg.split(";", 1)[0].strip().strip('"')
-            if arg.isdigit():
+            if arg.isascii() and arg.isdigit():  # isdigit alone takes "²", which float() refuses
                 return min(float(arg), cap_s)
     return None
 

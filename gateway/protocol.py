@@ -49,6 +49,8 @@ JSON_MEDIA_TYPE = "application/json"
 HEADER_LENGTH = "inference-header-content-length"
 #: How many validation problems a 400 lists (a generated body can have hundreds).
 _MAX_PROBLEMS = 3
+#: The most digits a header length may have (a body is never near 10**18 bytes).
+_MAX_DIGITS = 18
 
 
 def datatype_of(dtype: np.dtype[Any] | str) -> str:
@@ -115,7 +117,10 @@ def parse_header_length(value: str | None, body_length: int) -> int | None:
     """``Inference-Header-Content-Length`` as a checked offset into the body (None: JSON only)."""
     if value is None:
         return None
-    if not value.strip().isdigit() or int(value) > body_length:
+    text = value.strip()
+    # ASCII digits only (str.isdigit() also takes a superscript, which int() refuses), and
+    # no more of them than int() reads: anything else is the caller's mistake, not a 500.
+    if not (text.isascii() and text.isdigit()) or len(text) > _MAX_DIGITS or int(text) > body_length:
         raise BadInput(
             f"header Inference-Header-Content-Length: expected the JSON header's length in bytes "
             f"(0 to the body's {body_length}), got {quote(value)}"

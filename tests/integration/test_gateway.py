@@ -285,6 +285,33 @@ def test_malformed_bodies_are_400_never_422(http: httpx.Client):
     assert r.status_code == 400 and "binary_data_size" in error_of(r)
 
 
+def test_header_numbers_python_cannot_read_are_400_or_ignored_never_500(gateway: GatewayProcess):
+    """A header byte 0xB2 (latin-1's superscript two) is a digit to str.isdigit() but not
+    to int(); 5000 digits pass isdigit() but not int()'s limit."""
+    auth = f"Authorization: Bearer {KEY_A}\r\n".encode()
+    body = orjson.dumps(json_body(images(1)))
+    for value in (b"\xb2", b"9" * 5000):
+        head = (
+            b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            + auth
+            + b"Content-Type: application/octet-stream\r\nInference-Header-Content-Length: "
+            + value
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        answer, _ = raw_request(gateway.port, head, body)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+        assert b"Inference-Header-Content-Length" in answer
+    # Prefer is a hint: a malformed one is ignored (RFC 7240), the job answered as usual
+    head = (
+        b"POST /v2/models/digits/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + auth
+        + b"Content-Type: application/json\r\nPrefer: wait=\xb2\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    answer, _ = raw_request(gateway.port, head, body)
+    assert answer.startswith((b"HTTP/1.1 202", b"HTTP/1.1 200")), answer[:300]
+    assert b"preference-applied" not in answer.lower()
+
+
 def test_infer_past_the_timeout_is_504(http: httpx.Client):
     t0 = time.monotonic()
     r = http.post("/v2/models/digits/versions/fp16/infer", json=json_body(images(1)))  # no worker

@@ -45,6 +45,8 @@ def test_missing_or_wrong_keys_are_refused(header):
         (["wait=soon"], 30, None),
         (["return=minimal"], 30, None),
         ([], 30, None),
+        # a superscript (a header byte 0xB2, read as latin-1) is a digit to str.isdigit()
+        (["wait=\u00b2"], 30, None),
     ],
 )
 def test_prefer_wait_is_read_capped_and_malformed_ones_ignored(values, cap, expected):

@@ -139,6 +139,14 @@ def test_binary_sizes_must_match_the_shape_and_the_body():
         parse_header_length("11", 10)
 
 
+@pytest.mark.parametrize("value", ["\u00b2", "1\u00b2", "9" * 5000])
+def test_a_header_length_that_is_not_a_plain_number_is_bad_input(value):
+    """Digits int() refuses (a superscript is a digit to str.isdigit) or cannot read
+    (past Python's 4300-digit limit) are a 400 naming the header, never a ValueError."""
+    with pytest.raises(BadInput, match="Inference-Header-Content-Length"):
+        parse_header_length(value, 10)
+
+
 def test_a_huge_declared_shape_allocates_nothing():
     """A declared shape is checked against the bytes sent before any array is made."""
     head = orjson.dumps(
