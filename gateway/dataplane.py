@@ -89,7 +89,14 @@ class DataPlane:
         for kind, name in (("model", model), ("version", version)):
             if name is not None and not NAME_RE.fullmatch(name):
                 raise ModelNotFound(f"no {kind} named {quote(name)}")
-        return await self.client.model_info(model, version)
+        try:
+            return await self.client.model_info(model, version)
+        except ModelNotFound as exc:
+            # The client names the models folder it looked in, for its operator: a path on
+            # this host is not for HTTP callers.
+            if str(self.settings.models_dir.resolve()) in str(exc):
+                raise ModelNotFound(f"no model named {quote(model)}") from None
+            raise
 
     async def model_metadata(self, model: str, version: str | None) -> ModelMetadata:
         info = await self.model_info(model, version)

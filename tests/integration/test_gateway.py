@@ -195,6 +195,24 @@ def test_unknown_model_or_version_is_404(http: httpx.Client):
     assert r.status_code == 404
 
 
+def test_unknown_model_errors_name_no_path_of_the_gateways_host(http: httpx.Client, gw_settings: Settings):
+    """The client's own ModelNotFound names the models folder it looked in (for the
+    operator); an HTTP caller learns the model is unknown, not where the server keeps files."""
+    folder = str(gw_settings.models_dir.resolve())
+    for method, path in (
+        ("GET", "/v2/models/nope"),
+        ("GET", "/v2/models/nope/versions/fp32/ready"),
+        ("GET", "/v2/models/nope/stats"),
+        ("POST", "/v2/models/nope/infer"),
+        ("POST", "/v2/models/nope/versions/fp32/jobs"),
+    ):
+        r = http.request(method, path, json=json_body(images(1)) if method == "POST" else None)
+        assert r.status_code == 404, (path, r.text)
+        message = error_of(r)
+        assert "nope" in message, message
+        assert folder not in message and "/" not in message, (path, message)
+
+
 # --- synchronous inference ---------------------------------------------------------------
 
 
