@@ -74,6 +74,8 @@ class AsyncClient:
         self.catalog = AsyncModelCatalog(self.backend, settings.models_dir)
         self.depth_guard = AsyncQueueDepthGuard(self.broker, settings.max_queue_depth)
         self._cancel = self.backend.register_script(CANCEL_SCRIPT)
+        #: Submissions between their first claim and their send, run to the end on their own.
+        self._sending: set[asyncio.Future[list[AsyncJob]]] = set()
 
     @classmethod
     def from_env(cls) -> AsyncClient:
@@ -81,6 +83,8 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         """Stop the listener and close every connection (later calls: ``BrokerUnavailable``)."""
+        if self._sending:  # whose callers were cancelled: each is bounded by its deadline
+            await asyncio.wait(set(self._sending))
         self.bound.closed = True
         await self.listener.aclose()
         await self.backend.aclose()  # type: ignore[attr-defined]
@@ -236,6 +240,22 @@ class AsyncClient:
         await self.bound.run(
             what, self.depth_guard.check(queue_name(info.name, info.variant), len(plan.chunk)), deadline
         )
+        # From the first claim to the send, the steps run to their end even when the caller
+        # is cancelled (a request's timeout, a client that hung up): cancelled in between,
+        # they would leave ids claimed and no message sent, and every later submit of those
+        # inputs would share a job nobody runs. They stay bounded by ``deadline``.
+        sending = asyncio.ensure_future(self._claim_and_send(plan, deadline))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sent)
+        return await asyncio.shield(sending)
+
+    def _sent(self, task: asyncio.Future[list[AsyncJob]]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that was cancelled never reads it
+
+    async def _claim_and_send(self, plan: ChunkPlan, deadline: float) -> list[AsyncJob]:
+        info, what = plan.info, f"submitting {len(plan.chunk)} input(s) to {plan.info.key}"
         if plan.no_cache:
             await self.bound.run(what, self.claims.claim_fresh(plan.ids, info.key), deadline)
             answers = plan.fresh_answers()

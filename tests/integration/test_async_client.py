@@ -7,6 +7,8 @@ One ``AsyncClient`` per event loop: each test runs its own loop (``asyncio.run``
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import time
@@ -20,8 +22,10 @@ import redis
 
 from ops.local.redis_server import LocalRedis
 from producers import AsyncClient, AsyncJob, Client
+from tasks import constants as C
 from tasks.errors import BadInput, BrokerUnavailable, JobNotFound, ModelNotFound, NotReady
-from tasks.keys import result_key
+from tasks.keys import queue_name, result_key
+from tasks.kombu_layout import queue_lists
 from tasks.schema import CancelOutcome, JobStatus, Timing
 from tasks.settings import Settings
 from tasks.wire import Result, StatusRecord
@@ -277,3 +281,40 @@ def test_a_job_waited_through_a_redis_restart_still_completes(server: LocalRedis
             assert got.outputs["y"].tolist() == [1.0] * 4
 
     run(main)
+
+
+def test_a_submit_cancelled_at_any_await_leaves_no_claim_without_its_message(
+    server: LocalRedis, tmp_path: Path
+) -> None:
+    """A caller cancelled mid-submit (a request timeout, aiohttp's handler on a client's
+    disconnect) must not leave an input claimed with no message sent: every later submit of
+    that input would share a job nobody runs, until the claim went stale. Each submit here
+    is cancelled after one more turn of the loop than the last, so the cancellation lands
+    at each of its awaits in turn. No worker: whatever was sent stays queued, to be counted."""
+    s = Settings(broker_url=server.url, models_dir=tmp_path)
+    info = announce(redis.Redis.from_url(server.url), tiny_model("cancelled"))
+
+    async def main() -> None:
+        async with AsyncClient(s) as client:
+            await client.submit("cancelled", np.zeros(4, np.float32))  # connections and scripts ready
+            for turns in range(1, 80):
+                t = asyncio.ensure_future(client.submit("cancelled", np.full(4, turns, np.float32)))
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            await asyncio.sleep(0.5)  # anything still finishing a submission ends
+
+    run(main)
+    r = redis.Redis.from_url(server.url)
+    claimed = {
+        k.decode().removeprefix(C.INFLIGHT_KEY_PREFIX) for k in r.scan_iter(f"{C.INFLIGHT_KEY_PREFIX}*")
+    }
+    queued = {
+        json.loads(m)["headers"]["id"]
+        for lst in queue_lists(queue_name(info.name, info.variant))
+        for m in r.lrange(lst, 0, -1)
+    }
+    assert len(claimed) > 1, "no submission got as far as its claim: the test cancelled too early"
+    assert claimed <= queued, f"{len(claimed - queued)} of {len(claimed)} claims have no message"
