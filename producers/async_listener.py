@@ -93,6 +93,11 @@ class AsyncResultListener:
         except (redis.RedisError, OSError) as exc:
             log.debug("subscribing failed (%s); the listener subscribes again on reconnect", exc)
             self._resubscribe = True
+        except BaseException:
+            # Cancelled before the subscription went out (waiting for the lock, or mid-send):
+            # the ids are registered, so no later watch subscribes them; the task does.
+            self._resubscribe = True
+            raise
 
     def forget(self, job_ids: Iterable[str]) -> None:
         """Drop what arrived for these ids (they are about to run again), unless someone
@@ -191,11 +196,12 @@ class AsyncResultListener:
                 self._pubsub = self._client.pubsub()
                 self._resubscribe = True
             if self._resubscribe:
+                # Cleared before the ids are taken: one asked for meanwhile is not lost.
+                self._resubscribe = False
                 ids = [j for j, f in self._futures.items() if not f.done()]
                 if ids:
                     await self._pubsub.subscribe(*[result_key(j) for j in ids])
                     self._subscribed.set()
-                self._resubscribe = False
 
     async def _listen(self) -> None:
         pubsub = self._pubsub

@@ -26,7 +26,7 @@ from tasks import constants as C
 from tasks.errors import BadInput, BrokerUnavailable, JobNotFound, ModelNotFound, NotReady
 from tasks.keys import queue_name, result_key
 from tasks.kombu_layout import queue_lists
-from tasks.schema import CancelOutcome, JobStatus, Timing
+from tasks.schema import CancelOutcome, JobStatus, ModelInfo, Timing
 from tasks.settings import Settings
 from tasks.wire import Result, StatusRecord
 from tests.conftest import WorkerProcess, on_db
@@ -318,3 +318,44 @@ def test_a_submit_cancelled_at_any_await_leaves_no_claim_without_its_message(
     }
     assert len(claimed) > 1, "no submission got as far as its claim: the test cancelled too early"
     assert claimed <= queued, f"{len(claimed - queued)} of {len(claimed)} claims have no message"
+
+
+def store_result(url: str, job_id: str, info: ModelInfo) -> None:
+    """Store and publish a job's result as a worker would (no worker runs in these tests)."""
+    now = time.time()
+    timing = Timing.build(
+        enqueued_at=now, received_at=now, started_at=now, compute_done_at=now, finished_at=now, batch_size=1
+    )
+    result = Result(job_id, info.name, info.variant, info.version, {"y": np.ones(2, np.float32)}, timing)
+    record = StatusRecord.success(job_id, result.to_wire()).encode()
+    r = redis.Redis.from_url(url)
+    r.set(result_key(job_id), record)
+    r.publish(result_key(job_id), record)
+
+
+def test_a_wait_cancelled_while_it_subscribes_leaves_later_waits_able_to_hear(
+    server: LocalRedis, tmp_path: Path
+) -> None:
+    """A caller cancelled inside the listener's watch (waiting for the subscription lock, or
+    mid-send) had already registered the job: later waits found it registered, subscribed
+    nothing, and slept to their timeout however long ago the result came."""
+    s = Settings(broker_url=server.url, models_dir=tmp_path)
+    info = announce(redis.Redis.from_url(server.url), tiny_model("deaf"))
+
+    async def main() -> None:
+        async with AsyncClient(s) as submitter, AsyncClient(s) as poller:
+            job = await submitter.submit("deaf", np.ones(4, np.float32))
+            await poller.submit("deaf", np.full(4, 2.0, np.float32))  # its listener is up and subscribed
+            await asyncio.sleep(0.2)
+            # A busy listener holds this lock while it subscribes other jobs' channels.
+            async with poller.listener._lock:
+                waiting = asyncio.ensure_future(poller.result(job.id, wait=True, timeout=30))
+                await asyncio.sleep(0.05)
+                waiting.cancel()  # the HTTP client hung up
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+            store_result(server.url, job.id, info)
+            got = await poller.result(job.id, wait=True, timeout=5)
+            assert got.outputs["y"].tolist() == [1.0, 1.0]
+
+    run(main)
