@@ -32,7 +32,7 @@ import redis.asyncio
 
 from producers.listener import Arrival
 from tasks.constants import RESULT_KEY_PREFIX
-from tasks.errors import ConfigError, Timeout
+from tasks.errors import ConfigError, InferqError, Timeout
 from tasks.keys import result_key
 from tasks.wire import StatusRecord
 
@@ -77,7 +77,10 @@ class AsyncResultListener:
         self._ensure_task()
         new: list[str] = []
         for jid in job_ids:
-            if jid not in self._futures:
+            fut = self._futures.get(jid)
+            # A future failed with the listener is watched afresh (by a new task): Redis may
+            # take the subscription now (the ACL fixed), and the result may be there.
+            if fut is None or (fut.done() and fut.exception() is not None):
                 self._futures[jid] = asyncio.get_running_loop().create_future()
                 self._watched_at[jid] = time.monotonic()
                 new.append(jid)
@@ -175,7 +178,11 @@ class AsyncResultListener:
                 await self._listen()
             except asyncio.CancelledError:
                 raise
-            except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+            except (
+                redis.AuthenticationError,
+                redis.exceptions.AuthorizationError,
+                redis.exceptions.NoPermissionError,  # an ACL without the result channels
+            ) as exc:
                 self._fail(ConfigError(f"the result listener was refused by Redis: {exc}"))
                 return
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -187,7 +194,8 @@ class AsyncResultListener:
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
             except Exception as exc:  # surfaced to the waiters instead of dying silently
-                self._fail(exc)
+                failed = exc if isinstance(exc, InferqError) else Timeout(f"result listener failed: {exc}")
+                self._fail(failed)
                 return
 
     async def _connect(self) -> None:
@@ -251,12 +259,13 @@ class AsyncResultListener:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: InferqError) -> None:
         self._error = exc
-        for fut in self._futures.values():
+        for jid, fut in self._futures.items():
             if not fut.done():
                 fut.set_exception(exc)
                 fut.exception()
+                self._done_order[jid] = None  # bounded as unawaited results are
 
     def _offer(self, channel: str, raw: bytes | str | None) -> bool:
         """Record a ready result; True when the channel is no longer needed."""

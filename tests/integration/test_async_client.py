@@ -23,7 +23,7 @@ import redis
 from ops.local.redis_server import LocalRedis
 from producers import AsyncClient, AsyncJob, Client
 from tasks import constants as C
-from tasks.errors import BadInput, BrokerUnavailable, JobNotFound, ModelNotFound, NotReady
+from tasks.errors import BadInput, BrokerUnavailable, ConfigError, JobNotFound, ModelNotFound, NotReady
 from tasks.keys import queue_name, result_key
 from tasks.kombu_layout import queue_lists
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo, Timing
@@ -356,6 +356,30 @@ def test_a_wait_cancelled_while_it_subscribes_leaves_later_waits_able_to_hear(
                     await waiting
             store_result(server.url, job.id, info)
             got = await poller.result(job.id, wait=True, timeout=5)
+            assert got.outputs["y"].tolist() == [1.0, 1.0]
+
+    run(main)
+
+
+def test_a_listener_refused_by_redis_raises_inferqs_error_and_hears_again_once_allowed(
+    server: LocalRedis, tmp_path: Path
+) -> None:
+    """An ACL user without pub/sub channels (Redis 7's default for a new user) gets NOPERM
+    for its subscriptions: the waiter sees ConfigError, as for any refusal, not redis-py's
+    own error; and once the ACL is fixed, the same job is heard, not failed forever."""
+    admin = redis.Redis.from_url(server.url)
+    info = announce(admin, tiny_model("acl"))
+    admin.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all", "resetchannels")
+    s = Settings(broker_url=server.url.replace("redis://", "redis://app:pw@"), models_dir=tmp_path)
+
+    async def main() -> None:
+        async with AsyncClient(s) as client:
+            job = await client.submit("acl", np.ones(4, np.float32))
+            with pytest.raises(ConfigError, match="no permissions"):
+                await job.wait(timeout=10)
+            admin.execute_command("ACL", "SETUSER", "app", "allchannels")  # the operator's fix
+            store_result(server.url, job.id, info)
+            got = await job.wait(timeout=5)
             assert got.outputs["y"].tolist() == [1.0, 1.0]
 
     run(main)
