@@ -116,11 +116,13 @@ class AsyncResultListener:
     ) -> dict[str, Arrival]:
         """Await every id's ready record; ``Timeout`` naming how many did not arrive."""
         ids = list(dict.fromkeys(job_ids))
-        await self.watch(ids)
-        futures = {jid: self._futures[jid] for jid in ids}
+        # Counted as waited for before the watch: results arriving while it subscribes
+        # must not evict (or prune) the ones this wait already has.
         for jid in ids:
             self._waiters[jid] = self._waiters.get(jid, 0) + 1
         try:
+            await self.watch(ids)
+            futures = {jid: self._futures[jid] for jid in ids}
             pending = {f for f in futures.values() if not f.done()}
             if progress is not None:
                 progress(len(ids) - len(pending))

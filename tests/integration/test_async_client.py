@@ -383,3 +383,34 @@ def test_a_listener_refused_by_redis_raises_inferqs_error_and_hears_again_once_a
             assert got.outputs["y"].tolist() == [1.0, 1.0]
 
     run(main)
+
+
+def test_results_that_arrive_while_a_wait_subscribes_cannot_evict_the_ones_it_waits_for(
+    server: LocalRedis, tmp_path: Path
+) -> None:
+    """A wait on jobs some of which this client already heard (results nobody awaited yet)
+    and some it did not: while it subscribed the new ones, other results arriving could evict
+    the heard ones (only ``KEEP_ARRIVED_MAX`` unawaited results are kept), and the wait
+    failed with a KeyError. A busy gateway has that many results arriving; here the cap is
+    1 and the subscription is held up by the listener's lock."""
+    s = Settings(broker_url=server.url, models_dir=tmp_path)
+    info = announce(redis.Redis.from_url(server.url), tiny_model("evict"))
+
+    async def main() -> None:
+        async with AsyncClient(s) as submitter, AsyncClient(s) as poller:
+            heard = await poller.submit("evict", np.full(4, 1.0, np.float32))
+            other = await poller.submit("evict", np.full(4, 2.0, np.float32))
+            new = await submitter.submit("evict", np.full(4, 3.0, np.float32))  # new to the poller
+            store_result(server.url, heard.id, info)
+            await asyncio.sleep(0.2)  # heard by the poller's listener, awaited by nobody
+            poller.listener.KEEP_ARRIVED_MAX = 1
+            async with poller.listener._lock:
+                both = asyncio.ensure_future(poller.wait_all([heard, new], timeout=10))
+                await asyncio.sleep(0.05)  # subscribing ``new``: waiting for the lock
+                store_result(server.url, other.id, info)  # arrives meanwhile: one too many kept
+                await asyncio.sleep(0.2)
+            store_result(server.url, new.id, info)
+            results = await both
+            assert [type(r).__name__ for r in results] == ["Result", "Result"]
+
+    run(main)
