@@ -249,7 +249,11 @@ class AsyncResultListener:
                         await asyncio.sleep(0)
             if finished:  # one command for all of this turn's results
                 async with self._lock:
-                    await pubsub.unsubscribe(*finished)
+                    # Not a channel watched again meanwhile (its job run again): that
+                    # SUBSCRIBE went out first, and this UNSUBSCRIBE would undo it.
+                    finished = [c for c in finished if self._unneeded(c)]
+                    if finished:
+                        await pubsub.unsubscribe(*finished)
             await self._maybe_prune()
             if self._resubscribe:
                 return
@@ -330,7 +334,14 @@ class AsyncResultListener:
                 stale.append(result_key(jid))
         if stale and self._pubsub is not None:
             async with self._lock:
-                await self._pubsub.unsubscribe(*stale)
+                stale = [c for c in stale if self._unneeded(c)]
+                if stale:
+                    await self._pubsub.unsubscribe(*stale)
+
+    def _unneeded(self, channel: str) -> bool:
+        """Whether no result is awaited on ``channel`` now."""
+        fut = self._futures.get(channel.removeprefix(RESULT_KEY_PREFIX))
+        return fut is None or fut.done()
 
 
 def _text(value: bytes | str) -> str:

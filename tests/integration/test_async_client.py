@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,8 +23,18 @@ import redis
 
 from ops.local.redis_server import LocalRedis
 from producers import AsyncClient, AsyncJob, Client
+from producers.async_listener import AsyncResultListener
 from tasks import constants as C
-from tasks.errors import BadInput, BrokerUnavailable, ConfigError, JobNotFound, ModelNotFound, NotReady
+from tasks.connections import async_redis_client
+from tasks.errors import (
+    BadInput,
+    BrokerUnavailable,
+    ConfigError,
+    JobNotFound,
+    ModelNotFound,
+    NotReady,
+    TransientError,
+)
 from tasks.keys import queue_name, result_key
 from tasks.kombu_layout import queue_lists
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo, Timing
@@ -412,5 +423,50 @@ def test_results_that_arrive_while_a_wait_subscribes_cannot_evict_the_ones_it_wa
             store_result(server.url, new.id, info)
             results = await both
             assert [type(r).__name__ for r in results] == ["Result", "Result"]
+
+    run(main)
+
+
+def test_a_job_watched_again_before_its_last_result_is_unsubscribed_is_still_heard(
+    server: LocalRedis,
+) -> None:
+    """A job run again (its last run failed for the moment) is forgotten and watched anew.
+    When that happens while the listener is still in the turn that took the last result
+    (here: its read of another job's key waits for a connection), its UNSUBSCRIBE of that
+    result's channel went out after the new SUBSCRIBE, and the re-run's result was never heard."""
+    s = Settings(broker_url=server.url)
+
+    async def main() -> None:
+        backend = async_redis_client(server.url, s)
+        listener = AsyncResultListener(backend)
+        pool = backend.connection_pool
+        x, y = uuid.uuid4().hex, uuid.uuid4().hex
+        try:
+            waiting = asyncio.ensure_future(listener.wait([x], 10))
+            await asyncio.sleep(0.2)  # subscribed, and its key read
+            held = []  # every free connection: the listener's next read of a key waits
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    held.append(await asyncio.wait_for(pool.get_connection(), 0.1))
+            await listener.watch([y])  # its confirmation and x's message arrive in one turn
+            failed = StatusRecord.failure(
+                x, TransientError("not sent")
+            ).encode()  # only published: a re-run deletes it
+            redis.Redis.from_url(server.url).publish(result_key(x), failed)
+            await waiting
+            listener.forget([x])  # x is sent again ...
+            await listener.watch([x])  # ... watched anew first
+            for conn in held:
+                await pool.release(conn)
+            await asyncio.sleep(0.3)
+            store = redis.Redis.from_url(server.url)
+            done = StatusRecord.cancelled(x).encode()  # any ready record of the re-run
+            store.set(result_key(x), done)
+            store.publish(result_key(x), done)
+            (record, _) = (await listener.wait([x], 5))[x]
+            assert record.job_status() is JobStatus.CANCELLED
+        finally:
+            await listener.aclose()
+            await backend.aclose()
 
     run(main)
