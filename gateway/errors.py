@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from gateway.responses import JsonResponse
 from tasks.errors import (
     BadInput,
+    BrokerUnavailable,
     ConfigError,
     Expired,
     IncompatibleVersion,
@@ -81,6 +82,11 @@ def inferq_error_response(exc: InferqError) -> JsonResponse:
     if status == 500:
         log.error("gateway: %s: %s", type(exc).__name__, exc)
         return error_response(500, "internal error")
+    if isinstance(exc, BrokerUnavailable):
+        # Its message names the Redis tried (host, port, database, ACL user): for the
+        # operator's log, not for HTTP callers.
+        log.warning("gateway: %s", exc)
+        return error_response(503, "Redis (inferq's broker or result backend) is unavailable; retry later")
     return error_response(status, str(exc))
 
 

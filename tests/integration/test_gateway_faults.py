@@ -239,3 +239,31 @@ def test_jobs_submitted_over_http_complete_when_their_worker_is_killed_mid_job(
             if second is not None:
                 second.stop()
             gw.stop()
+
+
+def test_a_503_names_no_redis_address_or_user(models_dir: Path, tmp_path: Path) -> None:
+    """The client's BrokerUnavailable names the Redis it tried (host, port, database, ACL
+    user), for its operator; HTTP callers are told Redis is unavailable, not where it is
+    (readiness, open to anyone, already says only which one is missing)."""
+    port = free_port()  # nothing listens there
+    s = Settings(
+        broker_url=f"redis://inferq-acl-user@127.0.0.1:{port}/3", models_dir=models_dir, client_timeout_s=1.0
+    )
+    gw = started_gateway(s, tmp_path / "gateway.log")
+    try:
+        for method, path, body in (
+            ("POST", "/v2/models/digits/infer", infer_body()),
+            ("POST", "/v2/models/digits/jobs", infer_body()),
+            ("GET", "/v2/models/digits", None),
+            ("GET", "/v2/jobs/h-" + "0" * 32, None),
+            ("DELETE", "/v2/jobs/h-" + "0" * 32, None),
+        ):
+            r = httpx.request(method, f"{gw.url}{path}", json=body, timeout=10)
+            assert r.status_code == 503 and r.headers["retry-after"], (path, r.text)
+            message = r.json()["error"]
+            assert "Redis" in message, message
+            for secret in (str(port), "127.0.0.1", "inferq-acl-user", "redis://"):
+                assert secret not in message, (path, message)
+        assert str(port) in gw.log_text()  # the operator still finds the detail in the log
+    finally:
+        gw.stop()
