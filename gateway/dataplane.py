@@ -210,17 +210,19 @@ class DataPlane:
         of reads), then read again.
         """
         jid = await self._job_id(handle, owner)
-        state = await self._read_state(handle, jid)
+        state = await self._read_state(handle, jid, owner)
         if wait_s and state.status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
             with contextlib.suppress(Timeout):
                 await self.client.wait_for([jid], wait_s)
-            state = await self._read_state(handle, jid)
+            state = await self._read_state(handle, jid, owner)
         return state
 
-    async def _read_state(self, handle: str, jid: str) -> JobState:
+    async def _read_state(self, handle: str, jid: str, owner: str) -> JobState:
         for _ in range(2):  # a job that finishes between reading its result and its status: read again
             try:
-                result = await self.client.result(jid)
+                # By handle: "cached" is what this caller's submission was, never another
+                # key's hit of the same input that this process happens to remember.
+                result = await self.client.result(handle, owner=owner)
             except NotReady:
                 status = await self.client.status(jid)
                 if status in (JobStatus.QUEUED, JobStatus.RUNNING):
@@ -240,8 +242,9 @@ class DataPlane:
         raise NotReady(f"job {handle[:12]}... changed state while being read; ask again")
 
     async def cancel(self, handle: str, owner: str) -> CancelResult:
-        jid = await self._job_id(handle, owner)
-        outcome = await self.client.cancel(jid)
+        await self._job_id(handle, owner)
+        # With the owner: a job other keys share (the same input) is left alone, "shared".
+        outcome = await self.client.cancel(handle, owner=owner)
         if outcome is CancelOutcome.UNKNOWN:
             raise JobNotFound(f"no job {handle[:12]}...: its result expired")
         return CancelResult(id=handle, outcome=outcome.value)

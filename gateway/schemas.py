@@ -166,7 +166,10 @@ class JobList(_Wire):
 
 class CancelResult(_Wire):
     id: str
-    outcome: str = Field(description="cancelled, already_cancelled, running or finished (nothing changed).")
+    outcome: str = Field(
+        description="cancelled; or, nothing changed: already_cancelled, running, finished, or shared "
+        "(other API keys submitted the same input: their job is left alone)."
+    )
 
 
 class LatencyPercentiles(_Wire):

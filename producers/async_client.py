@@ -33,14 +33,23 @@ from producers.health import live_beats, model_stats, readiness
 from producers.job import AsyncJob
 from producers.limits import AsyncQueueDepthGuard
 from producers.listener import Arrival
-from producers.ownership import CANCEL_OUTCOMES, CANCEL_SCRIPT, decode_handle, encode_handle
+from producers.ownership import (
+    CANCEL_OUTCOMES,
+    CANCEL_SCRIPT,
+    HandleRef,
+    cancel_call,
+    decode_ref,
+    encode_handle,
+    hit_of,
+    queue_handle,
+)
 from producers.served import ServedWarnings, explain_timeout, served_by
 from producers.status import read_state, ready_record, run_steps_async
 from producers.submission import ChunkPlan, Prepared, check_options, prepare
 from tasks import constants as C
 from tasks.connections import async_redis_client
 from tasks.errors import InferqError, Timeout
-from tasks.keys import check_job_id, handle_key, inflight_key, queue_name, result_key
+from tasks.keys import check_job_id, handle_key, inflight_key, owners_key, queue_name, result_key
 from tasks.kombu_layout import queue_lists
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo
 from tasks.settings import Settings, redact_url
@@ -313,42 +322,53 @@ class AsyncClient:
         self, job: AsyncJob | str, *, owner: str | None = None, timeout: float | None = None
     ) -> str:
         """An unguessable handle for a job (``Client.handle``); ``owner`` (an opaque string,
-        e.g. a hash of an API key) makes ``resolve`` refuse the handle to anyone else."""
+        e.g. a hash of an API key) makes ``resolve`` refuse the handle to anyone else, and
+        ``cancel`` through it leave alone a job other owners share."""
         deadline = self.bound.deadline(timeout)
-        jid = job.id if isinstance(job, AsyncJob) else await self._resolve(check_job_id(job), None, deadline)
+        if isinstance(job, AsyncJob):
+            jid, hit = job.id, hit_of(job)
+        else:
+            jid, hit = (await self._resolve(check_job_id(job), None, deadline)).job_id, None
         h = C.HANDLE_PREFIX + secrets.token_hex(16)
-        call = self.backend.set(handle_key(h), encode_handle(jid, owner), ex=self.settings.cache_ttl_s)
-        await self.bound.run("creating a job handle", call, deadline)
+        pipe = self.backend.pipeline(transaction=False)
+        value = encode_handle(jid, owner, hit)
+        queue_handle(pipe, handle_key(h), owners_key(jid), value, owner, self.settings.cache_ttl_s)
+        await self.bound.run("creating a job handle", pipe.execute(), deadline)
         return h
 
     async def resolve(self, handle: str, *, owner: str | None = None, timeout: float | None = None) -> str:
         """The job id behind a handle; ``JobNotFound`` for a handle never made, expired, or
         made for another ``owner``."""
-        return await self._resolve(check_job_id(handle), owner, self.bound.deadline(timeout))
+        return (await self._resolve(check_job_id(handle), owner, self.bound.deadline(timeout))).job_id
 
-    async def _resolve(self, ref: str, owner: str | None, deadline: float) -> str:
+    async def _resolve(self, ref: str, owner: str | None, deadline: float) -> HandleRef:
         if not ref.startswith(C.HANDLE_PREFIX):
-            return ref
+            return HandleRef(ref)
         raw = await self.bound.run("resolving a job handle", self.backend.get(handle_key(ref)), deadline)
-        return decode_handle(ref, raw, owner)
+        return decode_ref(ref, raw, owner)
 
     # --- status, results, cancel ----------------------------------------------------------
 
-    async def cancel(self, job_id: str, *, timeout: float | None = None) -> CancelOutcome:
-        """Cancel a job no worker has started (``Client.cancel``)."""
+    async def cancel(
+        self, job_id: str, *, owner: str | None = None, timeout: float | None = None
+    ) -> CancelOutcome:
+        """Cancel a job no worker has started (``Client.cancel``); with ``owner``, a job
+        other owners hold handles to is left alone (``shared``)."""
         deadline = self.bound.deadline(timeout)
-        jid = await self._resolve(check_job_id(job_id), None, deadline)
+        jid = (await self._resolve(check_job_id(job_id), owner, deadline)).job_id
         record = StatusRecord.cancelled(jid).encode()
-        call = self._cancel(
-            keys=[result_key(jid), inflight_key(jid)], args=[record, self.settings.cache_ttl_s]
+        keys, args = cancel_call(
+            result_key(jid), inflight_key(jid), owners_key(jid), owner, record, self.settings.cache_ttl_s
         )
-        outcome = await self.bound.run("cancelling a job", call, deadline)
+        outcome = await self.bound.run("cancelling a job", self._cancel(keys=keys, args=args), deadline)
         return CANCEL_OUTCOMES[outcome.decode() if isinstance(outcome, bytes) else str(outcome)]
 
-    async def status(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
+    async def status(
+        self, job_id: str, *, owner: str | None = None, timeout: float | None = None
+    ) -> JobStatus:
         """Where a job is (``Client.status``); ``unknown`` for an id never sent or expired."""
         deadline = self.bound.deadline(timeout)
-        jid = await self._resolve(check_job_id(job_id), None, deadline)
+        jid = (await self._resolve(check_job_id(job_id), owner, deadline)).job_id
         return (await self.bound.run("reading a job's status", self._state(jid), deadline))[1]
 
     async def _state(self, job_id: str) -> tuple[StatusRecord | None, JobStatus]:
@@ -356,16 +376,19 @@ class AsyncClient:
         reading = read_state(job_id, self.settings.visibility_timeout_s)
         return await run_steps_async(reading, self.backend, self.broker)
 
-    async def result(self, job_id: str, *, wait: bool = False, timeout: float | None = None) -> Result:
+    async def result(
+        self, job_id: str, *, owner: str | None = None, wait: bool = False, timeout: float | None = None
+    ) -> Result:
         """A job's result by id or handle, or its error raised (``Client.result``)."""
-        jid = await self._resolve(check_job_id(job_id), None, self.bound.deadline(None if wait else timeout))
+        ref = await self._resolve(check_job_id(job_id), owner, self.bound.deadline(None if wait else timeout))
+        jid = ref.job_id
         if wait:
             record, _ = (await self.listener.wait([jid], self._wait_bound(timeout)))[jid]
-            return self.hits.result(record)
+            return self.hits.result_for(ref, record)
         found, status = await self.bound.run(
             "reading a job's result", self._state(jid), self.bound.deadline(timeout)
         )
-        return self.hits.result(ready_record(jid, found, status))
+        return self.hits.result_for(ref, ready_record(jid, found, status))
 
     async def wait_for(
         self, job_ids: list[str], timeout: float | None, models: Iterable[str] = ()

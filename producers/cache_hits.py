@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from producers.job import result_of
+from producers.ownership import HandleRef
 from producers.submission import JobSpec
 from tasks.wire import Result, StatusRecord
 
@@ -52,6 +53,16 @@ class RecentHits:
         with self._lock:
             for jid in job_ids:
                 self._hits.pop(jid, None)
+
+    def result_for(self, ref: HandleRef, record: StatusRecord) -> Result:
+        """What ``result()`` answers for a job named by ``ref``: by a handle, what the handle
+        records (a hit of the submission it was made for, or the job's own result, never
+        another caller's hit this process remembers); by id, ``result(record)``."""
+        if not ref.is_handle:
+            return self.result(record)
+        if ref.hit is None:
+            return record.to_result(cached=False)
+        return result_of(record, True, *ref.hit)
 
     def result(self, record: StatusRecord) -> Result:
         """What ``result(id)`` answers for a ready record (or the job's error, raised)."""

@@ -24,7 +24,16 @@ from producers.health import live_beats, model_stats, readiness
 from producers.job import Job
 from producers.limits import QueueDepthGuard
 from producers.listener import Arrival, ResultListener
-from producers.ownership import CANCEL_OUTCOMES, CANCEL_SCRIPT, decode_handle, encode_handle
+from producers.ownership import (
+    CANCEL_OUTCOMES,
+    CANCEL_SCRIPT,
+    HandleRef,
+    cancel_call,
+    decode_ref,
+    encode_handle,
+    hit_of,
+    queue_handle,
+)
 from producers.served import ServedWarnings, explain_timeout, served_by
 from producers.status import read_state, ready_record, run_steps
 from producers.submission import ChunkPlan, check_options, named_inputs, prepare
@@ -32,7 +41,7 @@ from tasks import constants as C
 from tasks.app import create_app
 from tasks.connections import redis_client
 from tasks.errors import InferqError, Timeout
-from tasks.keys import check_job_id, handle_key, inflight_key, queue_name, result_key
+from tasks.keys import check_job_id, handle_key, inflight_key, owners_key, queue_name, result_key
 from tasks.kombu_layout import check_transport_options, queue_lists
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo
 from tasks.settings import Settings, redact_url
@@ -318,30 +327,39 @@ class Client:
         128 random bits mapped to the id in the result backend for as long as the cache
         keeps results; ``status``, ``result``, ``cancel`` take it in place of the id.
         Each call makes a new handle (hand each caller its own). ``owner`` (an opaque
-        string, such as a hash of an API key) makes ``resolve`` refuse it to anyone else.
+        string, such as a hash of an API key) makes ``resolve`` refuse it to anyone else,
+        and ``cancel`` through it leave alone a job other owners share. A handle made for a
+        cache hit remembers it: ``result(handle)`` says ``cached`` with the hit's timing.
         """
         deadline = self.bound.deadline(timeout)
-        jid = job.id if isinstance(job, Job) else self._resolve(check_job_id(job), deadline)
+        if isinstance(job, Job):
+            jid, hit = job.id, hit_of(job)
+        else:
+            jid, hit = self._resolve(check_job_id(job), deadline).job_id, None
         h = C.HANDLE_PREFIX + secrets.token_hex(16)
-        value, ttl = encode_handle(jid, owner), self.settings.cache_ttl_s
-        self.bound.run(
-            "creating a job handle", lambda: self.backend.set(handle_key(h), value, ex=ttl), deadline
-        )
+        value, ttl = encode_handle(jid, owner, hit), self.settings.cache_ttl_s
+
+        def write() -> None:
+            pipe = self.backend.pipeline(transaction=False)
+            queue_handle(pipe, handle_key(h), owners_key(jid), value, owner, ttl)
+            pipe.execute()
+
+        self.bound.run("creating a job handle", write, deadline)
         return h
 
     def resolve(self, handle: str, *, owner: str | None = None, timeout: float | None = None) -> str:
         """The job id behind a handle; ``JobNotFound`` for a handle never made, expired, or
         made for another ``owner``."""
-        return self._resolve(check_job_id(handle), self.bound.deadline(timeout), owner)
+        return self._resolve(check_job_id(handle), self.bound.deadline(timeout), owner).job_id
 
-    def _resolve(self, ref: str, deadline: float, owner: str | None = None) -> str:
-        """A job id as given, or the id behind a handle."""
+    def _resolve(self, ref: str, deadline: float, owner: str | None = None) -> HandleRef:
+        """A job id as given, or what a handle stands for."""
         if not ref.startswith(C.HANDLE_PREFIX):
-            return ref
+            return HandleRef(ref)
         raw = self.bound.run("resolving a job handle", lambda: self.backend.get(handle_key(ref)), deadline)
-        return decode_handle(ref, raw, owner)
+        return decode_ref(ref, raw, owner)
 
-    def cancel(self, job_id: str, *, timeout: float | None = None) -> CancelOutcome:
+    def cancel(self, job_id: str, *, owner: str | None = None, timeout: float | None = None) -> CancelOutcome:
         """Cancel a job no worker has started: it will not be computed, its status becomes
         ``cancelled`` and its waiters get ``JobCancelled``, with no result after that.
 
@@ -349,27 +367,26 @@ class Client:
         checks for cancels when it takes messages in; a job it took in before the cancel
         (it holds up to two batches ahead) may still be computed, but its result is
         discarded, never stored or published, and the job stays ``cancelled``.
-        Submitting the same input again afterwards computes it.
+        Submitting the same input again afterwards computes it. With ``owner`` (a handle's
+        owner), a job that other owners also hold handles to is left alone: ``shared``.
         """
         deadline = self.bound.deadline(timeout)
-        job_id = self._resolve(check_job_id(job_id), deadline)
-        ttl = self.settings.cache_ttl_s
-        record = StatusRecord.cancelled(job_id).encode()
-        outcome = self.bound.run(
-            "cancelling a job",
-            lambda: self._cancel(keys=[result_key(job_id), inflight_key(job_id)], args=[record, ttl]),
-            deadline,
+        jid = self._resolve(check_job_id(job_id), deadline, owner).job_id
+        record = StatusRecord.cancelled(jid).encode()
+        keys, args = cancel_call(
+            result_key(jid), inflight_key(jid), owners_key(jid), owner, record, self.settings.cache_ttl_s
         )
+        outcome = self.bound.run("cancelling a job", lambda: self._cancel(keys=keys, args=args), deadline)
         return CANCEL_OUTCOMES[outcome.decode() if isinstance(outcome, bytes) else str(outcome)]
 
-    def status(self, job_id: str, *, timeout: float | None = None) -> JobStatus:
+    def status(self, job_id: str, *, owner: str | None = None, timeout: float | None = None) -> JobStatus:
         """Where a job is; bounded like every call (``BrokerUnavailable`` past ``timeout``).
 
         ``unknown`` for an id never sent or whose result expired from the cache (a
         malformed id raises ``BadInput`` without asking Redis).
         """
         deadline = self.bound.deadline(timeout)
-        jid = self._resolve(check_job_id(job_id), deadline)
+        jid = self._resolve(check_job_id(job_id), deadline, owner).job_id
         return self.bound.run("reading a job's status", lambda: self._status(jid), deadline)
 
     def _status(self, job_id: str) -> JobStatus:
@@ -381,24 +398,27 @@ class Client:
         reading = read_state(job_id, self.settings.visibility_timeout_s)
         return run_steps(reading, self.backend, self.broker)
 
-    def result(self, job_id: str, *, wait: bool = False, timeout: float | None = None) -> Result:
-        """A job's result by id, or its error raised; with ``wait``, block until it is ready.
+    def result(
+        self, job_id: str, *, owner: str | None = None, wait: bool = False, timeout: float | None = None
+    ) -> Result:
+        """A job's result by id or handle, or its error raised; with ``wait``, block until it is ready.
 
         Without ``wait``: ``JobNotFound`` for an unknown id, ``NotReady`` for a job that is
         queued or running. ``timeout`` bounds the call (with ``wait``, the wait: ``Timeout``).
         ``cached`` is True for a job this client was answered from the cache for (as its
-        ``wait()`` said, with the same timing); otherwise the result is the job's own
-        (``producers/cache_hits.py``).
+        ``wait()`` said, with the same timing), or, by handle, for a handle made for a
+        cache hit; otherwise the result is the job's own (``producers/cache_hits.py``).
         """
-        job_id = self._resolve(check_job_id(job_id), self.bound.deadline(None if wait else timeout))
+        ref = self._resolve(check_job_id(job_id), self.bound.deadline(None if wait else timeout), owner)
+        jid = ref.job_id
         if wait:
-            record, _ = self.listener.wait([job_id], self._wait_bound(timeout))[job_id]
+            record, _ = self.listener.wait([jid], self._wait_bound(timeout))[jid]
         else:
             found, status = self.bound.run(
-                "reading a job's result", lambda: self._state(job_id), self.bound.deadline(timeout)
+                "reading a job's result", lambda: self._state(jid), self.bound.deadline(timeout)
             )
-            record = ready_record(job_id, found, status)
-        return self.hits.result(record)
+            record = ready_record(jid, found, status)
+        return self.hits.result_for(ref, record)
 
     def wait_for(
         self, job_ids: list[str], timeout: float | None, models: Iterable[str] = ()

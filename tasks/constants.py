@@ -80,6 +80,9 @@ DEFAULT_WAIT_TIMEOUT_S = 300.0
 
 #: A job handle (``Client.handle``) maps to its job id under this prefix.
 HANDLE_KEY_PREFIX = "inferq:handle:"
+#: The owners (gateway API keys, hashed) holding a handle to a job: a cancel through one
+#: owner's handle leaves a job other owners share alone.
+OWNERS_KEY_PREFIX = "inferq:owners:"
 #: Handles are "h-" and 32 hex digits of a random 128-bit token.
 HANDLE_PREFIX = "h-"
 DEFAULT_FLOWER_PORT = 5555

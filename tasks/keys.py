@@ -79,5 +79,9 @@ def handle_key(handle: str) -> str:
     return f"{C.HANDLE_KEY_PREFIX}{handle}"
 
 
+def owners_key(job_id: str) -> str:
+    return f"{C.OWNERS_KEY_PREFIX}{job_id}"
+
+
 def inflight_key(job_id: str) -> str:
     return f"{C.INFLIGHT_KEY_PREFIX}{job_id}"

@@ -19,6 +19,8 @@ class CancelOutcome(StrEnum):
     RUNNING = "running"  # a worker has started it: nothing changed
     FINISHED = "finished"  # it has a result or a failure: nothing changed
     UNKNOWN = "unknown"  # nothing is known of this id: nothing changed
+    #: queued, but other owners hold handles to the same job (the same input): left alone
+    SHARED = "shared"
 
 
 class JobStatus(StrEnum):

@@ -6,6 +6,8 @@
 --   'running'    a worker has started it: nothing changed
 --   'finished'   it has a result (or a failure): nothing changed
 --   'unknown'    nothing is known of it: nothing changed
+--   'shared'     (with KEYS[3], the job's owners set, and ARGV[3] the canceller) queued,
+--                but other owners hold handles to it: nothing changed
 -- The record is published like a result, so waiters wake with JobCancelled.
 local cur = redis.call('GET', KEYS[1])
 if cur then
@@ -14,6 +16,10 @@ if cur then
   return 'finished'
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return 'unknown' end
+if KEYS[3] then
+  local n = redis.call('SCARD', KEYS[3])
+  if n > 1 or (n == 1 and redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 0) then return 'shared' end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])

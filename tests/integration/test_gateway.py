@@ -493,6 +493,38 @@ def test_another_keys_job_is_404(http: httpx.Client, gateway: GatewayProcess, di
         assert http.get(f"/v2/jobs/{ref}").status_code == 404
 
 
+def test_another_key_cannot_cancel_a_job_it_shares_by_sending_the_same_input(http: httpx.Client):
+    """Two keys sending one input share one job (its id is the input's hash): a DELETE
+    through either key's handle leaves it alone ("shared") instead of cancelling the
+    other key's job."""
+    x = images(1)
+    a = http.post("/v2/models/digits/versions/fp16/jobs", json=json_body(x))  # no worker: stays queued
+    b = http.post("/v2/models/digits/versions/fp16/jobs", json=json_body(x), headers=B)
+    assert a.status_code == b.status_code == 202
+    r = http.delete(b.headers["location"], headers=B)
+    assert r.status_code == 200 and r.json()["outcome"] == "shared", r.text
+    assert http.get(a.headers["location"]).json()["status"] == "queued"  # key A's job runs on
+    assert http.delete(a.headers["location"]).json()["outcome"] == "shared"
+    # A job only one key holds is cancelled as before.
+    own = http.post("/v2/models/digits/versions/fp16/jobs", json=json_body(images(1)))
+    assert http.delete(own.headers["location"]).json()["outcome"] == "cancelled"
+
+
+def test_another_keys_cache_hit_does_not_show_in_my_job(http: httpx.Client):
+    """Key B's cache hit on key A's input is B's alone: A's job still reads as computed
+    for A (its own timing), B's as cached, whichever process remembers which hit."""
+    x = images(1)
+    a = http.post("/v2/models/digits/jobs", json=json_body(x), headers={**A, "Prefer": "wait=2"})
+    assert a.status_code == 200 and a.json()["cached"] is False, a.text
+    b = http.post("/v2/models/digits/jobs", json=json_body(x), headers=B)
+    assert b.status_code == 200 and b.json()["cached"] is True, b.text
+    mine = http.get(a.json()["location"]).json()
+    assert mine["cached"] is False, mine
+    assert mine["timing"]["compute_ms"] > 0 and "computed" not in (mine["timing"] or {})
+    theirs = http.get(b.json()["location"], headers=B).json()
+    assert theirs["cached"] is True, theirs
+
+
 def test_bulk_submit_answers_one_handle_per_input(http: httpx.Client):
     x = images(3)
     r = http.post("/v2/models/digits/jobs", json=json_body(x, parameters={"bulk": "per_input"}))
