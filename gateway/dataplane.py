@@ -170,7 +170,7 @@ class DataPlane:
         info = await self.model_info(model, version)
         names = matching.output_names(request, info)
         jobs = await self._submit(info, request)
-        handles = await asyncio.gather(*(self.client.handle(j, owner=owner) for j in jobs))
+        handles = await self.client.handles(jobs, owner=owner)
         outcomes: list[Result | InferqError | None] = [None] * len(jobs)
         for i, job in enumerate(jobs):
             if job.done:

@@ -336,6 +336,20 @@ class AsyncClient:
         await self.bound.run("creating a job handle", pipe.execute(), deadline)
         return h
 
+    async def handles(
+        self, jobs: list[AsyncJob], *, owner: str | None = None, timeout: float | None = None
+    ) -> list[str]:
+        """``handle`` for many jobs in one round trip (a bulk submit's: one call, not one
+        task per job)."""
+        made = [C.HANDLE_PREFIX + secrets.token_hex(16) for _ in jobs]
+        pipe = self.backend.pipeline(transaction=False)
+        for h, job in zip(made, jobs, strict=True):
+            value = encode_handle(job.id, owner, hit_of(job))
+            queue_handle(pipe, handle_key(h), owners_key(job.id), value, owner, self.settings.cache_ttl_s)
+        if jobs:
+            await self.bound.run("creating job handles", pipe.execute(), self.bound.deadline(timeout))
+        return made
+
     async def resolve(self, handle: str, *, owner: str | None = None, timeout: float | None = None) -> str:
         """The job id behind a handle; ``JobNotFound`` for a handle never made, expired, or
         made for another ``owner``."""
