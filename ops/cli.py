@@ -27,6 +27,7 @@ except ImportError as _shadowed:
 import redis
 
 from ops.gateway_cmd import add_gateway_arguments
+from ops.models_cmd import add_model_commands
 from producers.bounded import translate
 from tasks import constants as C
 from tasks.errors import InferqError, JobNotFound
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--force", action="store_true", help="replace an existing MODEL:VARIANT")
     ls = msub.add_parser("list", help="list models and variants")
     ls.add_argument("--json", action="store_true")
+    add_model_commands(msub)
 
     s = sub.add_parser("submit", help="submit one input to MODEL[:VARIANT]")
     s.add_argument("model", metavar="MODEL[:VARIANT]")
@@ -254,6 +256,7 @@ EXTRAS = {
     "prometheus_client": "worker",
     "tensorflow": "tf",
     "sklearn": "tf",
+    "litert_quantizer": "tf",
     "fastapi": "gateway",
     "uvicorn": "gateway",
 }
@@ -264,6 +267,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from workers.boot.cli import cmd_worker
 
         return cmd_worker(args, settings)
+    if args.cmd == "models" and args.models_cmd in ("convert", "compare"):
+        from ops.models_cmd import cmd_models_optimize
+
+        return cmd_models_optimize(args, settings)
     if args.cmd == "models":
         from workers.boot.cli import cmd_models
 
