@@ -85,17 +85,23 @@ def cmd_models_optimize(args: argparse.Namespace, settings: Settings) -> int:
 
 def _convert(args: argparse.Namespace, settings: Settings) -> int:
     from workers.models.optimize.make import convert_model
-    from workers.models.optimize.modes import parse_mode
+    from workers.models.optimize.modes import NEEDS_CALIBRATION, parse_mode
     from workers.models.registry import Registry
 
     if args.calibration_samples < 1:
         raise BadInput(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
+    mode = parse_mode(args.to)
+    if args.calibration is not None and mode not in NEEDS_CALIBRATION:
+        # Said, not silently dropped: the user may think the data shaped the variant.
+        print(
+            f"inferq: note: --to {mode.value} does not calibrate; --calibration is not used", file=sys.stderr
+        )
     registry = Registry(settings.models_dir)
     registry.require()
     made = convert_model(
         registry,
         args.source,
-        parse_mode(args.to),
+        mode,
         calibration=args.calibration,
         calibration_limit=args.calibration_samples,
         image_range=image_range(args.image_range),

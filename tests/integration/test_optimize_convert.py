@@ -282,3 +282,16 @@ def test_an_existing_variant_is_not_replaced_without_force(made: Made) -> None:
     )
     line = one_line_error(proc, "BadInput")
     assert "digits:q-int8 already exists" in line and "--force" in line
+
+
+def test_calibration_given_to_a_mode_that_does_not_use_it_is_said_not_dropped(
+    made: Made, tmp_path: Path
+) -> None:
+    np.save(tmp_path / "x.npy", made.judged[:8])
+    proc = inferq(
+        made.settings, "models", "convert", "digits:fp32", "--to", "fp16", "--calibration", str(tmp_path / "x.npy"),
+        "--variant", "noted-fp16",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "inferq: note: --to fp16 does not calibrate; --calibration is not used" in proc.stderr
+    assert "digits:noted-fp16" in proc.stdout
