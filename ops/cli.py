@@ -28,6 +28,7 @@ import redis
 
 from ops.gateway_cmd import add_gateway_arguments
 from ops.models_cmd import add_model_commands
+from ops.optimize_cmd import add_optimize_parsers
 from producers.bounded import translate
 from tasks import constants as C
 from tasks.errors import InferqError, JobNotFound
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--force", action="store_true", help="replace an existing MODEL:VARIANT")
     ls = msub.add_parser("list", help="list models and variants")
     ls.add_argument("--json", action="store_true")
+    add_optimize_parsers(msub)
     add_model_commands(msub)
 
     s = sub.add_parser("submit", help="submit one input to MODEL[:VARIANT]")
@@ -271,6 +273,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from ops.models_cmd import cmd_models_optimize
 
         return cmd_models_optimize(args, settings)
+    if args.cmd == "models" and args.models_cmd in ("prune", "distill"):
+        from ops.optimize_cmd import cmd_optimize
+
+        return cmd_optimize(args, settings)
     if args.cmd == "models":
         from workers.boot.cli import cmd_models
 

@@ -3,7 +3,9 @@
 - ``digits``: a small CNN trained on scikit-learn's bundled 8x8 digits, resized to
   28x28x1, as SavedModel and TFLite fp32, fp16 and full-integer int8 (weights and
   activations, calibrated on the training split). The held-out split is kept as
-  ``data/heldout_x.npy`` / ``data/heldout_y.npy`` for demos and accuracy tests.
+  ``data/heldout_x.npy`` / ``data/heldout_y.npy`` for demos and accuracy tests; the
+  training split (``data/train_x.npy`` / ``data/train_y.npy``) and the Keras model
+  itself (``data/model.keras``) too, what ``prune`` and ``distill`` start from.
 - ``mobilenet_v2``: Keras' MobileNetV2 architecture (``weights=None``, 224x224x3) as
   TFLite fp32 and int8: the realistic heavy model for speed work. Its weights are
   random, so its outputs mean nothing; its cost is real.
@@ -29,6 +31,8 @@ from workers.models.registry import Registry
 log = logging.getLogger(__name__)
 
 EXAMPLES = ("digits", "mobilenet_v2")
+#: The Keras model kept in ``data/``: the source ``inferq models prune`` and ``distill`` train from.
+KERAS_SOURCE_FILE = "model.keras"
 DIGITS_SIZE = 28
 
 
@@ -141,6 +145,9 @@ def build_digits(registry: Registry, *, epochs: int = 15, seed: int = 0) -> dict
     data.mkdir(parents=True, exist_ok=True)
     np.save(data / "heldout_x.npy", x_te)
     np.save(data / "heldout_y.npy", y_te)
+    np.save(data / "train_x.npy", x_tr)
+    np.save(data / "train_y.npy", y_tr)
+    model.save(data / KERAS_SOURCE_FILE)
     return {"keras_accuracy": acc}
 
 
