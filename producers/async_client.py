@@ -29,7 +29,7 @@ from producers.bounded import AsyncCallBound
 from producers.cache_hits import RecentHits
 from producers.catalog import AsyncModelCatalog
 from producers.claims import AsyncClaims
-from producers.health import live_beats, model_stats, readiness
+from producers.health import live_beats, read_model_stats, readiness
 from producers.job import AsyncJob
 from producers.limits import AsyncQueueDepthGuard
 from producers.listener import Arrival
@@ -50,7 +50,6 @@ from tasks import constants as C
 from tasks.connections import async_redis_client
 from tasks.errors import InferqError, Timeout
 from tasks.keys import check_job_id, handle_key, inflight_key, owners_key, queue_name, result_key
-from tasks.kombu_layout import queue_lists
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo
 from tasks.settings import Settings, redact_url
 from tasks.wire import Result, StatusRecord
@@ -161,12 +160,8 @@ class AsyncClient:
         """Queue depth, workers and recent queue/compute percentiles of a model variant."""
         deadline = self.bound.deadline(timeout)
         info = await self._model_info(model, variant, deadline)
-        pipe = self.broker.pipeline(transaction=False)
-        for lst in queue_lists(queue_name(info.name, info.variant)):
-            pipe.llen(lst)
-        depth = sum(await self.bound.run("reading the queue depth", pipe.execute(), deadline))
-        raw = await self.bound.run("reading worker heartbeats", self.backend.hgetall(C.WORKERS_KEY), deadline)
-        return model_stats(info.key, int(depth), live_beats(raw))
+        reading = run_steps_async(read_model_stats(info), self.backend, self.broker)
+        return await self.bound.run("reading model stats", reading, deadline)
 
     # --- jobs -------------------------------------------------------------------------
 
@@ -456,8 +451,5 @@ class AsyncClient:
                 await asyncio.sleep(0)  # decoding a thousand results is not one step
             if not j.done:
                 j._settle(*arrived[j.id])
-            try:
-                out.append(j._finish())
-            except InferqError as exc:
-                out.append(exc)
+            out.append(j._outcome())
         return out

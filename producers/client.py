@@ -20,7 +20,7 @@ from producers.bounded import CallBound
 from producers.cache_hits import RecentHits
 from producers.catalog import ModelCatalog
 from producers.claims import Claims
-from producers.health import live_beats, model_stats, readiness
+from producers.health import live_beats, read_model_stats, readiness
 from producers.job import Job
 from producers.limits import QueueDepthGuard
 from producers.listener import Arrival, ResultListener
@@ -42,7 +42,7 @@ from tasks.app import create_app
 from tasks.connections import redis_client
 from tasks.errors import InferqError, Timeout
 from tasks.keys import check_job_id, handle_key, inflight_key, owners_key, queue_name, result_key
-from tasks.kombu_layout import check_transport_options, queue_lists
+from tasks.kombu_layout import check_transport_options
 from tasks.schema import CancelOutcome, JobStatus, ModelInfo
 from tasks.settings import Settings, redact_url
 from tasks.wire import Result, StatusRecord
@@ -309,15 +309,10 @@ class Client:
         """Queue depth, workers and recent queue/compute percentiles of a model variant."""
         deadline = self.bound.deadline(timeout)
         info = self._model_info(model, variant, deadline)
-
-        def read() -> dict[str, Any]:
-            pipe = self.broker.pipeline(transaction=False)
-            for lst in queue_lists(queue_name(info.name, info.variant)):
-                pipe.llen(lst)
-            depth = int(sum(pipe.execute()))
-            return model_stats(info.key, depth, live_beats(self.backend.hgetall(C.WORKERS_KEY)))
-
-        return self.bound.run("reading model stats", read, deadline)
+        reading = read_model_stats(info)
+        return self.bound.run(
+            "reading model stats", lambda: run_steps(reading, self.backend, self.broker), deadline
+        )
 
     def handle(self, job: Job | str, *, owner: str | None = None, timeout: float | None = None) -> str:
         """An unguessable handle for a job, to hand out where its id would be guessable.
@@ -463,8 +458,5 @@ class Client:
         for j in jobs:
             if not j.done:
                 j._settle(*metas[j.id])
-            try:
-                out.append(j._finish())
-            except InferqError as exc:
-                out.append(exc)
+            out.append(j._outcome())
         return out

@@ -7,6 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from producers.status import Reading
+from tasks import constants as C
+from tasks.keys import queue_name
+from tasks.kombu_layout import queue_lists
+from tasks.schema import ModelInfo
 from tasks.wire import WorkerBeat
 
 
@@ -56,3 +61,18 @@ def model_stats(key: str, depth: int, beats: list[WorkerBeat]) -> dict[str, Any]
 def _worst(values: list[Any]) -> float | None:
     nums = [float(v) for v in values if isinstance(v, (int, float)) and np.isfinite(v)]
     return max(nums) if nums else None
+
+
+def read_model_stats(info: ModelInfo) -> Reading[dict[str, Any]]:
+    """``model_stats`` of a model variant, read in two round trips (``producers/status.py``'s
+    drivers run it on either client): its queue lists' lengths, then the heartbeats."""
+
+    def depths(results: Any, broker: Any) -> Any:
+        pipe = broker.pipeline(transaction=False)
+        for lst in queue_lists(queue_name(info.name, info.variant)):
+            pipe.llen(lst)
+        return pipe.execute()
+
+    depth = int(sum((yield depths)))
+    raw = yield lambda results, broker: results.hgetall(C.WORKERS_KEY)
+    return model_stats(info.key, depth, live_beats(raw))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from producers.listener import Arrival
+from tasks.errors import InferqError
 from tasks.schema import CancelOutcome, JobStatus
 from tasks.wire import Result, StatusRecord
 
@@ -82,6 +83,13 @@ class JobState:
             arrived = self._arrived or time.time()
             self._result = result_of(self._record, self.cached, self.enqueued_at, arrived)
         return self._result
+
+    def _outcome(self) -> Result | InferqError:
+        """A settled job's result, or its error returned rather than raised (``wait_all``)."""
+        try:
+            return self._finish()
+        except InferqError as exc:
+            return exc
 
 
 def result_of(record: StatusRecord, cached: bool, asked_at: float, answered_at: float) -> Result:

@@ -11,7 +11,7 @@ order; only the calls are theirs.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any
+from typing import Any, TypeVar
 
 from tasks.errors import JobNotFound, NotReady
 from tasks.keys import inflight_key, queue_name, result_key
@@ -55,13 +55,15 @@ def lost(replies: list[int]) -> bool:
 
 
 #: One Redis call of a sans-I/O reading: given (result backend, broker), the call's value
-#: (redis-py) or its awaitable (redis.asyncio). ``read_state`` yields these; each client
-#: runs them its own way (``run_steps`` / ``run_steps_async``).
+#: (redis-py) or its awaitable (redis.asyncio). Readings (``read_state`` here,
+#: ``health.read_model_stats``) yield these; each client runs them its own way
+#: (``run_steps`` / ``run_steps_async``).
 Step = Callable[[Any, Any], Any]
-Reading = Generator[Step, Any, tuple[StatusRecord | None, JobStatus]]
+T = TypeVar("T")
+Reading = Generator[Step, Any, T]
 
 
-def read_state(job_id: str, visibility_timeout_s: float) -> Reading:
+def read_state(job_id: str, visibility_timeout_s: float) -> Reading[tuple[StatusRecord | None, JobStatus]]:
     """A job's stored record (if any) and its status, read in the fewest round trips."""
     record = StatusRecord.parse((yield lambda results, broker: results.get(result_key(job_id))), job_id)
     known = settled(record)
@@ -85,7 +87,7 @@ def read_state(job_id: str, visibility_timeout_s: float) -> Reading:
     return record, JobStatus.LOST if lost((yield lost_check)) else JobStatus.QUEUED
 
 
-def run_steps(reading: Reading, results: Any, broker: Any) -> tuple[StatusRecord | None, JobStatus]:
+def run_steps(reading: Reading[T], results: Any, broker: Any) -> T:
     """Run a reading's calls on redis-py clients."""
     try:
         step = next(reading)
@@ -95,9 +97,7 @@ def run_steps(reading: Reading, results: Any, broker: Any) -> tuple[StatusRecord
         return done.value  # type: ignore[no-any-return]
 
 
-async def run_steps_async(
-    reading: Reading, results: Any, broker: Any
-) -> tuple[StatusRecord | None, JobStatus]:
+async def run_steps_async(reading: Reading[T], results: Any, broker: Any) -> T:
     """Run a reading's calls on redis.asyncio clients."""
     try:
         step = next(reading)
