@@ -36,6 +36,7 @@ from tasks.kombu_layout import (
     list_for,
     queue_lists,
 )
+from tasks.liveness import HOLDERS
 from tasks.settings import Settings
 from tests.conftest import ROOT
 
@@ -122,7 +123,10 @@ def test_our_fetch_records_a_message_as_kombu_does_and_kombu_can_restore_it(serv
     [(kombu_tag, kombu_raw)] = r.hgetall(UNACKED).items()
     send(settings, 3)
     fetch = r.register_script(lua.source("fetch"))
-    got = fetch(keys=[UNACKED, UNACKED_INDEX, *queue_lists(QUEUE)], args=[10, 1 << 20, WIRE_VERSION])
+    got = fetch(
+        keys=[UNACKED, UNACKED_INDEX, HOLDERS, "lead", "wake", *queue_lists(QUEUE)],
+        args=[10, 1 << 20, WIRE_VERSION, "", "busy", ""],
+    )[1:]
     assert len(got) == 3
     list_key, raw, tag = got
     assert list_key.decode() == list_for(QUEUE, 3) and tag != kombu_tag
@@ -147,7 +151,10 @@ def test_our_fetch_finds_kombus_delivery_fields_without_decoding_the_message(ser
     r = redis_client(server.url, settings)
     send(settings, 0)
     fetch = r.register_script(lua.source("fetch"))
-    _, stub, tag = fetch(keys=[UNACKED, UNACKED_INDEX, *queue_lists(QUEUE)], args=[1, 10, WIRE_VERSION])
+    _, stub, tag = fetch(
+        keys=[UNACKED, UNACKED_INDEX, HOLDERS, "lead", "wake", *queue_lists(QUEUE)],
+        args=[1, 10, WIRE_VERSION, "", "busy", ""],
+    )[1:]
     envelope = orjson.loads(stub)
     assert envelope["inferq_oversized"] > 10
     got_tag, _exchange, routing_key = delivery_fields(envelope)

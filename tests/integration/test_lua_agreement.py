@@ -24,6 +24,7 @@ from tasks import lua
 from tasks.errors import BadInput, Expired, InferqError, PayloadTooLarge, TransientError, cacheable_types
 from tasks.keys import inflight_key, result_key
 from tasks.kombu_layout import UNACKED, UNACKED_INDEX, queue_lists
+from tasks.liveness import HOLDERS
 from tasks.schema import Timing
 from tasks.wire import Claim, OversizedStub, Result, StatusRecord
 
@@ -154,7 +155,10 @@ def test_the_oversized_stub_written_in_lua_reads_in_python(r):
     raw = orjson.dumps(envelope).replace(b'":', b'": ').replace(b'","', b'", "')
     r.lpush(queue, raw)
     fetch = r.register_script(lua.source("fetch"))
-    _, item, tag = fetch(keys=[UNACKED, UNACKED_INDEX, *queue_lists(queue)], args=[1, 1000, C.WIRE_VERSION])
+    _, item, tag = fetch(
+        keys=[UNACKED, UNACKED_INDEX, HOLDERS, "lead", "wake", *queue_lists(queue)],
+        args=[1, 1000, C.WIRE_VERSION, "", "busy", ""],
+    )[1:]
     stub_envelope = orjson.loads(item)
     assert OversizedStub.from_envelope(stub_envelope) == OversizedStub(len(raw), 1000)
     assert stub_envelope["v"] == C.WIRE_VERSION and stub_envelope["headers"]["id"] == "big-job"

@@ -39,6 +39,11 @@ from workers.serving.store import ResultWriter
 
 log = logging.getLogger("inferq.worker")
 
+#: Seconds between the Celery consumer's looks at this worker's control queue.
+CONTROL_POLL_S = 10
+#: Seconds between Celery's ``worker-heartbeat`` events (Flower's "online").
+EVENT_HEARTBEAT_S = 10.0
+
 
 def rss_bytes() -> int:
     try:
@@ -94,9 +99,13 @@ def run_worker(
     # model queues it would race our leases, since it does not re-check a message's age
     # before restoring it. The leases' sweep (workers/broker/leases.py) covers those; kombu
     # still sweeps once as the consumer starts.
+    # Its BRPOP on that control queue comes back every 10 s instead of every second (an
+    # idle worker's commands count: issue 18 allows 2/s): control commands come by
+    # pub/sub and the queue is only for direct messages, so nothing waits on it.
     app.conf.broker_transport_options = {
         **app.conf.broker_transport_options,
         "unacked_restore_throttle": 10**9,
+        "polling_interval": CONTROL_POLL_S,
     }
     check_transport_options(app.conf.broker_transport_options, settings.broker_url)
     pipeline = Pipeline(runtimes, max_payload_bytes=settings.max_payload_bytes)
@@ -129,7 +138,18 @@ def run_worker(
         give_up_s=settings.visibility_timeout_s,
     )
     announce_models(backend, infos)
-    heartbeat = Heartbeat(backend, hostname, infos, lambda: {**metrics.snapshot(), "rss_bytes": rss_bytes()})
+    heartbeat = Heartbeat(
+        backend,
+        hostname,
+        infos,
+        lambda: {
+            **metrics.snapshot(),
+            "rss_bytes": rss_bytes(),
+            # fetch-script calls that looked at the queues, and those that found nothing
+            "fetches": core.fetcher.fetches,
+            "empty_fetches": core.fetcher.empty_fetches,
+        },
+    )
     app.steps["worker"].add(_job_path_step(core, heartbeat))
     # On SIGTERM/SIGINT stop taking messages at once; the bootstep's stop (later in
     # Celery's shutdown) finishes the batch in hand and puts the rest back.
@@ -147,6 +167,9 @@ def run_worker(
                 f"--hostname={hostname}",
                 f"--loglevel={settings.log_level}",
                 "--task-events",
+                # Flower counts a worker offline after two missed beats of the interval
+                # the beat itself announces; every 10 s keeps an idle worker quiet.
+                f"--heartbeat-interval={EVENT_HEARTBEAT_S:g}",
                 "--without-gossip",
                 "--without-mingle",
             ]

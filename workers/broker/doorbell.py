@@ -67,6 +67,8 @@ class Doorbell(threading.Thread):
         self._ours = {lst.encode() for lst in lists}
         self._rang = threading.Event()
         self._waiting = threading.Event()
+        self._sync_asked = threading.Event()
+        self._synced = threading.Event()
         self._stopping = threading.Event()
         #: False until tracking is on, and whenever the connection is down: poll then.
         self.working = False
@@ -75,6 +77,20 @@ class Doorbell(threading.Thread):
     def clear(self) -> None:
         """Call before each fetch: any change heard from now on rings."""
         self._rang.clear()
+
+    def sync(self, timeout: float = 0.02) -> None:
+        """Read what the feed already holds before a ``clear``, so that a change made
+        before now (a predecessor's pop, heard late because the feed is read every 50 ms
+        while nobody waits) cannot ring after it and cost a useless fetch."""
+        if not self.working:
+            return
+        self._synced.clear()
+        self._sync_asked.set()
+        self._waiting.set()  # wakes the listening loop at once
+        try:
+            self._synced.wait(timeout)
+        finally:
+            self._waiting.clear()
 
     def wait(self, timeout: float) -> bool:
         """Block until the bell rings (True) or ``timeout`` passes."""
@@ -165,7 +181,8 @@ class Doorbell(threading.Thread):
             # While the fetcher is busy, drain the feed every 50 ms in one go (a busy
             # queue changes thousands of times a second); while it waits, at once.
             waiting = self._waiting.wait(0.05)
-            if conn.can_read(timeout=0.5 if waiting else 0):
+            syncing = self._sync_asked.is_set()
+            if conn.can_read(timeout=0.5 if waiting and not syncing else 0):
                 heard = False
                 while True:
                     reply = _as_bytes(conn.read_response())
@@ -178,6 +195,9 @@ class Doorbell(threading.Thread):
                         break
                 if heard:
                     self._rang.set()
+            if syncing:
+                self._sync_asked.clear()
+                self._synced.set()
             if time.monotonic() - pinged_at > PING_S:
                 if pong_due:
                     raise ConnectionError(f"no answer to a PING in {PING_S:.0f} s")

@@ -28,25 +28,43 @@ bulk messages under the limit).
 Messages are taken from the queue's priority lists in kombu's order (``queue``, then
 ``queue\\x06\\x163``, ``\\x06\\x166``, ``\\x06\\x169``), so priorities work as they do
 for Celery.
+
+**No idle herd.** Every worker's doorbell hears every push, but only one idle worker
+per set of queues acts on it: the *leader* (``tasks/liveness.py``), chosen inside the
+fetch script. The other idle workers sleep in a ``BLPOP`` on the queue set's wake
+list. When the leader's fetch takes work, the same script hands listening on: it clears
+the leader key and pushes one token, which Redis gives to exactly one sleeping worker;
+that one becomes the leader with its next fetch. So a job costs about two fetches
+however many workers are idle (the leader's, and its successor's first look), where
+every idle worker used to race for it. A leader is live while its alive key exists
+(``Leases``' heartbeat): a worker that dies as leader is replaced once its lease
+lapses. A worker whose last fetch was full fetches again at once without taking part
+in leadership: more is queued. Without a ``worker_id`` (tools, tests), a fetcher keeps
+the old way: it waits on its doorbell and fetches on every ring.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from tasks import lua
 from tasks.constants import DEFAULT_MAX_MESSAGE_BYTES, WIRE_VERSION
 from tasks.kombu_layout import UNACKED, UNACKED_INDEX, queue_lists
+from tasks.liveness import HOLDERS, alive_key, leader_key, wake_key
 from workers.broker.doorbell import Doorbell
 from workers.broker.leases import Leases
 
 log = logging.getLogger(__name__)
+
+_ACK_PIECE = 1000
 
 
 @dataclass(frozen=True)
@@ -71,8 +89,15 @@ class Fetcher(threading.Thread):
         capacity: int,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         leases: Leases | None = None,
-        idle_block_s: float = 1.0,
+        idle_block_s: float = 5.0,
+        follow_block_s: float = 5.0,
+        worker_id: str = "",
     ) -> None:
+        """``worker_id``: this worker's id (``tasks.liveness``), recorded as the holder of
+        each message and used for leadership; its alive key must be kept up by ``leases``.
+        ``idle_block_s``: how long an idle leader trusts its doorbell before looking
+        anyway; ``follow_block_s``: how long a sleeping follower waits for a wake token
+        before it looks whether the leader is still alive."""
         super().__init__(name="inferq-fetcher", daemon=True)
         self.client = client
         # Per priority step, the lists of every queue: [[q1, q2], [q1\x06\x163, ...], ...].
@@ -83,7 +108,20 @@ class Fetcher(threading.Thread):
         self.max_message_bytes = max_message_bytes
         self.leases = leases
         self.idle_block_s = idle_block_s
+        self.follow_block_s = follow_block_s
+        self.worker_id = worker_id
+        self._leader_key = leader_key(sorted(queues))
+        self._wake_key = wake_key(sorted(queues))
+        self._alive_prefix = alive_key("")
+        self._more_queued = False  # the last fetch was full: fetch again without waiting
+        #: fetch script calls that looked at the queues, and those that found them empty
+        self.fetches = 0
+        self.empty_fetches = 0
+        self._follow_conn: Any = None
+        self._follow_lock = threading.Lock()
         self._fetch = client.register_script(lua.source("fetch"))
+        self._ack = client.register_script(lua.source("ack"))
+        self._resign_script = client.register_script(lua.source("resign"))
         self.doorbell = Doorbell(client, [lst for step in self._steps for lst in step])
         self._in_flight = 0
         self._cond = threading.Condition()
@@ -93,18 +131,17 @@ class Fetcher(threading.Thread):
     # --- called by the batcher thread -----------------------------------------------
 
     def ack(self, deliveries: list[Delivery], input_keys: list[str] | None = None) -> None:
-        """Forget delivered messages (their results are stored) and their inputs: one round trip."""
+        """Forget delivered messages (their results are stored) and their inputs: one
+        atomic script (a worker killed mid-ack must not leave a hash entry without its
+        index entry: nothing would ever sweep it)."""
         tags = [d.tag for d in deliveries if d.tag]
-        if tags or input_keys:
-            # One transaction: a worker killed mid-ack must not leave a hash entry
-            # without its index entry (nothing would ever sweep it).
-            pipe = self.client.pipeline(transaction=True)
-            if tags:
-                pipe.zrem(UNACKED_INDEX, *tags)
-                pipe.hdel(UNACKED, *tags)
-            if input_keys:
-                pipe.delete(*input_keys)
-            pipe.execute()
+        keys = input_keys or []
+        # Lua's unpack takes a few thousand values at most: large acks go in pieces.
+        for i in range(0, max(len(tags), len(keys)), _ACK_PIECE):
+            self._ack(
+                keys=[UNACKED, UNACKED_INDEX, HOLDERS, *keys[i : i + _ACK_PIECE]],
+                args=tags[i : i + _ACK_PIECE],
+            )
         self._release(deliveries)
 
     def abandon(self, deliveries: list[Delivery]) -> None:
@@ -121,6 +158,7 @@ class Fetcher(threading.Thread):
                 if d.tag:
                     pipe.zrem(UNACKED_INDEX, d.tag)
                     pipe.hdel(UNACKED, d.tag)
+                    pipe.hdel(HOLDERS, d.tag)
             pipe.execute()
         self._release(deliveries)
 
@@ -142,6 +180,10 @@ class Fetcher(threading.Thread):
         still stores and acks the batch in hand)."""
         self._stopping.set()
         self.doorbell.stop()
+        with self._follow_lock:  # a follower asleep in BLPOP wakes now
+            if self._follow_conn is not None:
+                with contextlib.suppress(Exception):
+                    self._follow_conn.disconnect()
         with self._cond:
             self._cond.notify()
 
@@ -177,6 +219,16 @@ class Fetcher(threading.Thread):
                     self.on_deliveries(got)
                 except Exception:  # on_deliveries answers for its messages; this keeps the loop alive
                     log.exception("handing over %d message(s) failed", len(got))
+        self._resign()
+
+    def _resign(self) -> None:
+        """A stopping leader hands listening on at once instead of after its lease lapses."""
+        if not self.worker_id:
+            return
+        try:
+            self._resign_script(keys=[self._leader_key, self._wake_key], args=[self.worker_id])
+        except Exception as exc:  # broker away: the lease lapses and a follower takes over
+            log.debug("could not hand over listening: %s", exc)
 
     def _next_lists(self) -> list[str]:
         """The lists to read, in order: priority steps first; within a step the queues take
@@ -189,29 +241,69 @@ class Fetcher(threading.Thread):
         return out
 
     def _take(self, room: int) -> list[Delivery]:
+        if self._more_queued:
+            lead, flat = self._fetch_now(room, "busy")
+            if flat:
+                return self._deliveries(flat, room)
         self.doorbell.clear()
-        flat = self._fetch_now(room)
+        lead, flat = self._fetch_now(room, "idle")
         if not flat:
+            if not lead and self.worker_id:
+                self._follow()  # another idle worker listens: sleep until handed over
+                self.doorbell.sync()  # changes heard while asleep are old news
+                return []
             # Nothing queued: wait for the doorbell (it rings as soon as a queue
-            # changes, and takes nothing), then fetch again through the atomic Lua call.
+            # changes, and takes nothing), then fetch through the atomic Lua call.
             self.doorbell.wait(self.idle_block_s)
             if self._stopping.is_set():
                 return []
             self.doorbell.clear()
-            flat = self._fetch_now(room)
+            lead, flat = self._fetch_now(room, "idle")
+        return self._deliveries(flat, room)
+
+    def _deliveries(self, flat: list[bytes | str], room: int) -> list[Delivery]:
         now = time.time()
         out = []
         for i in range(0, len(flat), 3):
             key, raw, tag = flat[i : i + 3]
             out.append(Delivery(_text(key), raw if isinstance(raw, bytes) else raw.encode(), _text(tag), now))
+        self._more_queued = len(out) >= room
         return out
 
-    def _fetch_now(self, room: int) -> list[bytes | str]:
+    def _fetch_now(self, room: int, mode: str) -> tuple[bool, list[bytes | str]]:
         lists = self._next_lists()
-        got: list[bytes | str] = self._fetch(
-            keys=[UNACKED, UNACKED_INDEX, *lists], args=[room, self.max_message_bytes, WIRE_VERSION]
+        got: list[Any] = self._fetch(
+            keys=[UNACKED, UNACKED_INDEX, HOLDERS, self._leader_key, self._wake_key, *lists],
+            args=[room, self.max_message_bytes, WIRE_VERSION, self.worker_id, mode, self._alive_prefix],
         )
-        return got
+        lead, flat = bool(int(got[0])), got[1:]
+        if mode == "busy" or not self.worker_id or lead or flat:
+            self.fetches += 1  # a follower's early answer looked at no queue
+            if not flat:
+                self.empty_fetches += 1
+        return lead, flat
+
+    def _follow(self) -> None:
+        """Sleep on the wake list until the leader hands listening on (or ``follow_block_s``
+        passes, to look whether the leader still lives). Its own connection, so that
+        ``stop`` can cut the wait short."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        with self._follow_lock:
+            self._follow_conn = conn
+        try:
+            if self._stopping.is_set():
+                return
+            conn.send_command("BLPOP", self._wake_key, int(max(1, self.follow_block_s)))
+            conn.read_response()
+        except Exception:
+            if not self._stopping.is_set():
+                conn.disconnect()
+                raise
+        finally:
+            with self._follow_lock:
+                self._follow_conn = None
+            pool.release(conn)
 
 
 def _text(v: bytes | str) -> str:
