@@ -11,80 +11,109 @@
 -- KEYS[5] the wake list, KEYS[6..] lists in priority order.
 -- ARGV[1] max messages, ARGV[2] max message bytes, ARGV[3] the wire version,
 -- ARGV[4] the worker id ('' records no holder and takes no part in leadership),
--- ARGV[5] 'idle' (may become the leader; a follower of a live leader fetches nothing)
--- or 'busy' (a plain fetch: its last fetch was full, more may be queued),
+-- ARGV[5] 'idle' (may become the leader; a follower of a live leader fetches nothing),
+-- 'take' (a follower handed listening by a wake token: it becomes the leader) or
+-- 'busy' (a plain fetch: its last fetch was full, more may be queued),
 -- ARGV[6] the alive-key prefix (a leader is live while its alive key exists).
 -- Returns {lead, list key, raw message, delivery tag, ...}: lead is 1 when this worker
 -- is the listening leader after the call, else 0.
 -- The raw message is stored byte for byte (no JSON re-encoding), as kombu stores it.
+-- Redis commands are counted (issue 18): one EXISTS tells how many lists hold
+-- messages, so empty priority lists cost nothing; each list is popped once (RPOP with a
+-- count, Redis >= 6.2); the records of all messages taken go in one ZADD and one HSET
+-- each. A hand-over leaves the leader key as it is (the woken follower overwrites it)
+-- and pushes a token only when none waits.
 -- A message over the byte limit is replaced by a stub (tasks/wire/control.py, OversizedStub).
 local me = ARGV[4]
+local mode = ARGV[5]
 local lead = false
-if me ~= '' and ARGV[5] == 'idle' then
+if me ~= '' and mode ~= 'busy' then
   local cur = redis.call('GET', KEYS[4])
   if cur == me then
     lead = true
-  elseif cur and redis.call('EXISTS', ARGV[6] .. cur) == 1 then
-    return {0}  -- a live leader listens: sleep on the wake list
-  else
+  elseif mode == 'take' or not cur or redis.call('EXISTS', ARGV[6] .. cur) == 0 then
     redis.call('SET', KEYS[4], me)
     lead = true
+  else
+    return {0}  -- a live leader listens: sleep on the wake list
   end
 end
-local out = {0}
+local out = {lead and 1 or 0}
+local nonempty = redis.call('EXISTS', unpack(KEYS, 6))
+if nonempty == 0 then return out end
 local n = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local taken = 0
+local tags, entries = {}, {}
 for i = 6, #KEYS do
-  while #out < n * 3 + 1 do
-    local item = redis.call('RPOP', KEYS[i])
-    if not item then break end
-    -- kombu writes these fields itself (json.dumps defaults); a pattern finds them
-    -- without decoding a bulk message's hundreds of kilobytes. Anything unusual
-    -- falls back to a full decode.
-    -- The properties close the envelope: look at its last kilobyte only, so a big
-    -- message (megabytes of base64) costs no more than a small one.
-    local tail = string.sub(item, -1024)
-    local tag = string.match(tail, '"delivery_tag": "([%w%-]+)"')
-    local ex, rk = string.match(tail, '"delivery_info": {"exchange": "([^"]*)", "routing_key": "([^"]*)"}')
-    if #item > limit then
-      -- Too big to hand over: a stub with the task id (headers close the envelope
-      -- too, before the properties) stands in for it, in the worker and in unacked.
-      -- 64 KiB: Celery caps argsrepr and kwargsrepr at 1 KiB each by default.
-      local htail = string.sub(item, -65536)
-      local id = string.match(htail, '"headers": {.-"id": "([^"\\]*)"') or ''
-      local task = string.match(htail, '"headers": {.-"task": "([^"\\]*)"') or ''
-      if not tag or not rk then tag, ex, rk = '', '', '' end
-      item = cjson.encode({v = tonumber(ARGV[3]), inferq_oversized = #item, inferq_limit = limit,
-        headers = {id = id, task = task},
-        properties = {delivery_tag = tag, delivery_info = {exchange = ex, routing_key = rk}}})
-    elseif not tag or not rk then
-      local ok, msg = pcall(cjson.decode, item)
-      tag, ex, rk = nil, '', ''
-      if ok and type(msg) == 'table' and type(msg.properties) == 'table' then
-        tag = msg.properties.delivery_tag
-        local di = msg.properties.delivery_info
-        if type(di) == 'table' then ex = di.exchange or ''; rk = di.routing_key or '' end
+  if nonempty == 0 or taken >= n then break end
+  local items = redis.call('RPOP', KEYS[i], n - taken)
+  if items then
+    nonempty = nonempty - 1
+    for _, item in ipairs(items) do
+      -- kombu writes these fields itself (json.dumps defaults); a pattern finds them
+      -- without decoding a bulk message's hundreds of kilobytes. Anything unusual
+      -- falls back to a full decode.
+      -- The properties close the envelope: look at its last kilobyte only, so a big
+      -- message (megabytes of base64) costs no more than a small one.
+      local tail = string.sub(item, -1024)
+      local tag = string.match(tail, '"delivery_tag": "([%w%-]+)"')
+      local ex, rk = string.match(tail, '"delivery_info": {"exchange": "([^"]*)", "routing_key": "([^"]*)"}')
+      if #item > limit then
+        -- Too big to hand over: a stub with the task id (headers close the envelope
+        -- too, before the properties) stands in for it, in the worker and in unacked.
+        -- 64 KiB: Celery caps argsrepr and kwargsrepr at 1 KiB each by default.
+        local htail = string.sub(item, -65536)
+        local id = string.match(htail, '"headers": {.-"id": "([^"\\]*)"') or ''
+        local task = string.match(htail, '"headers": {.-"task": "([^"\\]*)"') or ''
+        if not tag or not rk then tag, ex, rk = '', '', '' end
+        item = cjson.encode({v = tonumber(ARGV[3]), inferq_oversized = #item, inferq_limit = limit,
+          headers = {id = id, task = task},
+          properties = {delivery_tag = tag, delivery_info = {exchange = ex, routing_key = rk}}})
+      elseif not tag or not rk then
+        local ok, msg = pcall(cjson.decode, item)
+        tag, ex, rk = nil, '', ''
+        if ok and type(msg) == 'table' and type(msg.properties) == 'table' then
+          tag = msg.properties.delivery_tag
+          local di = msg.properties.delivery_info
+          if type(di) == 'table' then ex = di.exchange or ''; rk = di.routing_key or '' end
+        end
       end
+      if type(tag) ~= 'string' then tag = '' end
+      if tag ~= '' then
+        tags[#tags + 1] = tag
+        entries[#entries + 1] = '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']'
+      end
+      out[#out + 1] = KEYS[i]
+      out[#out + 1] = item
+      out[#out + 1] = tag
+      taken = taken + 1
     end
-    if type(tag) ~= 'string' then tag = '' end
-    if tag ~= '' then
-      redis.call('ZADD', KEYS[2], now, tag)
-      redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(ex) .. ',' .. cjson.encode(rk) .. ']')
-      if me ~= '' then redis.call('HSET', KEYS[3], tag, me) end
-    end
-    out[#out + 1] = KEYS[i]
-    out[#out + 1] = item
-    out[#out + 1] = tag
   end
 end
-if lead and #out > 1 then
-  -- Busy now: hand listening on to one sleeping worker (at most one token waits).
-  redis.call('DEL', KEYS[4])
-  redis.call('LPUSH', KEYS[5], '1')
-  redis.call('LTRIM', KEYS[5], 0, 0)
-  lead = false
+if #tags > 0 then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  -- In pieces of 500 messages: Lua's unpack takes a few thousand values at most.
+  for first = 1, #tags, 500 do
+    local last = math.min(first + 499, #tags)
+    local scored, hashed, held = {}, {}, {}
+    for j = first, last do
+      scored[#scored + 1] = now
+      scored[#scored + 1] = tags[j]
+      hashed[#hashed + 1] = tags[j]
+      hashed[#hashed + 1] = entries[j]
+      held[#held + 1] = tags[j]
+      held[#held + 1] = me
+    end
+    redis.call('ZADD', KEYS[2], unpack(scored))
+    redis.call('HSET', KEYS[1], unpack(hashed))
+    if me ~= '' then redis.call('HSET', KEYS[3], unpack(held)) end
+  end
 end
-out[1] = lead and 1 or 0
+if lead and taken > 0 then
+  -- Busy now: hand listening on to one sleeping worker (a token waits, at most one).
+  if redis.call('LLEN', KEYS[5]) == 0 then redis.call('LPUSH', KEYS[5], '1') end
+  out[1] = 0
+end
 return out

@@ -90,7 +90,7 @@ class Fetcher(threading.Thread):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         leases: Leases | None = None,
         idle_block_s: float = 5.0,
-        follow_block_s: float = 5.0,
+        follow_block_s: float = 10.0,
         worker_id: str = "",
     ) -> None:
         """``worker_id``: this worker's id (``tasks.liveness``), recorded as the holder of
@@ -114,6 +114,7 @@ class Fetcher(threading.Thread):
         self._wake_key = wake_key(sorted(queues))
         self._alive_prefix = alive_key("")
         self._more_queued = False  # the last fetch was full: fetch again without waiting
+        self._next_mode = "idle"  # "take" once a wake token handed this worker listening
         #: fetch script calls that looked at the queues, and those that found them empty
         self.fetches = 0
         self.empty_fetches = 0
@@ -246,10 +247,13 @@ class Fetcher(threading.Thread):
             if flat:
                 return self._deliveries(flat, room)
         self.doorbell.clear()
-        lead, flat = self._fetch_now(room, "idle")
+        mode, self._next_mode = self._next_mode, "idle"
+        lead, flat = self._fetch_now(room, mode)
         if not flat:
             if not lead and self.worker_id:
-                self._follow()  # another idle worker listens: sleep until handed over
+                # Another idle worker listens: sleep until it hands listening on.
+                if self._follow():
+                    self._next_mode = "take"
                 self.doorbell.sync()  # changes heard while asleep are old news
                 return []
             # Nothing queued: wait for the doorbell (it rings as soon as a queue
@@ -283,19 +287,19 @@ class Fetcher(threading.Thread):
                 self.empty_fetches += 1
         return lead, flat
 
-    def _follow(self) -> None:
+    def _follow(self) -> bool:
         """Sleep on the wake list until the leader hands listening on (or ``follow_block_s``
         passes, to look whether the leader still lives). Its own connection, so that
-        ``stop`` can cut the wait short."""
+        ``stop`` can cut the wait short. True when handed a token."""
         pool = self.client.connection_pool
         conn = pool.get_connection()
         with self._follow_lock:
             self._follow_conn = conn
         try:
             if self._stopping.is_set():
-                return
+                return False
             conn.send_command("BLPOP", self._wake_key, int(max(1, self.follow_block_s)))
-            conn.read_response()
+            return conn.read_response() is not None
         except Exception:
             if not self._stopping.is_set():
                 conn.disconnect()
