@@ -189,7 +189,7 @@ def _bench_http(
 
 
 def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
-    from ops.bench.tune import Grid, apply, table, tune
+    from ops.bench.tune import Grid, apply, auto_lines, auto_plans, table, tune
 
     values = check_tune(args)
     # Ctrl-C: finish (or cut short) the point being measured, stop tune's worker,
@@ -204,10 +204,12 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
         grid = Grid(variants=variants, duration_s=args.duration, **values)
         pool = input_pool(args.inputs, settings, info)
         result = tune(client, info.name, grid, args.p99_ms, pool, stop=stop)
+    if not result["partial"]:
+        result["auto"] = auto_plans(settings, info.name, variants)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(table(result))
+        print("\n".join([table(result), *auto_lines(result)]))
     if result["partial"]:
         if args.apply:
             print("not applied: the tune was stopped before it measured every configuration", file=sys.stderr)

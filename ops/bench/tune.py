@@ -23,6 +23,7 @@ from ops.bench.managed import WorkerConfig, ensure_queue_is_ours, managed_worker
 from ops.bench.run import BenchConfig, run_bench
 from producers.client import Client
 from tasks.errors import ConfigError
+from tasks.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -157,3 +158,53 @@ def table(result: dict[str, Any]) -> str:
             f"(closed loop, {best['concurrency']} in flight)"
         )
     return "\n".join(lines)
+
+
+def auto_plans(settings: Settings, model: str, variants: list[str]) -> dict[str, Any]:
+    """What ``inferq worker --concurrency auto`` would run for each variant here, and why.
+
+    Measured after tune's own workers stopped, in a child process, as a worker does.
+    """
+    from workers.boot.auto_plan import available_cores, calibrate_in_child, choose_plan
+
+    cores = available_cores()
+    costs = calibrate_in_child(settings, [f"{model}:{v}" for v in variants], cores)
+    return {
+        "cores": cores,
+        "plans": {c.key: choose_plan(cores, [c]).to_dict() for c in costs},
+        "costs": {c.key: c.to_dict() for c in costs},
+    }
+
+
+def auto_lines(result: dict[str, Any]) -> list[str]:
+    """``--concurrency auto``'s choice for each variant beside what tune measured."""
+    auto = result.get("auto")
+    if not auto:
+        return []
+    best = result["recommended"]
+    lines = [
+        "",
+        f"--concurrency auto on this machine ({auto['cores']:g} cores) would run, from each variant's "
+        "measured cost alone:",
+    ]
+    for key, plan in auto["plans"].items():
+        batch = "its own batch size" if plan["max_batch_size"] is None else f"batch {plan['max_batch_size']}"
+        lines.append(f"  {key}: {plan['processes']} process(es) x {plan['threads']} thread(s), {batch}")
+        lines.append(f"    why: {plan['reason']}")
+    if best is not None:
+        key = f"{result['model']}:{best['variant']}"
+        plan = auto["plans"].get(key)
+        lines.append(
+            f"tune measured, for one worker process: {key} best at batch {best['max_batch_size']}, "
+            f"{best['threads']} thread(s)"
+            + (
+                ""
+                if plan is None or plan["max_batch_size"] in (None, best["max_batch_size"])
+                else f" (auto would pick batch {plan['max_batch_size']})"
+            )
+        )
+    lines.append(
+        "auto guesses from the model's cost without Redis, load or a latency budget; tune measured "
+        "them. --apply writes tune's batch size into meta.json, and auto then keeps it."
+    )
+    return lines

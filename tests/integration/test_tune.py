@@ -118,6 +118,9 @@ def test_tune_recommends_the_fastest_config_within_budget_and_applies_it(
     assert best["throughput"] == max(p["throughput"] for p in result["points"] if p["p99_ms"] <= 1000)
     meta = json.loads((models / "digits" / "int8" / "meta.json").read_text())
     assert meta["max_batch_size"] == best["max_batch_size"] and meta["tuned"]["p99_ms"] == best["p99_ms"]
+    # What --concurrency auto would run here, measured after tune's workers stopped.
+    auto = result["auto"]["plans"]["digits:int8"]
+    assert auto["processes"] >= 1 and auto["threads"] == 1 and "digits:int8 is light" in auto["reason"]
 
 
 def test_tune_says_so_when_nothing_fits_the_budget(settings: Settings) -> None:
@@ -125,6 +128,8 @@ def test_tune_says_so_when_nothing_fits_the_budget(settings: Settings) -> None:
                   "--concurrency", "2", "--duration", "1")  # fmt: skip
     assert proc.returncode == 1
     assert "no configuration kept p99 within 0.001 ms" in proc.stdout
+    assert "--concurrency auto on this machine" in proc.stdout and "  digits:int8: " in proc.stdout
+    assert "    why: digits:int8 is light" in proc.stdout
 
 
 def test_ctrl_c_stops_tune_and_what_it_started_and_reports_what_was_measured_as_partial(

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from tasks.errors import BadInput
 from tasks.keys import check_name
@@ -26,7 +27,13 @@ def add_worker_arguments(w: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--models", help="comma list of MODEL or MODEL:VARIANT (default: all in the models folder)"
     )
     w.add_argument("--threads", type=int, help="XNNPACK/TensorFlow threads per process (INFERQ_THREADS)")
-    w.add_argument("--concurrency", type=int, help="worker processes (INFERQ_CONCURRENCY)")
+    w.add_argument(
+        "--concurrency",
+        action=_ConcurrencyAction,
+        metavar="N|auto",
+        help="worker processes (INFERQ_CONCURRENCY); auto: processes, threads and batch size "
+        "chosen from the cores and the models' measured cost (logged with the reason)",
+    )
     w.add_argument("--hostname", help="Celery node name (default inferq-PID@host)")
     w.add_argument(
         "--max-batch-size", type=int, help="override every model's max_batch_size (1: no batching)"
@@ -38,7 +45,29 @@ def add_worker_arguments(w: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="Prometheus port (INFERQ_METRICS_PORT; 0: off); if it is taken, the worker serves "
         "/metrics on a free port instead, logs it, and `inferq status` shows it",
     )
+    w.set_defaults(auto_concurrency=False)
     return w
+
+
+class _ConcurrencyAction(argparse.Action):
+    """``--concurrency N`` (into ``concurrency``, as ``Settings`` takes it) or ``auto``
+    (``auto_concurrency``; ``concurrency`` stays unset until the plan is made)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if values == "auto":
+            namespace.auto_concurrency, namespace.concurrency = True, None
+            return
+        try:
+            n = int(values)
+        except ValueError:
+            parser.error(f"argument --concurrency: expected a number or auto, got {values!r}")
+        namespace.auto_concurrency, namespace.concurrency = False, n
 
 
 def check_worker_options(args: argparse.Namespace) -> None:
@@ -58,6 +87,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     check_worker_options(args)
     specs = [s for s in (args.models or "").split(",") if s] or None
+    if args.auto_concurrency:
+        settings = apply_auto_plan(args, settings, specs)
     if settings.concurrency > 1:
         # Checked once here: a child that cannot find its models would be restarted forever.
         Registry(settings.models_dir).select(specs)
@@ -73,6 +104,24 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     limits = BatchLimits(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms)
     run_worker(settings, specs, hostname=args.hostname, limits=limits, metrics_port=args.metrics_port)
     return 0
+
+
+def apply_auto_plan(args: argparse.Namespace, settings: Settings, specs: list[str] | None) -> Settings:
+    """``--concurrency auto``: measure the models, choose, log why; the settings to run with.
+
+    ``--threads`` and ``--max-batch-size`` given beside it are kept (``args`` gets the
+    chosen batch size, as if it had been given).
+    """
+    from workers.boot.auto_plan import available_cores, calibrate_in_child, choose_plan
+
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    Registry(settings.models_dir).select(specs)  # a missing model is named now, not by the child
+    cores = available_cores()
+    costs = calibrate_in_child(settings, specs, cores)
+    plan = choose_plan(cores, costs, threads=args.threads, max_batch_size=args.max_batch_size)
+    logging.getLogger("inferq.worker").info("--concurrency auto: %s", plan.describe())
+    args.max_batch_size = plan.max_batch_size
+    return settings.with_(concurrency=plan.processes, threads=plan.threads)
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
