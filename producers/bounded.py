@@ -3,40 +3,64 @@
 A web backend shares one ``Client`` between its request threads. If Redis hangs (a
 stopped process, a partition that drops packets), a blocking Redis call waits for its
 socket timeout, then redis-py and kombu retry: one ``submit`` was measured taking 136 s,
-and a server's whole thread pool was stuck within seconds. So each public call runs its
-Redis work on a small pool of this client's threads and waits at most its bound; past
-it the caller gets ``BrokerUnavailable`` at once, and the thread that is still stuck is
-freed by its own socket timeout (the client's connections try twice, half the bound
-each). Redis and kombu errors become
-``BrokerUnavailable`` too (a refused password or ACL: ``ConfigError``), their cause
-chained, so a caller catches inferq's errors only.
+and a server's whole thread pool was stuck within seconds. So each public call carries
+a deadline, and every wait inside it is cut to what is left of it: the wait for a free
+connection (``BoundedPool``), the TCP (and TLS) connect and each read and write
+(``DeadlineConnection``). The call runs on the caller's own thread: no hop to a pool of
+client threads and back (two thread wake-ups per call, which cost more CPU than the
+Redis command itself under 64 threads). Past the deadline the caller gets
+``BrokerUnavailable``; a command not yet sent when the deadline passes is never sent.
+Redis and kombu errors become ``BrokerUnavailable`` too (a refused password or ACL:
+``ConfigError``), their cause chained, so a caller catches inferq's errors only.
 
-The pool is per process: a client made before a fork (gunicorn, Celery prefork) gets a
-fresh pool in the child, where the parent's threads do not exist.
+What socket timeouts cannot cut short, a DNS lookup of the Redis host name, is the
+resolver's to bound (its own timeout and attempts, ``/etc/resolv.conf``); use an
+address or a name in ``/etc/hosts`` where that matters.
+
+The connections per Redis are bounded (``CallBound.connections``): callers past that
+queue for one, inside their own deadline. redis-py's pool is fork-safe: a client made
+before a fork (gunicorn, Celery prefork) opens fresh connections in the child.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import CancelledError, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from kombu.exceptions import KombuError
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
+from tasks.connections import CONNECT_TIMEOUT_S, connection_options, tls_options, uses_tls
 from tasks.errors import BrokerUnavailable, ConfigError
+from tasks.settings import Settings
 
 T = TypeVar("T")
 
 #: Errors of the moment from Redis and kombu (and the sockets under them).
 IO_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, KombuError, OSError, socket.timeout)
+
+#: Connections a ``Client`` opens to each Redis for its calls, at most (its result
+#: listener's one aside). Sixteen answer thousands of calls a second; more threads queue.
+CONNECTIONS = 16
+#: The shortest socket timeout a call's last read gets: a reply already on its way is
+#: still taken, and the read does not spin.
+MIN_WAIT_S = 0.001
+
+#: The deadline of the call running on this thread (monotonic time), if any.
+_call = threading.local()
+
+
+def _left() -> float | None:
+    """Seconds left to this thread's call, or None outside a bounded call."""
+    deadline: float | None = getattr(_call, "deadline", None)
+    return None if deadline is None else deadline - time.monotonic()
 
 
 def translate(exc: BaseException, what: str, where: str) -> BrokerUnavailable | ConfigError:
@@ -69,17 +93,110 @@ def timed_out(what: str, left: float, where: str) -> BrokerUnavailable:
     )
 
 
-class CallBound:
-    """Runs calls on this process's pool of client threads, each for at most its bound."""
+class DeadlineConnection(redis.Connection):
+    """A redis-py connection whose every wait ends by the deadline of the call using it.
 
-    def __init__(self, default_s: float, where: str, threads: int = 16) -> None:
+    Outside a bounded call (the result listener's thread) it behaves as redis-py's own.
+    """
+
+    def _connect(self) -> Any:
+        left = _left()
+        if left is None:
+            return super()._connect()  # type: ignore[misc]  # redis-py's, missing from its stubs
+        if left <= 0:
+            raise redis.TimeoutError("no time left to connect within the call's bound")
+        configured = self.socket_connect_timeout
+        self.socket_connect_timeout = max(MIN_WAIT_S, min(left, configured or CONNECT_TIMEOUT_S))
+        try:
+            return super()._connect()  # type: ignore[misc]
+        finally:
+            self.socket_connect_timeout = configured
+
+    def _fit_timeout(self, sending: bool) -> None:
+        sock = self._sock  # type: ignore[attr-defined]
+        if sock is None:
+            return
+        left = _left()
+        if left is None:
+            sock.settimeout(self.socket_timeout)
+            return
+        if left <= 0 and sending:
+            # Nothing sent yet, so the connection stays usable: a command the caller no
+            # longer waits for must not run (a retry past the bound would push a job twice).
+            raise redis.TimeoutError("no time left to send within the call's bound")
+        limit = self.socket_timeout
+        sock.settimeout(max(MIN_WAIT_S, left if limit is None else min(left, limit)))
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if self._sock is None:  # type: ignore[attr-defined]
+            self.connect_check_health(check_health=False)  # type: ignore[attr-defined]
+        self._fit_timeout(sending=True)
+        super().send_packed_command(command, check_health)
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        self._fit_timeout(sending=False)
+        return super().read_response(*args, **kwargs)
+
+
+class DeadlineSSLConnection(DeadlineConnection, redis.SSLConnection):
+    """``DeadlineConnection`` over TLS (``rediss://``)."""
+
+
+class DeadlineUnixConnection(DeadlineConnection, redis.UnixDomainSocketConnection):
+    """``DeadlineConnection`` over a unix socket (``unix://``)."""
+
+
+_DEADLINE_CLASSES: dict[type[Any], type[Any]] = {
+    redis.Connection: DeadlineConnection,
+    redis.SSLConnection: DeadlineSSLConnection,
+    redis.UnixDomainSocketConnection: DeadlineUnixConnection,
+}
+
+
+class BoundedPool(redis.BlockingConnectionPool):
+    """At most ``max_connections``; a caller waits for a free one until its call's deadline."""
+
+    @property  # type: ignore[override]
+    def timeout(self) -> float | None:
+        left = _left()
+        if left is None:
+            return self._wait_s
+        return max(0.0, left)
+
+    @timeout.setter
+    def timeout(self, value: float | None) -> None:
+        self._wait_s = value
+
+
+def bounded_redis(
+    url: str, settings: Settings, *, socket_timeout: float, connections: int, retries: int = 1
+) -> redis.Redis[bytes]:
+    """A redis-py client for ``url`` whose calls inside ``CallBound.run`` end by its deadline.
+
+    ``socket_timeout`` bounds a read outside a bounded call (the result listener's
+    reads). Every option else is ``tasks/connections.py``'s: keepalive, health checks, TLS.
+    """
+    options = connection_options()
+    options["socket_timeout"] = socket_timeout
+    options["socket_connect_timeout"] = min(CONNECT_TIMEOUT_S, socket_timeout)
+    if uses_tls(url):
+        options.update(tls_options(settings))
+    options["retry"] = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries)
+    # One more than the calls may hold: the result listener keeps one for its subscription.
+    pool = BoundedPool.from_url(url, max_connections=connections + 1, timeout=socket_timeout, **options)
+    pool.connection_class = _DEADLINE_CLASSES.get(pool.connection_class, pool.connection_class)
+    client: redis.Redis[bytes] = redis.Redis.from_pool(pool)  # type: ignore[attr-defined]  # owns the pool
+    return client
+
+
+class CallBound:
+    """Runs calls on the caller's thread, each ending by its deadline."""
+
+    def __init__(self, default_s: float, where: str, connections: int = CONNECTIONS) -> None:
         """``where`` names the Redis for messages (URLs without passwords)."""
         self.default_s = default_s
         self.where = where
-        self.threads = threads
-        self._pool: ThreadPoolExecutor | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+        self.connections = connections
         self._closed = False
 
     def deadline(self, timeout: float | None) -> float:
@@ -87,43 +204,33 @@ class CallBound:
         return time.monotonic() + (self.default_s if timeout is None else timeout)
 
     def run(self, what: str, fn: Callable[[], T], deadline: float) -> T:
-        """``fn()``, or ``BrokerUnavailable`` naming ``what`` once ``deadline`` passes or Redis fails."""
+        """``fn()``, or ``BrokerUnavailable`` naming ``what`` once ``deadline`` passes or Redis fails.
+
+        A call inside another keeps the earlier of the two deadlines.
+        """
+        if self._closed:
+            raise BrokerUnavailable(f"{what}: the client is closed")
+        outer: float | None = getattr(_call, "deadline", None)
+        if outer is not None:
+            deadline = min(deadline, outer)
         left = deadline - time.monotonic()
         if left <= 0:
             raise BrokerUnavailable(f"{what}: no time left within the call's bound ({self.where})")
+        _call.deadline = deadline
         try:
-            future = self._executor().submit(fn)
-        except RuntimeError:  # the pool was shut down: the client is closed
-            raise BrokerUnavailable(f"{what}: the client is closed") from None
-        try:
-            return future.result(left)
-        except CancelledError:
-            raise BrokerUnavailable(f"{what}: the client was closed during the call") from None
-        except FutureTimeout:
-            future.cancel()  # if it has not started, it never will
-            raise timed_out(what, left, self.where) from None
+            return fn()
         except IO_ERRORS as exc:
+            if self._closed:
+                raise BrokerUnavailable(f"{what}: the client was closed during the call") from None
+            if time.monotonic() >= deadline:
+                raise timed_out(what, left, self.where) from exc
             raise translate(exc, what, self.where) from exc
+        finally:
+            _call.deadline = outer
 
     def close(self) -> None:
-        """Refuse new calls (``BrokerUnavailable``) and let the threads end."""
-        with self._lock:
-            self._closed = True
-            if self._pool is not None and self._pid == os.getpid():
-                self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-
-    def _executor(self) -> ThreadPoolExecutor:
-        pool = self._pool
-        if pool is not None and self._pid == os.getpid():
-            return pool
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("closed")
-            if self._pool is None or self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="inferq-client")
-            return self._pool
+        """Refuse new calls (``BrokerUnavailable``)."""
+        self._closed = True
 
 
 class AsyncCallBound:

@@ -3,7 +3,8 @@
 Imports Celery, redis, numpy and msgpack only: never TensorFlow or LiteRT. Every call
 that talks to Redis is bounded in time (``producers/bounded.py``): ``timeout``, or the
 settings' ``client_timeout_s``; past it, or when Redis fails, it raises
-``BrokerUnavailable``, never a redis or kombu exception.
+``BrokerUnavailable``, never a redis or kombu exception. Calls run on the caller's
+thread; their socket waits end by the call's deadline.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 from celery import Celery
 
-from producers.bounded import CallBound
+from producers.bounded import CallBound, bounded_redis
 from producers.cache_hits import RecentHits
 from producers.catalog import ModelCatalog
 from producers.claims import Claims
@@ -39,7 +40,6 @@ from producers.status import read_state, ready_record, run_steps
 from producers.submission import ChunkPlan, check_options, named_inputs, prepare
 from tasks import constants as C
 from tasks.app import create_app
-from tasks.connections import redis_client
 from tasks.errors import InferqError, Timeout
 from tasks.keys import check_job_id, handle_key, inflight_key, owners_key, queue_name, result_key
 from tasks.kombu_layout import check_transport_options
@@ -64,14 +64,20 @@ class Client:
         self.app = app or create_app(settings)
         # An app handed in may carry transport options that move kombu's keys.
         check_transport_options(self.app.conf.broker_transport_options or {}, settings.broker_url)
-        # Two tries of half the bound each: a thread stuck on a hung Redis is freed about
-        # when its caller has been answered.
-        self.backend = redis_client(settings.result_backend, settings, socket_timeout=bound / 2, retries=1)
-        self.broker = redis_client(settings.broker_url, settings, socket_timeout=bound / 2, retries=1)
         self.bound = CallBound(
             bound, f"broker {redact_url(settings.broker_url)}, results {redact_url(settings.result_backend)}"
         )
-        self.claims = Claims(self.backend, settings.inflight_ttl_s, settings.visibility_timeout_s)
+        # Two tries of half the bound each; inside a call, every wait is cut to what is left
+        # of the call's own bound (``producers/bounded.py``).
+        self.backend = bounded_redis(
+            settings.result_backend, settings, socket_timeout=bound / 2, connections=self.bound.connections
+        )
+        self.broker = bounded_redis(
+            settings.broker_url, settings, socket_timeout=bound / 2, connections=self.bound.connections
+        )
+        self.claims = Claims(
+            self.backend, settings.inflight_ttl_s, settings.visibility_timeout_s, self.broker
+        )
         #: Watches submitted jobs so results are seen (and timed) as they arrive.
         self.listener = ResultListener(self.backend)
         #: This client's recent cache hits: ``result(id)`` says ``cached`` as ``wait()`` did.
@@ -227,7 +233,7 @@ class Client:
         return jobs
 
     def _submit_chunk(self, plan: ChunkPlan) -> list[Job]:
-        """One message's worth of jobs (on a client thread: ``producers/submission.py`` decides)."""
+        """One message's worth of jobs (inside the call's bound: ``producers/submission.py`` decides)."""
         info = plan.info
         # Before claiming any id: a refused job must not leave an in-flight claim behind.
         self.depth_guard.check(queue_name(info.name, info.variant), len(plan.chunk))

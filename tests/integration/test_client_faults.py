@@ -78,6 +78,12 @@ def test_a_hung_redis_gives_broker_unavailable_within_the_bound(server: LocalRed
                     call()
                 took = time.monotonic() - t0
                 assert took < bound + 1.0, f"{name} took {took:.1f} s"
+            # A bound shorter than the socket timeout (1 s here) cuts every wait inside the
+            # call: the read, the retry's connect and its read.
+            t0 = time.monotonic()
+            with pytest.raises(BrokerUnavailable, match="did not answer within"):
+                client.status("0" * 32, timeout=0.3)
+            assert time.monotonic() - t0 < 0.8
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)
         client.ping(timeout=10)  # and it recovers once Redis does
@@ -244,10 +250,10 @@ def test_64_threads_on_one_client_use_a_bounded_number_of_connections_all_closed
     watcher.join()
     left = connections(monitor)
     monitor.close()
-    # Its call threads bound the connections (two each: a result-backend and a broker
-    # connection; jobs are pushed on the broker one), plus the listener's subscription,
-    # however many threads call it (64 here).
-    assert peak <= 2 * client.bound.threads + 2 < 64, f"{peak} connections at the peak"
+    # Its connection pools are bounded (each Redis: ``connections`` for calls; jobs are
+    # pushed on the broker one), plus the listener's subscription, however many threads
+    # call it (64 here).
+    assert peak <= 2 * client.bound.connections + 2 < 64, f"{peak} connections at the peak"
     assert left == 0, f"{left} connection(s) left open after close()"
 
 
