@@ -22,6 +22,9 @@ from tasks.wire import ModelAnnouncement, WorkerBeat
 
 log = logging.getLogger(__name__)
 
+#: The model descriptions are written again every this many beats (30 s by default).
+ANNOUNCE_EVERY = 6
+
 
 def announce_models(client: redis.Redis[bytes], models: Iterable[ModelInfo]) -> None:
     """Publish model descriptions (kept without TTL: a restart must not forget them)."""
@@ -50,6 +53,7 @@ class Heartbeat(threading.Thread):
         self.stats = stats
         self.interval_s = interval_s
         self.started_at = time.time()
+        self._beats = 0
         self._stop_event = threading.Event()
 
     def beat(self) -> None:
@@ -61,8 +65,11 @@ class Heartbeat(threading.Thread):
             seen_at=time.time(),
             stats=self.stats(),
         )
-        # Re-announce every beat: a result backend with an LRU policy may evict the hash.
-        announce_models(self.client, self.models)
+        # Re-announce now and then: a result backend with an LRU policy may evict the
+        # hash. Not every beat: an idle worker's commands count (issue 18 allows 2/s).
+        self._beats += 1
+        if self._beats % ANNOUNCE_EVERY == 1:
+            announce_models(self.client, self.models)
         self.client.hset(C.WORKERS_KEY, self.hostname, beat.encode())
 
     def run(self) -> None:
