@@ -60,6 +60,11 @@ class ResultListener:
     #: up to ``KEEP_TIMES_MAX``, so end-to-end times stay right.
     KEEP_ARRIVED_MAX = 1024
     KEEP_TIMES_MAX = 20_000
+    #: Channels whose result came are unsubscribed together, at most this often or once
+    #: this many are done: one command per second rather than one per job (a job at a
+    #: time paid SUBSCRIBE, a read and UNSUBSCRIBE each).
+    UNSUBSCRIBE_EVERY_S = 1.0
+    UNSUBSCRIBE_BATCH = 512
 
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self._client = client
@@ -85,13 +90,18 @@ class ResultListener:
         """Start watching ids (cheap; call it before the job is sent)."""
         self._ensure_thread()
         with self._lock:
+            idle = not self._to_subscribe
             for jid in job_ids:
                 if jid not in self._events and jid not in self._arrived:
                     self._events[jid] = threading.Event()
                     self._watched_at[jid] = time.monotonic()
                     self._to_subscribe.append(jid)
-        self._wake.set()
-        self._poke()
+            # Only the watch that finds nothing pending wakes the thread: the others' ids
+            # are taken in the same turn (it takes the list under this lock).
+            poke = idle and bool(self._to_subscribe)
+        if poke:
+            self._wake.set()
+            self._poke()
 
     def forget(self, job_ids: Iterable[str]) -> None:
         """Drop what arrived for these ids (they are about to run again), unless someone is
@@ -235,12 +245,18 @@ class ResultListener:
 
     def _listen(self) -> None:
         pubsub = self._client.pubsub()
+        # Channels whose result came: unsubscribed in batches (``UNSUBSCRIBE_EVERY_S``),
+        # not one command per job. A channel stays quiet once its result is published.
+        done: set[str] = set()
+        unsubscribed_at = time.monotonic()
         try:
             while not self._stop.is_set():
                 with self._lock:
                     subs, self._to_subscribe = self._to_subscribe, []
                 if subs:
-                    pubsub.subscribe(*[result_key(j) for j in subs])
+                    channels = [result_key(j) for j in subs]
+                    done.difference_update(channels)  # watched again (a rerun): keep it
+                    pubsub.subscribe(*channels)
                 if not pubsub.subscribed:
                     self._wake.wait(0.5)
                     self._wake.clear()
@@ -260,9 +276,15 @@ class ResultListener:
                     for channel, raw in zip(confirmed, self._client.mget(confirmed), strict=True):
                         if self._offer(channel, raw):
                             finished.append(channel)
-                if finished:  # one command for all of this turn's results
-                    pubsub.unsubscribe(*finished)
-                if time.monotonic() - self._pruned_at > 5.0:
+                done.update(finished)
+                now = time.monotonic()
+                if done and (
+                    len(done) >= self.UNSUBSCRIBE_BATCH or now - unsubscribed_at > self.UNSUBSCRIBE_EVERY_S
+                ):
+                    pubsub.unsubscribe(*done)
+                    done.clear()
+                    unsubscribed_at = now
+                if now - self._pruned_at > 5.0:
                     self._prune(pubsub)
         finally:
             self._close_selector()
