@@ -74,7 +74,9 @@ class AsyncClient:
         self.bound = AsyncCallBound(
             bound, f"broker {redact_url(settings.broker_url)}, results {redact_url(settings.result_backend)}"
         )
-        self.claims = AsyncClaims(self.backend, settings.inflight_ttl_s, settings.visibility_timeout_s)
+        self.claims = AsyncClaims(
+            self.backend, settings.inflight_ttl_s, settings.visibility_timeout_s, self.broker
+        )
         self.listener = AsyncResultListener(self.backend)
         #: This client's recent cache hits: ``result(id)`` says ``cached`` as ``wait()`` did.
         self.hits = RecentHits()

@@ -16,12 +16,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from tasks import constants as C
 from tasks.celery_message import encode_task_message
+from tasks.codec import encode_array, encode_stacked
 from tasks.keys import input_key, queue_name
 from tasks.schema import ModelInfo
 from tasks.settings import Settings
-from tasks.wire import BulkItem, BulkMessage, Request
+from tasks.wire import BulkItem, BulkMessage, BulkTensor, Request
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Outgoing:
     message: str
     blobs: dict[str, bytes] = field(default_factory=dict)
     blob_ttl_s: int = 0
+    #: Further ``(list, message)`` pairs of the same send (a chunk too big for one message).
+    more: list[tuple[str, str]] = field(default_factory=list)
 
     def queue_on(self, pipe: Any) -> None:
         """Queue the writes on a (sync or asyncio) redis-py pipeline: blobs first, so a
@@ -40,6 +45,70 @@ class Outgoing:
         for ref, payload in self.blobs.items():
             pipe.set(ref, payload, ex=self.blob_ttl_s)
         pipe.lpush(self.list_key, self.message)
+        for list_key, message in self.more:
+            pipe.lpush(list_key, message)
+
+
+def _common(info: ModelInfo, t0: float, cache: bool, deadline_at: float | None) -> Request:
+    return Request(
+        model=info.name,
+        variant=info.variant,
+        version=info.version,
+        enqueued_at=t0,
+        cache=cache,
+        deadline_at=deadline_at,
+    )
+
+
+def build_tensor_message(
+    settings: Settings,
+    info: ModelInfo,
+    ids: list[str],
+    arrays: dict[str, np.ndarray],
+    t0: float,
+    *,
+    cache: bool,
+    deadline_at: float | None = None,
+    priority: str = C.DEFAULT_PRIORITY,
+) -> Outgoing:
+    """Many jobs as ``BulkTensor`` messages: their inputs stacked, one array per input name
+    (row ``i`` for ``ids[i]``), raw bytes instead of one msgpack map per input.
+
+    The tensors travel inline up to ``INLINE_INPUT_MAX_BYTES``, else beside the message
+    under one key (raw bytes, never base64 in kombu's JSON); a message's tensors stay
+    within half the workers' ``INFERQ_MAX_MESSAGE_BYTES`` (more messages if need be).
+    """
+    common = _common(info, t0, cache, deadline_at)
+    row_bytes = sum(a[0].nbytes for a in arrays.values())
+    per_message = max(1, settings.max_message_bytes // 2 // max(1, row_bytes))
+    out: Outgoing | None = None
+    for start in range(0, len(ids), per_message):
+        part = {k: v[start : start + per_message] for k, v in arrays.items()}
+        part_ids = ids[start : start + per_message]
+        bulk = BulkTensor(common, part_ids)
+        blobs: dict[str, bytes] = {}
+        if row_bytes * len(part_ids) > C.INLINE_INPUT_MAX_BYTES:
+            bulk.tensors_ref = input_key(part_ids[0], uuid.uuid4().hex[:8])
+            blobs[bulk.tensors_ref] = encode_stacked(part)
+        else:
+            bulk.tensors = {k: encode_array(v) for k, v in part.items()}
+        task_id = "bulk-" + uuid.uuid4().hex
+        list_key, message = encode_task_message(
+            task_id,
+            bulk.to_wire(),
+            queue=queue_name(info.name, info.variant),
+            priority=C.PRIORITIES[priority],
+            expires_at=deadline_at,
+            argsrepr=f"({info.key!r}, {len(part_ids)} input(s))",
+            now=t0,
+        )
+        if out is None:
+            out = Outgoing(task_id, list_key, message, blobs, settings.cache_ttl_s)
+        else:
+            out.blobs.update(blobs)
+            out.more.append((list_key, message))
+    assert out is not None
+    return out
 
 
 def build_message(
@@ -60,14 +129,7 @@ def build_message(
     decode again. The blob is stored in the broker's Redis first, then the message
     names it; the worker deletes it once the job's result is stored.
     """
-    common = Request(
-        model=info.name,
-        variant=info.variant,
-        version=info.version,
-        enqueued_at=t0,
-        cache=cache,
-        deadline_at=deadline_at,
-    )
+    common = _common(info, t0, cache, deadline_at)
     blobs: dict[str, bytes] = {}
     entries: list[BulkItem] = []
     # Inline inputs travel as base64 inside kombu's JSON: keep a bulk message well

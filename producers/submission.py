@@ -17,24 +17,77 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from producers.claims import CLAIMED, FOUND, SHARED
-from producers.sender import Outgoing, build_message
+from producers.sender import Outgoing, build_message, build_tensor_message
 from tasks import constants as C
 from tasks.codec import encode_inputs
 from tasks.errors import BadInput, PayloadTooLarge
-from tasks.keys import job_id, random_job_id
+from tasks.keys import job_id, job_ids, random_job_id
 from tasks.schema import ModelInfo
 from tasks.settings import Settings
-from tasks.validation import cast_inputs, validate_inputs
+from tasks.validation import cast_inputs, validate_inputs, validate_rows
 from tasks.wire import StatusRecord
 
 Prepared = tuple[dict[str, np.ndarray], bytes]  # (named inputs, encoded payload)
+
+
+class Stacked(Sequence[Prepared]):
+    """Many inputs of one model as one array per input name (row ``i`` is input ``i``),
+    checked once for all: what ``prepare`` returns for a bulk submission.
+
+    A slice is a ``Stacked`` of views (a chunk costs no copy); an item is the
+    ``Prepared`` of that one input, encoded when asked for (a caller that wants a list
+    of ``Prepared`` still gets one).
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+        self._n = len(next(iter(arrays.values())))
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, i: int) -> Prepared: ...
+    @overload
+    def __getitem__(self, i: slice) -> Stacked: ...
+    def __getitem__(self, i: int | slice) -> Prepared | Stacked:
+        if isinstance(i, slice):
+            return Stacked({k: v[i] for k, v in self.arrays.items()})
+        row = self.row(i)
+        return row, encode_inputs(row)
+
+    def __iter__(self) -> Iterator[Prepared]:
+        return (self[i] for i in range(self._n))
+
+    def row(self, i: int) -> dict[str, np.ndarray]:
+        return {k: v[i] for k, v in self.arrays.items()}
+
+
+def _stack(info: ModelInfo, xs: Iterable[Any] | np.ndarray) -> dict[str, np.ndarray] | list[Any]:
+    """Inputs as one array per input name when they can be (an array with a leading axis
+    over inputs, or inputs that share names, shapes and dtypes); else the inputs as a list."""
+    if isinstance(xs, np.ndarray) and len(info.inputs) == 1 and xs.ndim >= 1:
+        return {info.inputs[0].name: xs} if len(xs) >= 2 else list(xs)
+    items = list(xs)
+    if len(items) < 2:
+        return items
+    named = [named_inputs(info, x) for x in items]
+    first = named[0]
+    same = all(
+        n.keys() == first.keys()
+        and all(v.shape == first[k].shape and v.dtype == first[k].dtype for k, v in n.items())
+        for n in named
+    )
+    if not same or any(a.dtype.kind not in "biuf" for a in first.values()):
+        return named
+    return {k: np.stack([n[k] for n in named]) for k in first}
 
 
 def _as_array(x: Any, name: str) -> np.ndarray:
@@ -72,15 +125,19 @@ def check_options(chunk_size: int, priority: str, deadline_ms: Any = None) -> No
             )
 
 
-def prepare(settings: Settings, info: ModelInfo, xs: Iterable[Any], *, validate: bool) -> list[Prepared]:
+def prepare(settings: Settings, info: ModelInfo, xs: Iterable[Any], *, validate: bool) -> Sequence[Prepared]:
     """Every input checked and encoded before anything is sent (one bad input sends nothing).
 
     Inputs are cast to the model's dtypes where no value changes; a lossy cast raises
     ``BadInput`` naming the expected dtype. ``validate=False`` sends each input exactly
-    as given (the worker checks it).
+    as given (the worker checks it). Many inputs that share names, shapes and dtypes
+    come back ``Stacked``: cast, checked and later sent as one array per input name.
     """
+    stacked = _stack(info, xs)
+    if isinstance(stacked, dict):
+        return _prepare_stacked(settings, info, stacked, validate=validate)
     prepared: list[Prepared] = []
-    for x in xs:
+    for x in stacked:
         inputs = named_inputs(info, x)
         if validate:
             inputs = validate_inputs(cast_inputs(inputs, info.inputs), info.inputs)
@@ -91,6 +148,23 @@ def prepare(settings: Settings, info: ModelInfo, xs: Iterable[Any], *, validate:
             )
         prepared.append((inputs, payload))
     return prepared
+
+
+def _prepare_stacked(
+    settings: Settings, info: ModelInfo, arrays: dict[str, np.ndarray], *, validate: bool
+) -> Stacked:
+    if validate:
+        arrays, bad = validate_rows(cast_inputs(arrays, info.inputs), info.inputs)
+        if bad:
+            first = min(bad)
+            raise BadInput(f"{bad[first].message} (input {first} of {len(next(iter(arrays.values())))})")
+    out = Stacked(arrays)
+    size = len(encode_inputs(out.row(0)))  # every row encodes to the same size
+    if size > settings.max_payload_bytes:
+        raise PayloadTooLarge(
+            f"input payload is {size} bytes, over the limit of {settings.max_payload_bytes} bytes"
+        )
+    return out
 
 
 @dataclass
@@ -112,7 +186,7 @@ class ChunkPlan:
         self,
         settings: Settings,
         info: ModelInfo,
-        chunk: list[Prepared],
+        chunk: Sequence[Prepared],
         *,
         no_cache: bool,
         deadline_ms: float | None,
@@ -128,14 +202,17 @@ class ChunkPlan:
         if no_cache:
             # Claimed too (a random id is always free): its status reads "queued", and a
             # cancel finds it.
-            self.ids = [random_job_id() for _ in chunk]
+            self.ids = [random_job_id() for _ in range(len(chunk))]
+        elif isinstance(chunk, Stacked):
+            self.ids = job_ids(info.name, info.variant, info.version, chunk.arrays)
         else:
             self.ids = [job_id(info.name, info.variant, info.version, inputs) for inputs, _ in chunk]
         self.specs: list[JobSpec] = []
-        self.send: list[tuple[str, bytes]] = []
-        #: (position in specs, id, payload, the document read): failures of the moment
-        #: to claim again.
-        self.redo: list[tuple[int, str, bytes, bytes]] = []
+        #: (id, position in the chunk) of each input to send.
+        self.send: list[tuple[str, int]] = []
+        #: (position in specs, id, position in the chunk, the document read): failures of
+        #: the moment to claim again.
+        self.redo: list[tuple[int, str, int, bytes]] = []
 
     def fresh_answers(self) -> list[list[Any]]:
         """The claim answers for random ids (``no_cache``): every one is new."""
@@ -143,7 +220,7 @@ class ChunkPlan:
 
     def read_claims(self, answers: list[list[Any]]) -> None:
         """Sort the inputs by the cache check's answers (``Claims.check_and_claim``)."""
-        for jid, (_, payload), found in zip(self.ids, self.chunk, answers, strict=True):
+        for pos, (jid, found) in enumerate(zip(self.ids, answers, strict=True)):
             if found[0] == FOUND:
                 record = StatusRecord.parse(found[1], jid)
                 if record is not None and (record.cacheable or record.foreign):
@@ -159,13 +236,13 @@ class ChunkPlan:
                     self.specs.append(JobSpec(jid, enqueued=False))  # shared
                     continue
                 # A failure of the moment is not a cache hit: run it again (if still so).
-                self.redo.append((len(self.specs), jid, payload, found[1]))
+                self.redo.append((len(self.specs), jid, pos, found[1]))
                 self.specs.append(JobSpec(jid))
                 continue
             if found[0] == SHARED:
                 self.specs.append(JobSpec(jid, enqueued=False))
                 continue
-            self.send.append((jid, payload))
+            self.send.append((jid, pos))
             self.specs.append(JobSpec(jid))
 
     def redo_seen(self) -> list[tuple[str, bytes]]:
@@ -173,9 +250,9 @@ class ChunkPlan:
         return [(jid, doc) for _, jid, _, doc in self.redo]
 
     def read_reclaim(self, won: list[bool]) -> None:
-        for (pos, jid, payload, _), claimed in zip(self.redo, won, strict=True):
+        for (pos, jid, at, _), claimed in zip(self.redo, won, strict=True):
             if claimed:
-                self.send.append((jid, payload))
+                self.send.append((jid, at))
             else:  # someone else ran it again meanwhile: share that run
                 self.specs[pos] = JobSpec(jid, enqueued=False)
 
@@ -192,12 +269,41 @@ class ChunkPlan:
         """The message carrying what is to be sent; None when nothing is."""
         if not self.send:
             return None
+        if len(self.send) > 1:
+            arrays = self._stacked()
+            if arrays is not None:
+                return build_tensor_message(
+                    self.settings,
+                    self.info,
+                    [jid for jid, _ in self.send],
+                    arrays,
+                    self.t0,
+                    cache=not self.no_cache,
+                    deadline_at=self.deadline_at,
+                    priority=self.priority,
+                )
         return build_message(
             self.settings,
             self.info,
-            self.send,
+            [(jid, self.chunk[at][1]) for jid, at in self.send],
             self.t0,
             cache=not self.no_cache,
             deadline_at=self.deadline_at,
             priority=self.priority,
         )
+
+    def _stacked(self) -> dict[str, np.ndarray] | None:
+        """The inputs to send as one array per input name, or None when they differ in
+        names, shapes or dtypes (then each travels alone, in a ``BulkMessage``)."""
+        rows = [at for _, at in self.send]
+        if isinstance(self.chunk, Stacked):
+            whole = rows == list(range(len(self.chunk)))
+            return {k: v if whole else v[rows] for k, v in self.chunk.arrays.items()}
+        picked = [self.chunk[at][0] for at in rows]
+        first = picked[0]
+        for inputs in picked:
+            if inputs.keys() != first.keys() or any(
+                v.shape != first[k].shape or v.dtype != first[k].dtype for k, v in inputs.items()
+            ):
+                return None
+        return {k: np.stack([inputs[k] for inputs in picked]) for k in first}

@@ -52,6 +52,71 @@ def encode_inputs(inputs: Mapping[str, np.ndarray]) -> bytes:
     return blob
 
 
+def encode_stacked(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """Many inputs stacked (row ``i`` of each array is input ``i``) as one msgpack blob:
+    the tensors of a ``BulkTensor`` message."""
+    blob: bytes = msgpack.packb({name: encode_array(a) for name, a in arrays.items()}, use_bin_type=True)
+    return blob
+
+
+def decode_stacked(payload: Any, rows: int, max_bytes: int) -> dict[str, np.ndarray]:
+    """The stacked inputs of a ``BulkTensor`` message: ``rows`` inputs per name, each at
+    most ``max_bytes`` (the per-input payload limit), as arrays of shape ``(rows, ...)``
+    that share the message's buffer (no copy per input).
+
+    Raises ``PayloadTooLarge`` or ``BadInput`` naming what was expected and what came;
+    such an error is every row's (they share the dtype and shape that were wrong).
+    """
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        try:
+            obj = msgpack.unpackb(bytes(payload), raw=False, strict_map_key=True)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise BadInput(
+                f"bulk tensors are not valid msgpack ({type(exc).__name__}); "
+                "expected a map of name -> {dtype, shape, data}"
+            ) from None
+    else:
+        obj = payload
+    if not isinstance(obj, Mapping) or not obj:
+        raise BadInput(
+            f"bulk 'tensors' must be a non-empty map of name -> {{dtype, shape, data}}, got {describe(obj)}"
+        )
+    out: dict[str, np.ndarray] = {}
+    for name, value in obj.items():
+        if not isinstance(name, str):
+            raise BadInput(f"input names must be strings, got {type(name).__name__}")
+        if not isinstance(value, Mapping):
+            raise BadInput(f"input {quote(name)}: expected {{dtype, shape, data}}, got {describe(value)}")
+        dtype = parse_dtype(value.get("dtype"), name)
+        shape = value.get("shape")
+        if not isinstance(shape, (list, tuple)) or not shape or shape[0] != rows:
+            raise BadInput(
+                f"input {quote(name)}: bulk 'shape' must start with the number of items ({rows}), "
+                f"got {_fmt_shape(shape) if isinstance(shape, (list, tuple)) else describe(shape)}"
+            )
+        row_shape = parse_shape(list(shape[1:]), name)
+        data = value.get("data")
+        if not isinstance(data, (bytes, bytearray)):
+            raise BadInput(f"input {quote(name)}: 'data' must be bytes, got {describe(data)}")
+        n = 1
+        for d in row_shape:
+            n *= d
+        per_row = n * dtype.itemsize
+        if per_row > max_bytes:
+            raise PayloadTooLarge(
+                f"input {quote(name)}: shape {list(row_shape)} of {dtype.name} needs {per_row} bytes, "
+                f"over the limit of {max_bytes} bytes"
+            )
+        if len(data) != per_row * rows:
+            raise BadInput(
+                f"input {quote(name)}: {rows} inputs of shape {list(row_shape)} of {dtype.name} need "
+                f"{per_row * rows} bytes, got {len(data)} bytes"
+            )
+        arr = np.frombuffer(data, dtype=dtype).reshape((rows, *row_shape))
+        out[name] = arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
+    return out
+
+
 def decode_inputs(payload: Any, max_bytes: int) -> dict[str, np.ndarray]:
     """Decode a job's inputs from a msgpack blob or a JSON-style mapping.
 

@@ -63,11 +63,20 @@ DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 #: whole: the worker sees a stub and answers ``PayloadTooLarge`` (workers/broker/fetcher.py),
 #: so a worker holds at most its prefetch times this much message data.
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024
-#: How long a message whose worker stopped renewing its lease waits before another
-#: worker takes it back. Live workers renew every quarter of it (workers/broker/leases.py), so
-#: it need not outlast the slowest batch: a killed worker's jobs come back within about
-#: a minute instead of Celery's default hour.
+#: The last resort for an unacknowledged message: how long one whose worker stopped
+#: renewing it waits before another worker takes it back. Live workers renew every
+#: quarter of it (workers/broker/leases.py), so it need not outlast the slowest batch. A
+#: dead inferq worker's messages come back much sooner, after its lease
+#: (``DEFAULT_LEASE_S``); this covers messages nobody recorded a holder for (taken by an
+#: older worker or by a plain Celery worker) and ones a live worker gave up.
 DEFAULT_VISIBILITY_TIMEOUT_S = 60
+#: A worker's heartbeat lease: its alive key lives this long after each renewal, and it
+#: renews five times per lease, so four lost beats in a row are survived. Once the key is
+#: gone, any worker takes back the messages it held: a SIGKILLed worker's jobs run
+#: elsewhere within about this long plus a second. Shorter means faster recovery but a
+#: worker whose beats stall (or whose link to Redis is down) this long loses its messages
+#: to others, which then run twice.
+DEFAULT_LEASE_S = 5.0
 #: Bounded prefetch: a worker holds at most this many unacked messages per process.
 DEFAULT_PREFETCH = 4
 #: A client call that Redis does not answer within this long raises ``BrokerUnavailable``:

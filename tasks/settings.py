@@ -6,6 +6,7 @@ its entry point and hands it down, which keeps tests hermetic (they build their 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -28,6 +29,9 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
+#: The shortest heartbeat lease accepted (``lease_s``).
+MIN_LEASE_S = 1.0
+
 #: Accepted values of ``redis_cert_reqs``; ``required`` is the default.
 TLS_CERT_REQS = ("required", "none")
 
@@ -49,6 +53,9 @@ class Settings:
     #: A queued message bigger than this is answered ``PayloadTooLarge`` unread.
     max_message_bytes: int = C.DEFAULT_MAX_MESSAGE_BYTES
     visibility_timeout_s: int = C.DEFAULT_VISIBILITY_TIMEOUT_S
+    #: A worker's heartbeat lease (seconds, at least 1): once a worker has not renewed it
+    #: for this long (killed, frozen, cut off), other workers take back its messages.
+    lease_s: float = C.DEFAULT_LEASE_S
     #: The longest a client call (submit, status, result, ping) may take, connecting and
     #: retrying included, before it raises ``BrokerUnavailable``; a call's ``timeout`` overrides it.
     client_timeout_s: float = C.DEFAULT_CLIENT_TIMEOUT_S
@@ -126,6 +133,12 @@ class Settings:
         # A broker URL whose query moves kombu's keys (``?global_keyprefix=``) is refused
         # as the settings are read, before any process connects or loads a model.
         check_transport_options({}, self.broker_url)
+        if not (MIN_LEASE_S <= self.lease_s < math.inf):
+            # Under a second the heartbeat costs Redis more than five commands a second per
+            # worker, and one slow beat would hand a live worker's jobs to another.
+            raise ConfigError(
+                f"setting lease_s must be a number of seconds >= {MIN_LEASE_S:g}, got {self.lease_s}"
+            )
         if self.redis_cert_reqs not in TLS_CERT_REQS:
             raise ConfigError(
                 f"setting redis_cert_reqs must be one of {list(TLS_CERT_REQS)}, got {self.redis_cert_reqs!r}"

@@ -7,6 +7,7 @@ authority: a raw Celery client can send anything).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +72,55 @@ def cast_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -
 
 def validate_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
     """Return the inputs in spec order, or raise ``BadInput`` naming expected vs got."""
+    _check_names(inputs, specs)
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        arr = inputs[spec.name]
+        _check_dtype(spec, arr.dtype)
+        if arr.size == 0:
+            raise BadInput(
+                f"input {spec.name!r}: expected shape {_fmt(spec.shape)}, got an empty array {arr.shape}"
+            )
+        _check_shape(spec, arr.shape)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise BadInput(_not_finite(spec, arr))
+        out[spec.name] = arr
+    return out
+
+
+def validate_rows(
+    inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
+) -> tuple[dict[str, np.ndarray], dict[int, BadInput]]:
+    """``validate_inputs`` for stacked inputs (row ``i`` of each array is input ``i``), each
+    check once for all rows: the inputs in spec order, and the rows that fail alone (not
+    finite) with their error, naming the input as ``validate_inputs`` would.
+
+    Names, dtype and shape are the whole stack's (every row shares them): a mismatch
+    raises ``BadInput`` for all.
+    """
+    _check_names(inputs, specs)
+    out: dict[str, np.ndarray] = {}
+    bad: dict[int, BadInput] = {}
+    for spec in specs:
+        arr = inputs[spec.name]
+        _check_dtype(spec, arr.dtype)
+        if arr.size == 0:
+            raise BadInput(
+                f"input {spec.name!r}: expected shape {_fmt(spec.shape)}, got empty arrays {arr.shape[1:]}"
+            )
+        _check_shape(spec, arr.shape[1:])
+        if arr.dtype.kind == "f":
+            flat = arr.reshape(len(arr), -1)
+            # One pass for the common case: a sum is finite only if every value is (a
+            # float64 sum of float32s cannot overflow; if it does, the rows tell).
+            if not np.isfinite(flat.sum(dtype=np.float64)):
+                for i in np.flatnonzero(~np.isfinite(flat).all(axis=1)).tolist():
+                    bad.setdefault(i, BadInput(_not_finite(spec, arr[i])))
+        out[spec.name] = arr
+    return out, bad
+
+
+def _check_names(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]) -> None:
     expected = {s.name for s in specs}
     got = set(inputs)
     if got != expected:
@@ -79,35 +129,32 @@ def validate_inputs(inputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec
             + (f" (missing {_names(expected - got)})" if expected - got else "")
             + (f" (unexpected {_names(got - expected)})" if got - expected else "")
         )
-    out: dict[str, np.ndarray] = {}
-    for spec in specs:
-        arr = inputs[spec.name]
-        want = np.dtype(spec.dtype)
-        if arr.dtype != want:
-            raise BadInput(
-                f"input {spec.name!r}: expected dtype {want.name}, got "
-                f"{arr.dtype.name if arr.dtype.name != want.name else arr.dtype.str}"
-                + (f" (cast with x.astype(np.{want.name}))" if arr.dtype.kind in "iuf" else "")
-            )
-        if arr.size == 0:
-            raise BadInput(
-                f"input {spec.name!r}: expected shape {_fmt(spec.shape)}, got an empty array {arr.shape}"
-            )
-        if arr.ndim != len(spec.shape) or any(
-            s is not None and s != d for s, d in zip(spec.shape, arr.shape, strict=False)
-        ):
-            hint = ""
-            if arr.ndim == len(spec.shape) + 1 and arr.shape[0] == 1:
-                hint = " (send one input without the batch axis)"
-            raise BadInput(
-                f"input {spec.name!r}: expected shape {_fmt(spec.shape)}, got {list(arr.shape)}{hint}"
-            )
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            n_nan = int(np.isnan(arr).sum())
-            n_inf = int(np.isinf(arr).sum())
-            raise BadInput(f"input {spec.name!r}: expected finite values, got {n_nan} NaN and {n_inf} inf")
-        out[spec.name] = arr
-    return out
+
+
+def _check_dtype(spec: TensorSpec, dtype: np.dtype[Any]) -> None:
+    want = np.dtype(spec.dtype)
+    if dtype != want:
+        raise BadInput(
+            f"input {spec.name!r}: expected dtype {want.name}, got "
+            f"{dtype.name if dtype.name != want.name else dtype.str}"
+            + (f" (cast with x.astype(np.{want.name}))" if dtype.kind in "iuf" else "")
+        )
+
+
+def _check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:
+    if len(shape) != len(spec.shape) or any(
+        s is not None and s != d for s, d in zip(spec.shape, shape, strict=False)
+    ):
+        hint = ""
+        if len(shape) == len(spec.shape) + 1 and shape[0] == 1:
+            hint = " (send one input without the batch axis)"
+        raise BadInput(f"input {spec.name!r}: expected shape {_fmt(spec.shape)}, got {list(shape)}{hint}")
+
+
+def _not_finite(spec: TensorSpec, arr: np.ndarray) -> str:
+    n_nan = int(np.isnan(arr).sum())
+    n_inf = int(np.isinf(arr).sum())
+    return f"input {spec.name!r}: expected finite values, got {n_nan} NaN and {n_inf} inf"
 
 
 def _fmt(shape: Sequence[int | None]) -> str:

@@ -15,7 +15,9 @@ for i = 2, #KEYS, 2 do
     redis.call('SET', KEYS[i + 1], stamp, 'EX', ARGV[2])
     won = true
   elseif not cur then
-    won = claim(KEYS[i + 1])
+    -- A claim that may be stale is shared here, not taken over: the next submit of the
+    -- input looks at the broker first (check_and_claim.lua, producers/claims.py).
+    won = claim(KEYS[i + 1]) == 0
   end
   if won then claimed = claimed + 1 end
   out[#out + 1] = won and 1 or 0

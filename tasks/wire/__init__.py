@@ -7,6 +7,7 @@
 |---|---|---|---|
 | ``Request``: one job | client (or any Celery client) | worker | a kombu message's task argument |
 | ``BulkMessage``: many jobs | client | worker | one kombu message, ``items`` |
+| ``BulkTensor``: many jobs, inputs stacked (v2) | client | worker | one kombu message, ``items`` + ``tensors`` |
 | ``Result``: a computed result | worker | client | inside a ``StatusRecord`` (SUCCESS) |
 | ``StatusRecord``: a job's state | worker | client, Lua ``status_record.lua`` | ``celery-task-meta-<id>`` |
 | ``Claim``: "queued by someone" | client (Lua) | client (Lua) | ``inferq:inflight:<id>`` |
@@ -22,15 +23,17 @@ result document (so ``AsyncResult`` reads it) plus ``v``.
 """
 
 from tasks.wire.control import Claim, ModelAnnouncement, OversizedStub, WorkerBeat
-from tasks.wire.jobs import BulkItem, BulkMessage, Request, is_item_id
-from tasks.wire.results import READY_STATES, Result, StatusRecord
+from tasks.wire.jobs import TENSOR_VERSION, BulkItem, BulkMessage, BulkTensor, Request, is_item_id
+from tasks.wire.results import READY_STATES, Result, StatusRecord, encode_successes
 from tasks.wire.version import VERSION
 
 __all__ = [
     "READY_STATES",
+    "TENSOR_VERSION",
     "VERSION",
     "BulkItem",
     "BulkMessage",
+    "BulkTensor",
     "Claim",
     "ModelAnnouncement",
     "OversizedStub",
@@ -38,5 +41,6 @@ __all__ = [
     "Result",
     "StatusRecord",
     "WorkerBeat",
+    "encode_successes",
     "is_item_id",
 ]

@@ -1,4 +1,6 @@
-"""Jobs, producer -> worker: the task argument of one job (``Request``) or of many (``BulkMessage``)."""
+"""Jobs, producer -> worker: the task argument of one job (``Request``) or of many
+(``BulkMessage``: one input per item; ``BulkTensor``: the inputs stacked, one array per
+input name)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.errors import BadInput, IncompatibleVersion
+from tasks.errors import BadInput, IncompatibleVersion, InferqError
 from tasks.wire.version import VERSION, show
 
 
@@ -135,6 +137,108 @@ class BulkMessage:
             raise BadInput("every bulk item needs an 'id' of letters, digits and '-' (at most 64)")
         return out, skipped
 
+
+#: The version of the bulk tensor form. A separate number from the other forms' ``VERSION``:
+#: an inferq worker that predates this form splits such a message by its ``items`` and
+#: answers each item ``IncompatibleVersion`` naming both versions, as for any job of
+#: another version, instead of misreading it.
+TENSOR_VERSION = 2
+
+
+@dataclass
+class BulkTensor:
+    """Many jobs of one model variant whose inputs travel as one stacked array per input
+    name (row ``i`` is the input of ``ids[i]``): one decode, one check and one model call
+    for all, where a ``BulkMessage`` costs one of each per item.
+
+    On the wire (version ``TENSOR_VERSION``): the shared fields of ``Request``, ``items``
+    (``[{"id": ...}]``, in row order: each job keeps its own id, cache entry and status
+    record, and a worker of another version answers each one), and either ``tensors``
+    (``{name: {dtype, shape, data}}``, ``shape[0]`` the number of items, ``data`` the raw
+    C-order bytes) or ``tensors_ref``: the key those tensors, packed the same way, wait
+    under beside the message.
+    """
+
+    common: Request
+    ids: list[str]
+    tensors: Any = None  # name -> {dtype, shape, data}, or the packed bytes read from tensors_ref
+    tensors_ref: str | None = None
+    #: The rows with a usable id, when some were skipped (``from_wire``); None: every row.
+    rows: list[int] | None = None
+    #: How many rows the tensors hold (every item, usable or not); 0: ``len(ids)``.
+    count: int = 0
+    #: Why the shared fields are unusable (``from_wire``): every item is answered with it.
+    error: InferqError | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        d = self.common._common()
+        d["v"] = TENSOR_VERSION
+        d["items"] = [{"id": jid} for jid in self.ids]
+        if self.tensors_ref is not None:
+            d["tensors_ref"] = self.tensors_ref
+        else:
+            d["tensors"] = self.tensors
+        return d
+
+    @staticmethod
+    def is_tensor_bulk(obj: Any) -> bool:
+        """A bulk message in this form's version (another version is split per item)."""
+        return (
+            isinstance(obj, dict)
+            and "items" in obj
+            and ("tensors" in obj or "tensors_ref" in obj)
+            and obj.get("v") == TENSOR_VERSION
+            and not isinstance(obj.get("v"), bool)
+        )
+
+    @classmethod
+    def from_wire(cls, obj: dict[str, Any]) -> tuple[BulkTensor, list[int]]:
+        """The message and the positions of items without a usable id (skipped: nobody
+        waits on them). Raises ``BadInput`` when no item is usable; malformed shared
+        fields are kept as ``error``, for each item to be answered with; the tensors are
+        checked by the worker's decode (``tasks/codec.py``'s ``decode_stacked``)."""
+        items = obj["items"]
+        if not isinstance(items, list) or not items:
+            raise BadInput("bulk job 'items' must be a non-empty list of {id}")
+        ids: list[str] = []
+        rows: list[int] = []
+        skipped: list[int] = []
+        for i, it in enumerate(items):
+            jid = it.get("id") if isinstance(it, dict) else None
+            if isinstance(jid, str) and is_item_id(jid):
+                ids.append(jid)
+                rows.append(i)
+            else:
+                skipped.append(i)
+        if not ids:
+            raise BadInput("every bulk item needs an 'id' of letters, digits and '-' (at most 64)")
+        shared = {k: v for k, v in obj.items() if k not in _TENSOR_FIELDS}
+        error = None
+        try:
+            common = Request.from_wire(shared | {"v": VERSION, "inputs": None})
+        except BadInput as exc:
+            common, error = Request("", ""), exc
+        ref = obj.get("tensors_ref")
+        return (
+            cls(
+                common,
+                ids,
+                tensors=obj.get("tensors"),
+                tensors_ref=ref if isinstance(ref, str) else None,
+                rows=rows if skipped else None,
+                count=len(items),
+                error=error,
+            ),
+            skipped,
+        )
+
+    @property
+    def rows_sent(self) -> int:
+        """How many rows the tensors hold (every item, usable or not)."""
+        return self.count or len(self.ids)
+
+
+_TENSOR_FIELDS = ("items", "tensors", "tensors_ref")
 
 _ITEM_ID = re.compile(r"[A-Za-z0-9\-]{1,64}")
 

@@ -12,6 +12,7 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 
@@ -20,17 +21,21 @@ from tasks.app import create_app
 from tasks.constants import PREDICT_TASK
 from tasks.errors import BadInput
 from tasks.kombu_layout import UNACKED
+from tasks.wire import Request
 from workers.broker.fetcher import Fetcher
 from workers.broker.leases import Leases
 from workers.serving.consumer import WorkerCore
 from workers.serving.events import EventSink
 from workers.serving.metrics import Metrics
+from workers.serving.pipeline import Block, Computed
 from workers.serving.store import Outcome
 
 pytestmark = pytest.mark.integration
 
 QUEUE = "inferq.m.v"
-_INFO = types.SimpleNamespace(key="m:v", max_batch_size=4, max_wait_ms=1.0)
+_INFO = types.SimpleNamespace(
+    key="m:v", name="m", variant="v", version="1", max_batch_size=4, max_wait_ms=1.0
+)
 _RUNTIME = types.SimpleNamespace(info=_INFO)
 
 
@@ -43,13 +48,12 @@ class StandInPipeline:
     def prepare(self, job_id: str, raw: dict[str, Any], received_at: float) -> Any:
         if raw.get("inputs") == b"bad":
             raise BadInput("expected a good input, got b'bad'")
-        return types.SimpleNamespace(job_id=job_id, runtime=_RUNTIME, received_at=received_at, batch_key="k")
+        block = Block([job_id], Request("m", "v"), {"x": np.zeros((1, 1), np.float32)}, _RUNTIME, received_at)  # type: ignore[arg-type]
+        return types.SimpleNamespace(as_block=lambda: block)
 
-    def run(self, jobs: list[Any]) -> list[Any]:
-        timing = types.SimpleNamespace(compute_ms=0.1, queue_ms=0.0, processing_ms=0.1, batch_wait_ms=0.0)
-        return [
-            types.SimpleNamespace(job_id=j.job_id, timing=timing, to_wire=lambda: {"ok": 1}) for j in jobs
-        ]
+    def compute(self, blocks: list[Block]) -> Computed:
+        rows = sum(b.rows for b in blocks)
+        return Computed(blocks, {"y": np.zeros((rows, 1), np.float32)}, time.time(), time.time())
 
 
 class RefusingWriter:
@@ -73,6 +77,9 @@ class RefusingWriter:
             time.sleep(0.2)  # let the good half of a bulk message finish first
             raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
         self.stored.update({o.job_id: o.record().state for o in outcomes})
+
+    def store_encoded(self, ids: list[str], records: list[bytes]) -> None:
+        self.store([Outcome(jid, result={"ok": 1}) for jid in ids])
 
 
 @pytest.fixture()

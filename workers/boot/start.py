@@ -23,6 +23,7 @@ from tasks.app import create_app
 from tasks.connections import redis_client
 from tasks.keys import queue_name
 from tasks.kombu_layout import check_transport_options
+from tasks.liveness import new_worker_id
 from tasks.settings import Settings, redact_url
 from workers.boot.announce import Heartbeat, announce_models
 from workers.boot.control import handle_revoke, report_model_queues
@@ -115,6 +116,10 @@ def run_worker(
     queues = sorted({queue_name(i.name, i.variant) for i in infos})
     report_model_queues(queues)  # inspect active_queues / Flower name them as served
     handle_revoke(backend, settings.cache_ttl_s)  # Celery's revoke cancels like Client.cancel
+    # One id per process start, recorded as the holder of every message this process
+    # takes and kept alive by its heartbeat lease (workers/broker/leases.py): a restarted
+    # worker never inherits a dead one's lease.
+    worker_id = new_worker_id()
     # Room for one batch computing and the next one filling, and no more: a worker
     # never pulls the whole queue into memory.
     max_batch = max(limits.max_batch_size or i.max_batch_size for i in infos)
@@ -130,7 +135,14 @@ def run_worker(
             on_deliveries,
             capacity=capacity,
             max_message_bytes=settings.max_message_bytes,
-            leases=Leases(broker, settings.visibility_timeout_s, on_taken_back=metrics.taken_back),
+            leases=Leases(
+                broker,
+                settings.visibility_timeout_s,
+                on_taken_back=metrics.taken_back,
+                worker_id=worker_id,
+                lease_s=settings.lease_s,
+            ),
+            worker_id=worker_id,
         ),
         EventSink(app, hostname),
         limits=limits,
@@ -154,7 +166,14 @@ def run_worker(
     # On SIGTERM/SIGINT stop taking messages at once; the bootstep's stop (later in
     # Celery's shutdown) finishes the batch in hand and puts the rest back.
     signals.worker_shutting_down.connect(lambda **_: core.fetcher.stop(), weak=False)
-    log.info("worker %s: broker %s, queues %s", hostname, redact_url(settings.broker_url), queues)
+    log.info(
+        "worker %s (id %s, lease %g s): broker %s, queues %s",
+        hostname,
+        worker_id,
+        settings.lease_s,
+        redact_url(settings.broker_url),
+        queues,
+    )
     try:
         app.worker_main(
             [

@@ -21,7 +21,7 @@ import orjson
 from tasks.codec import quote
 from tasks.constants import PREDICT_TASK
 from tasks.errors import BadInput, PayloadTooLarge
-from tasks.wire import BulkMessage, OversizedStub
+from tasks.wire import BulkMessage, BulkTensor, OversizedStub
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,9 @@ class Rejected(Exception):
         self.error = error
 
 
-def parse_message(raw: bytes) -> list[tuple[str, Any]]:
-    """A kombu message as ``[(job id, request)...]`` (one, or a bulk message's items)."""
+def parse_message(raw: bytes) -> list[tuple[str, Any]] | BulkTensor:
+    """A kombu message as ``[(job id, request)...]`` (one, or a bulk message's items), or
+    a ``BulkTensor`` (many jobs whose inputs are stacked)."""
     try:
         envelope = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -98,6 +99,8 @@ def parse_message(raw: bytes) -> list[tuple[str, Any]]:
     expires = _expires_at(headers.get("expires"))
     if expires is not None and isinstance(arg, dict) and arg.get("deadline_at") is None:
         arg["deadline_at"] = expires  # Celery's own per-task deadline, from any Celery client
+    if BulkTensor.is_tensor_bulk(arg):
+        return _tensor_bulk(job_id, arg)
     if BulkMessage.is_bulk(arg):
         return _split_bulk(job_id, arg)
     if not job_id:
@@ -132,3 +135,14 @@ def _split_bulk(msg_id: str, arg: dict[str, Any]) -> list[tuple[str, Any]]:
     for i in skipped:
         log.warning("rejected item %d of bulk message %s: it has no usable 'id'", i, quote(msg_id))
     return items
+
+
+def _tensor_bulk(msg_id: str, arg: dict[str, Any]) -> BulkTensor:
+    """A ``BulkTensor`` message; items without a usable id are logged and skipped."""
+    try:
+        bulk, skipped = BulkTensor.from_wire(arg)
+    except BadInput as exc:
+        raise Rejected(msg_id, exc.message) from None
+    for i in skipped:
+        log.warning("rejected item %d of bulk message %s: it has no usable 'id'", i, quote(msg_id))
+    return bulk

@@ -1,5 +1,6 @@
 """Dynamic batching: group jobs per batch key, run a group when full or when its oldest
-job has waited ``max_wait``.
+job has waited ``max_wait``. An item may hold several jobs (a part of a bulk message,
+``rows`` of them): a group is full when its rows reach ``max_size``.
 
 One thread per worker process runs every model call (LiteRT interpreters are not
 thread-safe, and one compute thread per process keeps the CPU budget predictable);
@@ -28,7 +29,8 @@ T = TypeVar("T")
 class _Group(Generic[T]):
     max_size: int
     deadline: float  # monotonic time the oldest job's wait runs out
-    items: list[T] = field(default_factory=list)
+    items: list[tuple[int, T]] = field(default_factory=list)  # (rows, item)
+    rows: int = 0
 
 
 class Batcher(Generic[T]):
@@ -36,7 +38,7 @@ class Batcher(Generic[T]):
 
     def __init__(self, run_batch: Callable[[list[T]], None], name: str = "inferq-batcher") -> None:
         self._run_batch = run_batch
-        self._queue: queue.SimpleQueue[tuple[Hashable, int, float, T] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Hashable, int, float, int, T] | None] = queue.SimpleQueue()
         self._groups: dict[Hashable, _Group[T]] = {}
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -45,16 +47,17 @@ class Batcher(Generic[T]):
     def start(self) -> None:
         self._thread.start()
 
-    def put(self, key: Hashable, item: T, *, max_size: int, max_wait_s: float) -> None:
-        """Add one job; ``key`` groups jobs that can share a model call."""
-        self._queue.put((key, max(1, max_size), time.monotonic() + max(0.0, max_wait_s), item))
+    def put(self, key: Hashable, item: T, *, max_size: int, max_wait_s: float, rows: int = 1) -> None:
+        """Add one item of ``rows`` jobs (at most ``max_size``: the caller splits bigger
+        ones); ``key`` groups items that can share a model call."""
+        self._queue.put((key, max(1, max_size), time.monotonic() + max(0.0, max_wait_s), rows, item))
 
     def stop(self, timeout: float = 30.0) -> list[T]:
         """Finish the batch in hand, then return every job not yet run (to be requeued)."""
         self._stopping.set()
         self._queue.put(None)
         self._thread.join(timeout)
-        left: list[T] = [i for g in self._groups.values() for i in g.items]
+        left: list[T] = [i for g in self._groups.values() for _, i in g.items]
         self._groups.clear()
         while True:
             try:
@@ -62,20 +65,21 @@ class Batcher(Generic[T]):
             except queue.Empty:
                 break
             if entry is not None:
-                left.append(entry[3])
+                left.append(entry[4])
         return left
 
-    def _add(self, entry: tuple[Hashable, int, float, T]) -> None:
-        key, max_size, deadline, item = entry
+    def _add(self, entry: tuple[Hashable, int, float, int, T]) -> None:
+        key, max_size, deadline, rows, item = entry
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = _Group(max_size=max_size, deadline=deadline)
-        group.items.append(item)
+        group.items.append((rows, item))
+        group.rows += rows
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
             timeout = None
-            if any(len(g.items) >= g.max_size for g in self._groups.values()):
+            if any(g.rows >= g.max_size for g in self._groups.values()):
                 timeout = 0.0  # a group still full after its last batch runs now, not at its deadline
             elif self._groups:
                 timeout = max(0.0, min(g.deadline for g in self._groups.values()) - time.monotonic())
@@ -98,13 +102,21 @@ class Batcher(Generic[T]):
 
     def _flush_ready(self) -> None:
         now = time.monotonic()
-        ready = [k for k, g in self._groups.items() if len(g.items) >= g.max_size or g.deadline <= now]
+        ready = [k for k, g in self._groups.items() if g.rows >= g.max_size or g.deadline <= now]
         # Oldest first, so a busy model cannot starve a quiet one.
         for key in sorted(ready, key=lambda k: self._groups[k].deadline):
             group = self._groups[key]
-            batch, rest = group.items[: group.max_size], group.items[group.max_size :]
+            taken, rows = 0, 0
+            for n, _ in group.items:  # whole items, up to max_size rows (at least one item)
+                if taken and rows + n > group.max_size:
+                    break
+                taken += 1
+                rows += n
+            batch = [item for _, item in group.items[:taken]]
+            rest = group.items[taken:]
             if rest:
                 group.items = rest  # the rest's oldest has waited as long: keep the deadline
+                group.rows -= rows
             else:
                 del self._groups[key]
             try:

@@ -4,8 +4,10 @@ The ``Fetcher`` thread takes messages from the model queues many at a time and h
 them here; each message is parsed and each job decoded and validated on that thread
 (a bad one is answered at once, alone) and then queued for the ``Batcher``, whose
 thread runs a group through the model, stores every job's state in one Redis round
-trip, and only then acknowledges the messages. Flower sees every job, single, batched
-or bulk, through the task events sent here.
+trip, and only then acknowledges the messages. A bulk tensor message's jobs travel as
+one block (decoded and checked once, split only into model-sized parts), and their
+records, events and metrics are made per batch. Flower sees every job, single,
+batched or bulk, through the task events sent here.
 
 Why not celery-batches 0.11: it pins ``celery<5.7``, sends no task events (Flower
 cannot see batched jobs) and leaves a failed batch's jobs PENDING. And why not a
@@ -29,7 +31,7 @@ from typing import Any
 from tasks.codec import quote
 from tasks.constants import PREDICT_TASK
 from tasks.errors import InferqError
-from tasks.wire import Result
+from tasks.wire import BulkTensor, encode_successes
 from workers.broker.envelope import Rejected, parse_message
 from workers.broker.fetcher import Delivery, Fetcher
 from workers.broker.retry import GaveUp, Persistent
@@ -37,7 +39,7 @@ from workers.broker.stored_inputs import StoredInputs, Unusable
 from workers.serving.batcher import Batcher, Completer
 from workers.serving.events import EventSink
 from workers.serving.metrics import Metrics
-from workers.serving.pipeline import Pipeline, Prepared
+from workers.serving.pipeline import Block, Computed, Pipeline
 from workers.serving.store import Outcome, ResultWriter
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,12 @@ class _Message:
 
 @dataclass
 class _Entry:
-    job: Prepared
+    job: Block
     msg: _Message
+
+
+#: A parsed message: its jobs one by one (``(job id, task argument)``), or one bulk tensor.
+_Parsed = tuple[_Message, list[tuple[str, Any]] | BulkTensor]
 
 
 class WorkerCore:
@@ -102,7 +108,9 @@ class WorkerCore:
         self.batcher: Batcher[_Entry] = Batcher(self._run_batch)
         self.completer = Completer()
         self.fetcher: Fetcher = fetcher_factory(self.on_deliveries)
-        self.inputs = StoredInputs(self.fetcher.client, pipeline.max_payload_bytes)
+        self.inputs = StoredInputs(
+            self.fetcher.client, pipeline.max_payload_bytes, max_tensor_bytes=self.fetcher.max_message_bytes
+        )
         self.pid = os.getpid()
         self._stopping = threading.Event()
         #: Stores and acks outlast a Redis restart or a network cut of up to ``give_up_s``.
@@ -144,7 +152,7 @@ class WorkerCore:
         acknowledged, given up (it comes back), or held by its jobs in the batcher."""
         failures: list[tuple[Outcome, _Message]] = []
         done: list[_Message] = []
-        parsed: list[tuple[_Message, list[tuple[str, Any]]]] = []
+        parsed: list[_Parsed] = []
         for d in deliveries:
             try:
                 items = parse_message(d.raw)
@@ -162,7 +170,8 @@ class WorkerCore:
                 continue
             # One more than its jobs: this hold keeps the message from being acked (by a
             # batch finishing on the completer thread) before its early failures are stored.
-            parsed.append((_Message(d, remaining=len(items) + 1), items))
+            n = len(items.ids) if isinstance(items, BulkTensor) else len(items)
+            parsed.append((_Message(d, remaining=n + 1), items))
         try:
             self._claim_inputs(parsed)
         except Exception as exc:
@@ -171,7 +180,10 @@ class WorkerCore:
             return
         parsed = self._drop_cancelled(parsed)
         for msg, items in parsed:
-            self._take(msg, items, failures)
+            if isinstance(items, BulkTensor):
+                self._take_bulk(msg, items, failures)
+            else:
+                self._take(msg, items, failures)
         if failures:
             outcomes = [o for o, _ in failures]
             try:
@@ -202,13 +214,15 @@ class WorkerCore:
         if lost:
             self.fetcher.abandon(lost)
 
-    def _drop_cancelled(
-        self, parsed: list[tuple[_Message, list[tuple[str, Any]]]]
-    ) -> list[tuple[_Message, list[tuple[str, Any]]]]:
+    def _drop_cancelled(self, parsed: list[_Parsed]) -> list[_Parsed]:
         """Leave out jobs cancelled while they were queued: never computed, and their
         messages acked with the rest. One round trip per fetch; if it fails, the jobs
         run, and the store still leaves their cancelled records alone."""
-        ids = [jid for _, items in parsed for jid, _ in items]
+        ids = [
+            jid
+            for _, items in parsed
+            for jid in (items.ids if isinstance(items, BulkTensor) else (j for j, _ in items))
+        ]
         try:
             cancelled = self.writer.cancelled(ids)
         except Exception as exc:
@@ -216,29 +230,46 @@ class WorkerCore:
             return parsed
         if not cancelled:
             return parsed
-        out = []
+        out: list[_Parsed] = []
         for msg, items in parsed:
+            if isinstance(items, BulkTensor):
+                before = len(items.ids)
+                rows = items.rows if items.rows is not None else list(range(before))
+                kept = [(r, jid) for r, jid in zip(rows, items.ids, strict=True) if jid not in cancelled]
+                items.count = items.rows_sent
+                items.rows = [r for r, _ in kept]
+                items.ids = [jid for _, jid in kept]
+                if len(kept) < before:
+                    msg.finish(before - len(kept))  # never the last: on_deliveries holds it
+                out.append((msg, items) if kept else (msg, []))
+                continue
             keep = [(jid, raw) for jid, raw in items if jid not in cancelled]
             if len(keep) < len(items):
                 msg.finish(len(items) - len(keep))  # never the last: on_deliveries holds it
             out.append((msg, keep))
-        for jid in cancelled:
-            self.events.send("task-revoked", jid, terminated=False, signum=None, expired=False)
+        self.events.send_jobs("task-revoked", sorted(cancelled), terminated=False, signum=None, expired=False)
         self.events.flush()
         log.info("skipped %d cancelled job(s)", len(cancelled))
         return out
 
-    def _claim_inputs(self, parsed: list[tuple[_Message, list[tuple[str, Any]]]]) -> None:
+    def _claim_inputs(self, parsed: list[_Parsed]) -> None:
         """Fetch inputs that travelled beside their messages, all in one round trip."""
         wanted: list[dict[str, Any]] = []
+        bulks: list[BulkTensor] = []
         for msg, items in parsed:
+            if isinstance(items, BulkTensor):
+                ref = self.inputs.tensors_ref(items)
+                if ref is not None:
+                    bulks.append(items)
+                    msg.refs.append(ref)
+                continue
             for _, raw in items:
                 ref = self.inputs.ref(raw)
                 if ref is not None:
                     wanted.append(raw)
                     msg.refs.append(ref)
-        if wanted:
-            self.persist.call("reading stored inputs", lambda: self.inputs.fill(wanted))
+        if wanted or bulks:
+            self.persist.call("reading stored inputs", lambda: self.inputs.fill(wanted, bulks))
 
     def _take(
         self,
@@ -260,13 +291,47 @@ class WorkerCore:
                 failures.append((Outcome(jid, error=exc, key=self._label(raw)), msg))
                 answered += 1
                 continue
-            info = prepared.runtime.info
-            max_size = self.limits.max_batch_size or info.max_batch_size
-            max_wait = self.limits.max_wait_ms if self.limits.max_wait_ms is not None else info.max_wait_ms
-            key: Hashable = prepared.batch_key
-            self.batcher.put(key, _Entry(prepared, msg), max_size=max_size, max_wait_s=max_wait / 1e3)
+            self._queue_block(prepared.as_block(), msg)
         if answered:
             msg.finish(answered)  # never the last: on_deliveries still holds the message
+
+    def _take_bulk(self, msg: _Message, bulk: BulkTensor, failures: list[tuple[Outcome, _Message]]) -> None:
+        """A bulk tensor message's jobs: decoded and checked at once; rows that fail alone
+        are answered alone, the rest queued as a block."""
+        if not bulk.ids:
+            return
+        label = self._label({"model": bulk.common.model, "variant": bulk.common.variant})
+        self.events.send_jobs(
+            "task-received",
+            bulk.ids,
+            timestamp=msg.delivery.received_at,
+            name=PREDICT_TASK,
+            args=f"({quote(bulk.common.model)}, {quote(bulk.common.variant)})",
+            kwargs="{}",
+            retries=0,
+        )
+        try:
+            block, failed = self.pipeline.prepare_bulk(bulk, msg.delivery.received_at)
+        except InferqError as exc:
+            failures.extend((Outcome(jid, error=exc, key=label), msg) for jid in bulk.ids)
+            msg.finish(len(bulk.ids))  # never the last: on_deliveries still holds the message
+            return
+        if failed:
+            failures.extend((Outcome(jid, error=err, key=label), msg) for jid, err in failed.items())
+            msg.finish(len(failed))
+        if block is not None:
+            self._queue_block(block, msg)
+
+    def _queue_block(self, block: Block, msg: _Message) -> None:
+        """Hand a block to the batcher, in parts of at most the model's batch size."""
+        info = block.runtime.info
+        max_size = self.limits.max_batch_size or info.max_batch_size
+        max_wait = self.limits.max_wait_ms if self.limits.max_wait_ms is not None else info.max_wait_ms
+        key: Hashable = block.batch_key
+        for part in block.split(max_size):
+            self.batcher.put(
+                key, _Entry(part, msg), max_size=max_size, max_wait_s=max_wait / 1e3, rows=part.rows
+            )
 
     def _label(self, raw: Any) -> str:
         """The job's model:variant for metrics, if served (senders don't pick labels)."""
@@ -281,39 +346,48 @@ class WorkerCore:
     def _run_batch(self, entries: list[_Entry]) -> None:
         """Compute one batch; everything after the model call goes to the completer thread,
         so the next batch starts at once while this one's results are stored."""
-        jobs = [e.job for e in entries]
-        key = jobs[0].runtime.info.key
+        blocks = [e.job for e in entries]
+        key = blocks[0].runtime.info.key
         if self._last_compute_ms.get(key, TRACK_STARTED_MS) >= TRACK_STARTED_MS:
-            ids = [j.job_id for j in jobs]
+            ids = [jid for b in blocks for jid in b.ids]
             self.completer.submit(lambda: self._mark_started(ids))
-        t0 = time.time()
         try:
-            results: list[Result] | None = self.pipeline.run(jobs)
+            computed: Computed | None = self.pipeline.compute(blocks)
             error: InferqError | None = None
-            assert results is not None
-            self._last_compute_ms[key] = results[0].timing.compute_ms
+            assert computed is not None
+            self._last_compute_ms[key] = (computed.compute_done_at - computed.started_at) * 1e3
         except InferqError as exc:
-            results, error = None, exc
-        self.completer.submit(lambda: self._complete(entries, results, error, t0))
+            computed, error = None, exc
+        self.completer.submit(lambda: self._complete(entries, computed, error))
 
     def _mark_started(self, ids: list[str]) -> None:
         self.writer.started(ids)
-        for i in ids:
-            self.events.send("task-started", i, pid=self.pid)
+        self.events.send_jobs("task-started", ids, pid=self.pid)
         self.events.flush()
 
-    def _complete(
-        self, entries: list[_Entry], results: list[Result] | None, error: InferqError | None, t0: float
-    ) -> None:
-        """On the completer thread: store, then acknowledge, then tell Flower and metrics."""
-        jobs = [e.job for e in entries]
-        if results is not None:
-            outcomes = [Outcome(r.job_id, result=r.to_wire()) for r in results]
-        else:
-            assert error is not None
-            outcomes = [Outcome(j.job_id, error=error, key=jobs[0].runtime.info.key) for j in jobs]
+    def _complete(self, entries: list[_Entry], computed: Computed | None, error: InferqError | None) -> None:
+        """On the completer thread: store, then acknowledge, then tell Flower and metrics,
+        each once per batch (one record per job, built from one template per block)."""
+        blocks = [e.job for e in entries]
+        key = blocks[0].runtime.info.key
+        rows = sum(b.rows for b in blocks)
+        parts = computed.parts() if computed is not None else []
         try:
-            self.persist.call(f"storing a batch of {len(entries)}", lambda: self.writer.store(outcomes))
+            if computed is not None:
+                info = blocks[0].runtime.info
+                ids = [jid for b in blocks for jid in b.ids]
+                docs = [
+                    doc
+                    for block, outputs, timing in parts
+                    for doc in encode_successes(
+                        block.ids, info.name, info.variant, info.version, outputs, timing
+                    )
+                ]
+                self.persist.call(f"storing a batch of {rows}", lambda: self.writer.store_encoded(ids, docs))
+            else:
+                assert error is not None
+                outcomes = [Outcome(jid, error=error, key=key) for b in blocks for jid in b.ids]
+                self.persist.call(f"storing a batch of {rows}", lambda: self.writer.store(outcomes))
             stored = True
         except Exception as exc:
             # Not stored: not acked either; the messages come back after the visibility timeout.
@@ -321,24 +395,35 @@ class WorkerCore:
             stored = False
         now = time.time()
         finished: list[_Message] = []
-        for e, o in zip(entries, outcomes, strict=True):
+        for e in entries:
             if stored:
-                self._finish_event(o, now - e.job.received_at)
+                if error is None:
+                    self.events.send_jobs(
+                        "task-succeeded", e.job.ids, result="<outputs>", runtime=now - e.job.received_at
+                    )
+                else:
+                    self.events.send_jobs(
+                        "task-failed", e.job.ids, exception=_exception(error), traceback=None
+                    )
             else:
                 e.msg.abandoned = True
-            if e.msg.finish():
+            if e.msg.finish(e.job.rows):
                 finished.append(e.msg)
         self._ack(finished)
         if stored:
             self.events.flush()
-            self.metrics.batch_done(jobs, results, t0)
+            self.metrics.batch_done(key, [(b.rows, t) for b, _, t in parts], rows, error is None)
 
     def _finish_event(self, o: Outcome, runtime_s: float) -> None:
         if o.error is None:
             self.events.send("task-succeeded", o.job_id, result="<outputs>", runtime=runtime_s)
         else:
-            exc = f"{type(o.error).__name__}({o.error.message!r})"
-            self.events.send("task-failed", o.job_id, exception=exc, traceback=None)
+            self.events.send("task-failed", o.job_id, exception=_exception(o.error), traceback=None)
+
+
+def _exception(error: InferqError) -> str:
+    """A job's error as Flower shows it."""
+    return f"{type(error).__name__}({error.message!r})"
 
 
 def _why(exc: Exception) -> str:

@@ -18,6 +18,8 @@ status``): metrics that silently vanish are worse than metrics on another port.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import threading
 import time
@@ -29,8 +31,7 @@ import numpy as np
 
 from tasks.constants import CACHE_STATS_KEY
 from tasks.errors import ConfigError, Expired
-from tasks.wire import Result
-from workers.serving.pipeline import Prepared
+from tasks.schema import Timing
 from workers.serving.store import Outcome
 
 log = logging.getLogger(__name__)
@@ -59,31 +60,31 @@ class Metrics:
 
     # --- recording ------------------------------------------------------------------
 
-    def batch_done(self, jobs: list[Prepared], results: list[Result] | None, t0: float) -> None:
-        key = jobs[0].runtime.info.key
+    def batch_done(self, key: str, parts: list[tuple[int, Timing]], rows: int, ok: bool) -> None:
+        """One model call of ``rows`` jobs on ``key`` (model:variant); ``parts``: how many
+        of its jobs share each timing (a message's jobs do). Recorded once per part."""
         model, variant = key.split(":", 1)
         now = time.time()
         with self._lock:
-            if results is None:
-                self.failed += len(jobs)
+            if not ok:
+                self.failed += rows
             else:
-                self.succeeded += len(jobs)
+                self.succeeded += rows
                 recent = self._recent[key]
-                for r in results:
-                    recent.append((now, r.timing.queue_ms, r.timing.processing_ms, r.timing.compute_ms))
+                for n, t in parts:
+                    recent.extend(itertools.repeat((now, t.queue_ms, t.processing_ms, t.compute_ms), n))
         p = self._prom
         if p is None:
             return
-        status = "success" if results is not None else "failure"
-        p["jobs"].labels(model, variant, status).inc(len(jobs))
-        p["batch_size"].labels(model, variant).observe(len(jobs))
-        if results:
-            t = results[0].timing
-            p["compute"].labels(model, variant).observe(t.compute_ms / 1e3)
-            for r in results:
-                p["queue"].labels(model, variant).observe(r.timing.queue_ms / 1e3)
-                p["batch_wait"].labels(model, variant).observe(r.timing.batch_wait_ms / 1e3)
-                p["processing"].labels(model, variant).observe(r.timing.processing_ms / 1e3)
+        p["jobs"].labels(model, variant, "success" if ok else "failure").inc(rows)
+        p["batch_size"].labels(model, variant).observe(rows)
+        if ok and parts:
+            p["compute"].labels(model, variant).observe(parts[0][1].compute_ms / 1e3)
+            labels = (model, variant)
+            for n, t in parts:
+                p["queue"].observe(labels, t.queue_ms / 1e3, n)
+                p["batch_wait"].observe(labels, t.batch_wait_ms / 1e3, n)
+                p["processing"].observe(labels, t.processing_ms / 1e3, n)
 
     def failed_early(self, outcomes: Iterable[Outcome]) -> None:
         """Jobs answered before batching: refused (bad input, unknown model) or expired."""
@@ -143,13 +144,18 @@ class Metrics:
         def hist(name: str, doc: str, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Any:
             return Histogram(name, doc, labels, registry=reg, buckets=buckets)
 
+        def per_job(name: str, doc: str) -> CountedHistogram:
+            h = CountedHistogram(name, doc, LATENCY_BUCKETS)
+            reg.register(h)
+            return h
+
         prom = {
-            "queue": hist("inferq_queue_seconds", "Time from enqueue to a worker receiving the job"),
-            "batch_wait": hist(
+            "queue": per_job("inferq_queue_seconds", "Time from enqueue to a worker receiving the job"),
+            "batch_wait": per_job(
                 "inferq_batch_wait_seconds", "Time a received job waited for its batch to start"
             ),
             "compute": hist("inferq_compute_seconds", "Model time per batch"),
-            "processing": hist("inferq_processing_seconds", "Time from receipt to result ready, per job"),
+            "processing": per_job("inferq_processing_seconds", "Time from receipt to result ready, per job"),
             "batch_size": hist("inferq_batch_size", "Jobs per model call", BATCH_BUCKETS),
             "jobs": Counter("inferq_jobs", "Jobs finished by this worker", (*labels, "status"), registry=reg),
             "taken_back": Counter(
@@ -179,6 +185,41 @@ class Metrics:
         self.port = int(server.server_port)
         log.info("Prometheus metrics on http://%s:%d/metrics", address, self.port)
         return prom
+
+
+class CountedHistogram:
+    """A per-job histogram (labels model, variant) that takes a value with a count: the
+    jobs of one message share their timing, so a batch is one ``observe`` per message,
+    not one per job. Exported as a Prometheus histogram like ``prometheus_client``'s."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.doc = doc
+        self.buckets = buckets
+        self._lock = threading.Lock()
+        #: labels -> (count per bucket, the last one +Inf, sum)
+        self._data: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+
+    def observe(self, labels: tuple[str, str], value: float, count: int = 1) -> None:
+        i = bisect.bisect_left(self.buckets, value)
+        with self._lock:
+            data = self._data.get(labels)
+            if data is None:
+                data = self._data[labels] = ([0.0] * (len(self.buckets) + 1), [0.0])
+            data[0][i] += count
+            data[1][0] += value * count
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import HistogramMetricFamily
+
+        family = HistogramMetricFamily(self.name, self.doc, labels=("model", "variant"))
+        with self._lock:
+            snapshot = {k: (list(c), s[0]) for k, (c, s) in self._data.items()}
+        for labels, (counts, total) in sorted(snapshot.items()):
+            cumulative = list(itertools.accumulate(counts))
+            bounds = [repr(float(b)) for b in self.buckets] + ["+Inf"]
+            family.add_metric(list(labels), list(zip(bounds, cumulative, strict=True)), total)
+        yield family
 
 
 def end_status(outcome: Outcome) -> str:

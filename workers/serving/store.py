@@ -75,8 +75,12 @@ class ResultWriter:
 
     def store(self, outcomes: Iterable[Outcome]) -> None:
         outcomes = list(outcomes)
-        if not outcomes:
-            return
-        docs = [o.record().encode() for o in outcomes]
-        keys = [result_key(o.job_id) for o in outcomes] + [inflight_key(o.job_id) for o in outcomes]
-        self._store(keys=keys, args=[self.ttl_s, *docs])
+        if outcomes:
+            self.store_encoded([o.job_id for o in outcomes], [o.record().encode() for o in outcomes])
+
+    def store_encoded(self, job_ids: list[str], records: list[bytes]) -> None:
+        """Store encoded status records (``StatusRecord.encode``, or ``encode_successes``
+        for a batch), one per job, in one Lua call."""
+        if job_ids:
+            keys = [result_key(j) for j in job_ids] + [inflight_key(j) for j in job_ids]
+            self._store(keys=keys, args=[self.ttl_s, *records])

@@ -1,0 +1,133 @@
+"""What inferq costs per input outside the model, for bulk submissions (issue 18, item 1).
+
+    .venv/bin/python benchmarks/bulk_overhead.py [--inputs 30000] [--chunk 256] [--models-dir models]
+
+One run on one machine: a private redis-server, one worker process (digits fp32, one
+thread, started and warmed up first), then ``submit_many`` of ``--inputs`` unique
+inputs in messages of ``--chunk`` and ``wait_all``. Reported:
+
+- end to end: inputs / (first submit -> last result in the client's hands);
+- model time: the runtime's own compute time, summed over the batches the worker ran
+  (each result's ``timing.compute_ms`` is its batch's; a batch is counted once);
+- outside the model: (end-to-end time - model time) / inputs, in µs;
+- raw LiteRT: the same ``.tflite`` in this process, one thread, at fixed batch sizes
+  (before the worker starts), and inferq's end to end as a fraction of the best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.system_bench import cpu_name, inputs, spawn, stop, worker_cmd  # noqa: E402
+from ops.local.redis_server import LocalRedis  # noqa: E402
+from ops.status import wait_for_workers  # noqa: E402
+from producers.client import Client  # noqa: E402
+from tasks.settings import Settings  # noqa: E402
+from workers.models.registry import Registry  # noqa: E402
+from workers.models.runtimes.litert import LiteRTRuntime  # noqa: E402
+
+RAW_SIZES = (1, 8, 16, 32, 64, 128, 256)
+
+
+def raw_litert(models_dir: Path, threads: int, budget_s: float = 0.5) -> dict[int, float]:
+    """Inferences/s of the bare runtime at fixed batch sizes (first call untimed)."""
+    rt = LiteRTRuntime(Registry(models_dir).get("digits", "fp32"), threads=threads)
+    x = np.random.default_rng(0).random((max(RAW_SIZES), 28, 28, 1), dtype=np.float32)
+    out: dict[int, float] = {}
+    for n in RAW_SIZES:
+        batch = {"image": x[:n]}
+        rt.predict(batch)
+        calls, t0 = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < budget_s or calls < 3:
+            rt.predict(batch)
+            calls += 1
+        out[n] = calls * n / elapsed
+    return out
+
+
+def through_inferq(settings: Settings, xs: np.ndarray, chunk: int, logdir: Path) -> dict[str, float]:
+    w = spawn(worker_cmd("digits:fp32", "--threads", "1"), settings.env(), logdir / "bulk_overhead.log")
+    try:
+        with Client(settings) as c:
+            wait_for_workers(c, ["digits:fp32"], timeout=120)
+            warm = np.random.default_rng(7).random((512, 28, 28, 1), dtype=np.float32)
+            c.wait_all(c.submit_many("digits", warm, chunk_size=chunk, no_cache=True), timeout=120)
+            t0 = time.perf_counter()
+            jobs = c.submit_many("digits", xs, variant="fp32", chunk_size=chunk)
+            submitted = time.perf_counter() - t0
+            results = c.wait_all(jobs, timeout=900)
+            e2e = time.perf_counter() - t0
+    finally:
+        stop(w)
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, f"{len(errors)} errors, first: {errors[0]!r}"
+    batches: dict[float, float] = {}
+    sizes: dict[float, int] = {}
+    for r in results:
+        t = r.timing  # type: ignore[union-attr]
+        batches[t.started_at] = t.compute_ms / 1e3
+        sizes[t.started_at] = t.batch_size
+    model_s = sum(batches.values())
+    n = len(xs)
+    e2e_ms = sorted(r.timing.end_to_end_ms or 0.0 for r in results)  # type: ignore[union-attr]
+    return {
+        "inputs": n,
+        "e2e_s": e2e,
+        "submit_s": submitted,
+        "inferences_s": n / e2e,
+        "model_s": model_s,
+        "model_inferences_s": n / model_s,
+        "outside_us_per_input": (e2e - model_s) / n * 1e6,
+        "batches": len(batches),
+        "mean_batch": n / len(batches),
+        "e2e_p50_ms": float(np.percentile(e2e_ms, 50)),
+        "e2e_p99_ms": float(np.percentile(e2e_ms, 99)),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--inputs", type=int, default=30_000)
+    ap.add_argument("--chunk", type=int, default=256, help="inputs per message (submit_many's chunk_size)")
+    ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    logdir = ROOT / ".run" / "bench"
+    logdir.mkdir(parents=True, exist_ok=True)
+    raw = raw_litert(args.models_dir, threads=1)
+    best = max(raw, key=lambda b: raw[b])
+    with LocalRedis() as rs:
+        settings = Settings(broker_url=rs.url, models_dir=args.models_dir, log_level="WARNING")
+        r = through_inferq(
+            settings, inputs(args.models_dir, args.inputs, time.time() % 1000), args.chunk, logdir
+        )
+    out = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "chunk": args.chunk, "raw": raw, **r}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"machine: {out['machine']}; digits fp32, 1 thread, {r['inputs']} inputs, {args.chunk} per message")
+    print("raw LiteRT inferences/s: " + ", ".join(f"b={b}: {v:,.0f}" for b, v in raw.items()))
+    print(
+        f"inferq end to end: {r['inferences_s']:,.0f} inferences/s ({r['e2e_s']:.2f} s; submit_many "
+        f"{r['submit_s']:.2f} s) = {r['inferences_s'] / raw[best]:.2f}x raw best (b={best}: {raw[best]:,.0f}/s)"
+    )
+    print(
+        f"model time: {r['model_s']:.2f} s over {r['batches']} batches (mean {r['mean_batch']:.1f}), "
+        f"{r['model_inferences_s']:,.0f} inferences/s while computing"
+    )
+    print(f"outside the model: {r['outside_us_per_input']:.1f} µs per input")
+    print(f"end-to-end latency per job: p50 {r['e2e_p50_ms']:.0f} ms, p99 {r['e2e_p99_ms']:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
