@@ -137,6 +137,8 @@ def run_ray(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [str(args.ray_python), str(ROOT / "benchmarks" / "ray_peer_serve.py"), "--model", str(model),
            "--inputs", str(args.models_dir / "digits" / "data" / "heldout_x.npy"), "--duration", str(args.duration),
            "--warmup", str(args.warmup), "--inflight", str(args.inflight)]  # fmt: skip
+    if args.ray_no_access_log:
+        cmd.append("--no-access-log")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + args.warmup + 300)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -167,6 +169,9 @@ def main() -> int:
     ap.add_argument("--inflight", type=int, default=64)
     ap.add_argument("--ray-python", type=Path, default=Path("/work/ray-venv/bin/python"))
     ap.add_argument("--aof", action="store_true", help="inferq's Redis with appendonly yes, everysec")
+    ap.add_argument(
+        "--ray-no-access-log", action="store_true", help="Ray Serve without its per-request access log"
+    )
     ap.add_argument("--only", choices=("inferq", "ray"), help="run one side only (while developing)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -194,6 +199,7 @@ def main() -> int:
         f"machine: {cpu_name()}, {os.cpu_count()} cores; digits fp32, batch 32 / 2 ms, {args.inflight} in "
         f"flight, {args.duration:g} s per run after {args.warmup:g} s warm-up"
         + (", inferq's Redis with AOF everysec" if args.aof else "")
+        + (", Ray Serve's access log off" if args.ray_no_access_log else "")
     )
     print(
         "| round | system | jobs/s | p50 ms | p99 ms | mean batch | CPU ms per job | CPU ms per job, all "

@@ -101,6 +101,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--inflight", type=int, default=64)
     ap.add_argument("--max-ongoing", type=int, default=128, help="the replica's max_ongoing_requests")
+    ap.add_argument(
+        "--no-access-log", action="store_true", help="turn off Serve's per-request access log (on by default)"
+    )
     args = ap.parse_args()
 
     import ray
@@ -111,7 +114,9 @@ def main() -> int:
     serve.start(proxy_location="Disabled")
 
     # max_ongoing_requests: Serve's default (5) would cap batches at 5 with 64 in flight.
-    @serve.deployment(num_replicas=1, max_ongoing_requests=args.max_ongoing)
+    logging_config = {"enable_access_log": False} if args.no_access_log else None
+
+    @serve.deployment(num_replicas=1, max_ongoing_requests=args.max_ongoing, logging_config=logging_config)
     class Model:
         def __init__(self, path: str) -> None:
             from ai_edge_litert.interpreter import Interpreter
@@ -193,6 +198,7 @@ def main() -> int:
             "cpu_ms_per_job": per_job,
             "cpu_cores": {g: s / wall for g, s in used.items()},
             "started_s": started_s,
+            "access_log": not args.no_access_log,
         }
 
     try:

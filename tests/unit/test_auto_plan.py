@@ -55,6 +55,14 @@ def test_a_heavy_model_whose_threads_barely_help_gets_processes_instead() -> Non
     assert "only 1.1x faster" in plan.reason
 
 
+def test_a_heavy_model_whose_threads_were_not_measured_gets_single_thread_processes() -> None:
+    tf = ModelCost(
+        "m:savedmodel", {1: 4.0, 2: 4.0}, threads_skipped="tensorflow sets its threads once per process"
+    )
+    plan = choose_plan(4, [tf])
+    assert (plan.processes, plan.threads) == (4, 1) and "threads not measured" in plan.reason
+
+
 def test_batch_stays_within_the_compute_budget() -> None:
     slow = ModelCost("slow:fp32", {1: 10.0, 2: 9.0, 4: 8.0})  # 4 x 8 = 32 ms: over 25
     assert best_batch(slow) == 2

@@ -79,6 +79,8 @@ class ModelCost:
     tuned_batch: int | None = None
     #: Why nothing was measured (a dynamic input shape), if so.
     skipped: str = ""
+    #: Why threads were not measured for a heavy model, if so.
+    threads_skipped: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +93,7 @@ class ModelCost:
             batch1_ms_by_threads={int(k): float(v) for k, v in d.get("batch1_ms_by_threads", {}).items()},
             tuned_batch=None if d.get("tuned_batch") is None else int(d["tuned_batch"]),
             skipped=str(d.get("skipped", "")),
+            threads_skipped=str(d.get("threads_skipped", "")),
         )
 
 
@@ -211,6 +214,8 @@ def choose_plan(
                 f"but {k} threads run it only {one / v:.1f}x faster ({one / v / k:.0%} efficient, under "
                 f"{THREAD_EFFICIENCY:.0%}), so one single-thread process per core ({on})"
             )
+        elif heaviest.threads_skipped and usable > 1:
+            shape = f"threads not measured ({heaviest.threads_skipped}), so one single-thread process per core ({on})"
         else:
             shape = f"one core to run it on ({on}), so one single-thread process"
     else:
@@ -344,7 +349,17 @@ def calibrate(settings: Settings, specs: list[str] | None, cores: float) -> list
                 break
         del runtime
         cost = ModelCost(entry.key, per_input, tuned_batch=_tuned_batch(entry.path.parent / "meta.json"))
-        if model_share(cost, best_batch(cost)) >= HEAVY_SHARE and cores >= 2:
+        heavy = model_share(cost, best_batch(cost)) >= HEAVY_SHARE and cores >= 2
+        if heavy and info.runtime != "litert":
+            # TensorFlow sizes its thread pool once per process: a second load with more
+            # threads would silently run on the first's, and measure no speed-up.
+            cost = ModelCost(
+                entry.key,
+                per_input,
+                tuned_batch=cost.tuned_batch,
+                threads_skipped=f"{info.runtime} sets its threads once per process",
+            )
+        elif heavy:
             by_threads = {1: per_input[1]}
             for t in CALIBRATION_THREADS:
                 if t > cores:
