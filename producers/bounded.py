@@ -203,6 +203,11 @@ class CallBound:
         """The monotonic time a call given ``timeout`` (None: the default) must end by."""
         return time.monotonic() + (self.default_s if timeout is None else timeout)
 
+    def current(self) -> float:
+        """The deadline of the call running on this thread (outside one: the default from now)."""
+        deadline: float | None = getattr(_call, "deadline", None)
+        return self.deadline(None) if deadline is None else deadline
+
     def run(self, what: str, fn: Callable[[], T], deadline: float) -> T:
         """``fn()``, or ``BrokerUnavailable`` naming ``what`` once ``deadline`` passes or Redis fails.
 

@@ -21,6 +21,7 @@ from producers.bounded import CallBound, bounded_redis
 from producers.cache_hits import RecentHits
 from producers.catalog import ModelCatalog
 from producers.claims import Claims
+from producers.coalesce import Coalescer, queue_sends
 from producers.health import live_beats, read_model_stats, readiness
 from producers.job import Job
 from producers.limits import QueueDepthGuard
@@ -86,6 +87,8 @@ class Client:
         self.catalog = ModelCatalog(self.backend, settings.models_dir)
         self.depth_guard = QueueDepthGuard(self.broker, settings.max_queue_depth)
         self._cancel = self.backend.register_script(CANCEL_SCRIPT)
+        #: Single-input submissions of concurrent threads, claimed and sent together.
+        self._singles: Coalescer[ChunkPlan, list[Job]] = Coalescer(self._submit_plans)
 
     @classmethod
     def from_env(cls) -> Client:
@@ -233,36 +236,78 @@ class Client:
         return jobs
 
     def _submit_chunk(self, plan: ChunkPlan) -> list[Job]:
-        """One message's worth of jobs (inside the call's bound: ``producers/submission.py`` decides)."""
-        info = plan.info
-        # Before claiming any id: a refused job must not leave an in-flight claim behind.
-        self.depth_guard.check(queue_name(info.name, info.variant), len(plan.chunk))
-        if plan.no_cache:
-            self.claims.claim_fresh(plan.ids, info.key)
-            answers = plan.fresh_answers()
-        else:
-            answers = self.claims.check_and_claim(plan.ids, info.key)
-        plan.read_claims(answers)
-        if plan.redo:
-            plan.read_reclaim(self.claims.reclaim(plan.redo_seen(), info.key))
-        # A job run again (after a failure of the moment, or a cancel) must not be answered
-        # with the record its previous run left in the listener.
-        self.listener.forget(plan.send_ids)
-        self.hits.forget(plan.send_ids)
-        # Watch before sending: a result can then never arrive unseen.
-        self.listener.watch(plan.waiting_ids)
-        outgoing = plan.message()
-        if outgoing is not None:
+        """One message's worth of jobs (inside the call's bound). A single input joins the
+        submissions other threads have in flight (``producers/coalesce.py``)."""
+        if len(plan.chunk) == 1:
+            return self._singles.submit(plan, self.bound.current())
+        answer = self._submit_plans([plan])[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def _submit_plans(self, plans: list[ChunkPlan]) -> list[list[Job] | BaseException]:
+        """Chunks of jobs with one claim call per model variant and one send pipeline for
+        all; per chunk its jobs, or the error that refused it (``producers/submission.py``
+        decides what each claim answer means)."""
+        out: list[list[Job] | BaseException] = []
+        live: list[ChunkPlan] = []
+        for plan in plans:
             try:
+                # Before claiming any id: a refused job must not leave an in-flight claim behind.
+                self.depth_guard.check(queue_name(plan.info.name, plan.info.variant), len(plan.chunk))
+            except InferqError as exc:
+                out.append(exc)
+                continue
+            out.append([])
+            live.append(plan)
+        claimed: list[str] = []
+        try:
+            self._claim(live, claimed)
+            send_ids = [jid for plan in live for jid in plan.send_ids]
+            # A job run again (after a failure of the moment, or a cancel) must not be
+            # answered with the record its previous run left in the listener.
+            self.listener.forget(send_ids)
+            self.hits.forget(send_ids)
+            # Watch before sending: a result can then never arrive unseen.
+            self.listener.watch([jid for plan in live for jid in plan.waiting_ids])
+            outgoing = [m for plan in live if (m := plan.message()) is not None]
+            if outgoing:
                 pipe = self.broker.pipeline(transaction=False)
-                outgoing.queue_on(pipe)
+                queue_sends(pipe, outgoing)
                 pipe.execute()
-            except BaseException as exc:
-                # Nothing was queued (or nobody can tell): a claim left behind would make
-                # every resubmit of these inputs wait for a job that may not exist.
-                self._release_claims(plan.send_ids, f"{type(exc).__name__}: {exc}")
-                raise
+        except BaseException as exc:
+            # Nothing was queued (or nobody can tell): a claim left behind would make
+            # every resubmit of these inputs wait for a job that may not exist.
+            if claimed:
+                self._release_claims(claimed, f"{type(exc).__name__}: {exc}")
+            raise
+        jobs = iter(self._jobs_of(plan) for plan in live)
+        return [answer if isinstance(answer, BaseException) else next(jobs) for answer in out]
+
+    def _claim(self, plans: list[ChunkPlan], claimed: list[str]) -> None:
+        """Check and claim the plans' ids, one script call per model variant; ``claimed``
+        grows by the ids this client is now to send."""
+        groups: dict[tuple[str, bool], list[ChunkPlan]] = {}
+        for plan in plans:
+            groups.setdefault((plan.info.key, plan.no_cache), []).append(plan)
+        for (key, no_cache), members in groups.items():
+            ids = [jid for plan in members for jid in plan.ids]
+            if no_cache:
+                self.claims.claim_fresh(ids, key)
+            else:
+                answers = self.claims.check_and_claim(ids, key)
+            at = 0
+            for plan in members:
+                n = len(plan.ids)
+                plan.read_claims(plan.fresh_answers() if no_cache else answers[at : at + n])
+                at += n
+                if plan.redo:
+                    plan.read_reclaim(self.claims.reclaim(plan.redo_seen(), key))
+                claimed.extend(plan.send_ids)
+
+    def _jobs_of(self, plan: ChunkPlan) -> list[Job]:
         self.hits.remember_hits(plan.specs, plan.t0)
+        info = plan.info
         return [
             Job(
                 s.id,
