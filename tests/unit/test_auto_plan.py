@@ -52,7 +52,7 @@ def test_a_heavy_model_whose_threads_barely_help_gets_processes_instead() -> Non
     poor = ModelCost("m:fp32", {1: 4.0, 2: 4.0, 4: 4.0}, batch1_ms_by_threads={1: 4.0, 2: 3.6})
     plan = choose_plan(4, [poor])
     assert (plan.processes, plan.threads) == (4, 1)
-    assert "only 1.1x faster" in plan.reason
+    assert "only 1.1x one thread's speed" in plan.reason
 
 
 def test_a_heavy_model_whose_threads_were_not_measured_gets_single_thread_processes() -> None:

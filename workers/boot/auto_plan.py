@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -61,7 +60,7 @@ THREAD_EFFICIENCY = 0.75
 CALIBRATION_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 #: Thread counts tried for a heavy model (those up to the cores).
 CALIBRATION_THREADS = (2, 4, 8)
-#: Each timing repeats its call for at least this long (and 3 calls) and keeps the median.
+#: Each timing repeats its call for at least this long (and 3 calls) and keeps the fastest.
 CALIBRATION_MIN_S = 0.1
 CALIBRATION_MAX_CALLS = 200
 
@@ -211,7 +210,7 @@ def choose_plan(
             k, v = max(tried.items())
             one = heaviest.batch1_ms_by_threads.get(1) or heaviest.per_input_ms[1]
             shape = (
-                f"but {k} threads run it only {one / v:.1f}x faster ({one / v / k:.0%} efficient, under "
+                f"but {k} threads run it at only {one / v:.1f}x one thread's speed ({one / v / k:.0%} efficient, under "
                 f"{THREAD_EFFICIENCY:.0%}), so one single-thread process per core ({on})"
             )
         elif heaviest.threads_skipped and usable > 1:
@@ -373,7 +372,9 @@ def calibrate(settings: Settings, specs: list[str] | None, cores: float) -> list
 
 
 def time_call(fn: Callable[[Any], Any], arg: Any) -> float:
-    """Median ms of ``fn(arg)`` after one untimed call (which allocates)."""
+    """The fastest ms of ``fn(arg)`` over its repeats, after one untimed call (which
+    allocates). The fastest, as ``timeit`` advises: what the machine can do, not what
+    its neighbours of the moment left it (a worker runs for longer than they do)."""
     fn(arg)
     times: list[float] = []
     start = time.perf_counter()
@@ -383,7 +384,7 @@ def time_call(fn: Callable[[Any], Any], arg: Any) -> float:
         t0 = time.perf_counter()
         fn(arg)
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return min(times)
 
 
 def _tuned_batch(meta_path: Path) -> int | None:
