@@ -141,3 +141,20 @@ def test_concurrency_option_takes_a_number_or_auto() -> None:
     assert not parser.parse_args([]).auto_concurrency
     with pytest.raises(SystemExit):
         parser.parse_args(["--concurrency", "many"])
+
+
+def test_tune_shows_autos_choice_and_its_reason_beside_what_it_measured() -> None:
+    from ops.bench.tune import auto_lines
+
+    plan = choose_plan(2, [DIGITS])
+    result = {
+        "model": "digits",
+        "recommended": {"variant": "fp32", "max_batch_size": 8, "threads": 1},
+        "auto": {"cores": 2.0, "plans": {"digits:fp32": plan.to_dict()}},
+    }
+    text = "\n".join(auto_lines(result))
+    assert "--concurrency auto on this machine (2 cores)" in text
+    assert "digits:fp32: 2 process(es) x 1 thread(s), batch 32" in text
+    assert f"why: {plan.reason}" in text
+    assert "best at batch 8, 1 thread(s) (auto would pick batch 32)" in text
+    assert auto_lines({"model": "digits", "recommended": None}) == []
