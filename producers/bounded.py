@@ -182,6 +182,10 @@ def bounded_redis(
     if uses_tls(url):
         options.update(tls_options(settings))
     options["retry"] = Retry(ExponentialBackoff(cap=0.5, base=0.05), retries)
+    # RESP2, as redis-py before 8 spoke by default: its RESP3 parser formats every pub/sub
+    # message into a debug log line (``str`` of the whole status record) even with debug
+    # logging off, a fifth of the client's CPU per job; and RESP2 needs no HELLO per connection.
+    options["protocol"] = 2
     # One more than the calls may hold: the result listener keeps one for its subscription.
     pool = BoundedPool.from_url(url, max_connections=connections + 1, timeout=socket_timeout, **options)
     pool.connection_class = _DEADLINE_CLASSES.get(pool.connection_class, pool.connection_class)
