@@ -20,7 +20,9 @@ once the broker shows that nothing could still run the job (``nothing_could_run_
   renewed while held), so an entry at least that recent might be it.
 
 Everything else reads as "someone queued it": the job is shared, and the claim lapses
-after its TTL at the latest (``Settings.inflight_ttl_s``). The look at the broker costs
+after its TTL at the latest (``Settings.inflight_ttl_s``; a job queued longer than that
+can still be sent twice, and a lost one in a queue that never drains is resent only
+then). The look at the broker costs
 one transaction, only for claims that old; the take-over re-checks, atomically, that the
 claim is still the one read (``take_over.lua``). The broker and the result backend may
 be two servers with their own clocks: no time of one is compared with a time of the

@@ -10,6 +10,7 @@ row it computes to a file, so a job computed twice shows up twice.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -24,14 +25,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+import redis.asyncio
 
 from ops.local.redis_server import LocalRedis
-from producers.claims import CLAIMED, SHARED, Claims
+from producers.claims import CLAIMED, SHARED, AsyncClaims, Claims
 from producers.client import Client
 from tasks.app import create_app
 from tasks.constants import PREDICT_TASK
 from tasks.keys import inflight_key, queue_name, result_key
-from tasks.kombu_layout import UNACKED, UNACKED_INDEX, decode_unacked_entry
+from tasks.kombu_layout import UNACKED, UNACKED_INDEX, decode_unacked_entry, queue_lists
 from tasks.liveness import HOLDERS, LEASES, SWEEP_TURN, alive_key
 from tasks.settings import Settings
 from tasks.wire import Claim, Result
@@ -273,6 +275,25 @@ def test_a_stale_claim_is_taken_over_only_when_nothing_could_still_run_its_job(
     r.set(inflight_key("j5"), old)
     r.set(result_key("j5"), b"x")
     assert int(claims.check_and_claim(["j5"], "digits:fp32")[0][0]) != CLAIMED
+
+
+def test_the_async_client_takes_over_stale_claims_by_the_same_rule(
+    server: LocalRedis, r: redis.Redis
+) -> None:
+    async def resubmit(jid: str) -> int:
+        backend = redis.asyncio.Redis.from_url(server.url)
+        try:
+            claims = AsyncClaims(backend, 600, stale_after_s=10, broker=backend)
+            return int((await claims.check_and_claim([jid], "digits:fp32"))[0][0])
+        finally:
+            await backend.aclose()
+
+    sec, _ = r.time()
+    r.set(inflight_key("a1"), Claim.encode(sec - 30, "digits:fp32"))
+    send(server, "someone-else")
+    assert asyncio.run(resubmit("a1")) == SHARED
+    r.delete(*queue_lists(QUEUE))
+    assert asyncio.run(resubmit("a1")) == CLAIMED
 
 
 # --- (4) a graceful stop leaves no lease and no holder record --------------------------------
