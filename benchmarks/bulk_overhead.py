@@ -11,7 +11,11 @@ inputs in messages of ``--chunk`` and ``wait_all``. Reported:
   (each result's ``timing.compute_ms`` is its batch's; a batch is counted once);
 - outside the model: (end-to-end time - model time) / inputs, in µs;
 - raw LiteRT: the same ``.tflite`` in this process, one thread, at fixed batch sizes
-  (before the worker starts), and inferq's end to end as a fraction of the best.
+  (before the worker starts), and inferq's end to end as a fraction of the best;
+- CPU per input of the client (this process), the worker (its process tree) and
+  ``redis-server`` over the same stretch (``/proc/<pid>/stat``), and outside the model
+  by CPU: (their sum - model time) / inputs. On a shared machine wall-clock figures
+  move with the neighbours' load; CPU per input moves much less.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.client_cpu import cpu_s  # noqa: E402
+from benchmarks.redis_commands import process_tree  # noqa: E402
 from benchmarks.system_bench import cpu_name, inputs, spawn, stop, worker_cmd  # noqa: E402
 from ops.local.redis_server import LocalRedis  # noqa: E402
 from ops.status import wait_for_workers  # noqa: E402
@@ -55,18 +61,28 @@ def raw_litert(models_dir: Path, threads: int, budget_s: float = 0.5) -> dict[in
     return out
 
 
-def through_inferq(settings: Settings, xs: np.ndarray, chunk: int, logdir: Path) -> dict[str, float]:
+def through_inferq(
+    settings: Settings, xs: np.ndarray, chunk: int, logdir: Path, redis_pid: int | None
+) -> dict[str, float]:
     w = spawn(worker_cmd("digits:fp32", "--threads", "1"), settings.env(), logdir / "bulk_overhead.log")
     try:
         with Client(settings) as c:
             wait_for_workers(c, ["digits:fp32"], timeout=120)
             warm = np.random.default_rng(7).random((512, 28, 28, 1), dtype=np.float32)
             c.wait_all(c.submit_many("digits", warm, chunk_size=chunk, no_cache=True), timeout=120)
+            wpids = process_tree(w.pid)
+            rpids = {redis_pid} if redis_pid else set()
+            cpu0, w0, r0 = time.process_time(), cpu_s(wpids), cpu_s(rpids)
             t0 = time.perf_counter()
             jobs = c.submit_many("digits", xs, variant="fp32", chunk_size=chunk)
             submitted = time.perf_counter() - t0
             results = c.wait_all(jobs, timeout=900)
             e2e = time.perf_counter() - t0
+            cpu = {
+                "client": time.process_time() - cpu0,
+                "worker": cpu_s(wpids) - w0,
+                "redis": cpu_s(rpids) - r0,
+            }
     finally:
         stop(w)
     errors = [r for r in results if isinstance(r, Exception)]
@@ -80,7 +96,11 @@ def through_inferq(settings: Settings, xs: np.ndarray, chunk: int, logdir: Path)
     model_s = sum(batches.values())
     n = len(xs)
     e2e_ms = sorted(r.timing.end_to_end_ms or 0.0 for r in results)  # type: ignore[union-attr]
+    cpu_total = sum(cpu.values())
     return {
+        **{f"cpu_{k}_us_per_input": v / n * 1e6 for k, v in cpu.items()},
+        "cpu_total_us_per_input": cpu_total / n * 1e6,
+        "outside_cpu_us_per_input": (cpu_total - model_s) / n * 1e6,
         "inputs": n,
         "e2e_s": e2e,
         "submit_s": submitted,
@@ -108,9 +128,8 @@ def main() -> None:
     best = max(raw, key=lambda b: raw[b])
     with LocalRedis() as rs:
         settings = Settings(broker_url=rs.url, models_dir=args.models_dir, log_level="WARNING")
-        r = through_inferq(
-            settings, inputs(args.models_dir, args.inputs, time.time() % 1000), args.chunk, logdir
-        )
+        xs = inputs(args.models_dir, args.inputs, time.time() % 1000)
+        r = through_inferq(settings, xs, args.chunk, logdir, rs.proc.pid if rs.proc else None)
     out = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "chunk": args.chunk, "raw": raw, **r}
     if args.json:
         print(json.dumps(out, indent=2))
@@ -125,7 +144,11 @@ def main() -> None:
         f"model time: {r['model_s']:.2f} s over {r['batches']} batches (mean {r['mean_batch']:.1f}), "
         f"{r['model_inferences_s']:,.0f} inferences/s while computing"
     )
-    print(f"outside the model: {r['outside_us_per_input']:.1f} µs per input")
+    print(f"outside the model: {r['outside_us_per_input']:.1f} µs per input (wall)")
+    print(
+        f"CPU per input: client {r['cpu_client_us_per_input']:.1f} µs, worker {r['cpu_worker_us_per_input']:.1f} µs, "
+        f"redis {r['cpu_redis_us_per_input']:.1f} µs; outside the model {r['outside_cpu_us_per_input']:.1f} µs"
+    )
     print(f"end-to-end latency per job: p50 {r['e2e_p50_ms']:.0f} ms, p99 {r['e2e_p99_ms']:.0f} ms")
 
 

@@ -52,31 +52,15 @@ def encode_inputs(inputs: Mapping[str, np.ndarray]) -> bytes:
     return blob
 
 
-def encode_stacked(arrays: Mapping[str, np.ndarray]) -> bytes:
-    """Many inputs stacked (row ``i`` of each array is input ``i``) as one msgpack blob:
-    the tensors of a ``BulkTensor`` message."""
-    blob: bytes = msgpack.packb({name: encode_array(a) for name, a in arrays.items()}, use_bin_type=True)
-    return blob
-
-
 def decode_stacked(payload: Any, rows: int, max_bytes: int) -> dict[str, np.ndarray]:
-    """The stacked inputs of a ``BulkTensor`` message: ``rows`` inputs per name, each at
-    most ``max_bytes`` (the per-input payload limit), as arrays of shape ``(rows, ...)``
-    that share the message's buffer (no copy per input).
+    """The stacked inputs of a ``BulkTensor`` message (``{name: {dtype, shape, data}}``):
+    ``rows`` inputs per name, each at most ``max_bytes`` (the per-input payload limit),
+    as arrays of shape ``(rows, ...)`` that share the message's buffer (no copy per input).
 
     Raises ``PayloadTooLarge`` or ``BadInput`` naming what was expected and what came;
     such an error is every row's (they share the dtype and shape that were wrong).
     """
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        try:
-            obj = msgpack.unpackb(bytes(payload), raw=False, strict_map_key=True)
-        except Exception as exc:  # msgpack raises several unrelated types
-            raise BadInput(
-                f"bulk tensors are not valid msgpack ({type(exc).__name__}); "
-                "expected a map of name -> {dtype, shape, data}"
-            ) from None
-    else:
-        obj = payload
+    obj = payload
     if not isinstance(obj, Mapping) or not obj:
         raise BadInput(
             f"bulk 'tensors' must be a non-empty map of name -> {{dtype, shape, data}}, got {describe(obj)}"

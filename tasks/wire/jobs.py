@@ -153,16 +153,15 @@ class BulkTensor:
 
     On the wire (version ``TENSOR_VERSION``): the shared fields of ``Request``, ``items``
     (``[{"id": ...}]``, in row order: each job keeps its own id, cache entry and status
-    record, and a worker of another version answers each one), and either ``tensors``
-    (``{name: {dtype, shape, data}}``, ``shape[0]`` the number of items, ``data`` the raw
-    C-order bytes) or ``tensors_ref``: the key those tensors, packed the same way, wait
-    under beside the message.
+    record, and a worker of another version answers each one), and ``tensors``:
+    ``{name: {dtype, shape, data | ref}}``, ``shape[0]`` the number of items, ``data``
+    the raw C-order bytes, or ``ref`` the key those bytes wait under beside the message
+    (raw too: neither base64 in kombu's JSON nor a msgpack copy).
     """
 
     common: Request
     ids: list[str]
-    tensors: Any = None  # name -> {dtype, shape, data}, or the packed bytes read from tensors_ref
-    tensors_ref: str | None = None
+    tensors: Any = None  # name -> {dtype, shape, data | ref}
     #: The rows with a usable id, when some were skipped (``from_wire``); None: every row.
     rows: list[int] | None = None
     #: How many rows the tensors hold (every item, usable or not); 0: ``len(ids)``.
@@ -174,10 +173,7 @@ class BulkTensor:
         d = self.common._common()
         d["v"] = TENSOR_VERSION
         d["items"] = [{"id": jid} for jid in self.ids]
-        if self.tensors_ref is not None:
-            d["tensors_ref"] = self.tensors_ref
-        else:
-            d["tensors"] = self.tensors
+        d["tensors"] = self.tensors
         return d
 
     @staticmethod
@@ -186,7 +182,7 @@ class BulkTensor:
         return (
             isinstance(obj, dict)
             and "items" in obj
-            and ("tensors" in obj or "tensors_ref" in obj)
+            and "tensors" in obj
             and obj.get("v") == TENSOR_VERSION
             and not isinstance(obj.get("v"), bool)
         )
@@ -218,13 +214,11 @@ class BulkTensor:
             common = Request.from_wire(shared | {"v": VERSION, "inputs": None})
         except BadInput as exc:
             common, error = Request("", ""), exc
-        ref = obj.get("tensors_ref")
         return (
             cls(
                 common,
                 ids,
                 tensors=obj.get("tensors"),
-                tensors_ref=ref if isinstance(ref, str) else None,
                 rows=rows if skipped else None,
                 count=len(items),
                 error=error,
@@ -238,7 +232,7 @@ class BulkTensor:
         return self.count or len(self.ids)
 
 
-_TENSOR_FIELDS = ("items", "tensors", "tensors_ref")
+_TENSOR_FIELDS = ("items", "tensors")
 
 _ITEM_ID = re.compile(r"[A-Za-z0-9\-]{1,64}")
 

@@ -132,4 +132,4 @@ def test_the_client_keeps_its_bulk_messages_under_the_workers_message_limit(
     assert len(raws) > 1 and all(len(raw) <= limit for raw in raws), [len(r) for r in raws]
     assert all(isinstance(b, BulkTensor) for b in bulks)
     assert sum(len(b.ids) for b in bulks if isinstance(b, BulkTensor)) == 64
-    assert all(b.tensors is not None or b.tensors_ref for b in bulks if isinstance(b, BulkTensor))
+    assert all(isinstance(b.tensors, dict) and b.tensors for b in bulks if isinstance(b, BulkTensor))

@@ -125,7 +125,11 @@ def test_big_tensors_travel_beside_the_message_in_parts_under_the_message_limit(
     plan.read_claims([[CLAIMED]] * 64)
     out = plan.message()
     assert out is not None and len(out.more) == 4  # 13 rows (64 KiB) per message
-    assert len(out.blobs) == 5 and all(len(b) <= 64 * 1024 + 200 for b in out.blobs.values())
+    assert len(out.blobs) == 5 and all(len(b) <= 64 * 1024 for b in out.blobs.values())
+    bulk = parse_message(out.message.encode())
+    assert isinstance(bulk, BulkTensor) and len(bulk.ids) == 13
+    ref = bulk.tensors["x"]["ref"]
+    assert "data" not in bulk.tensors["x"] and out.blobs[ref] == arr[:13].tobytes()  # raw bytes
 
 
 def test_an_older_worker_answers_each_item_incompatible_version():
@@ -209,7 +213,12 @@ def test_the_worker_fails_a_bad_row_alone_and_runs_the_rest():
             PayloadTooLarge,
             r"over the limit of 1024 bytes",
         ),
-        (b"\xc1junk", BadInput, r"not valid msgpack"),
+        (b"\xc1junk", BadInput, r"bulk 'tensors' must be a non-empty map"),
+        (
+            {"x": {"dtype": "<f4", "shape": [3, 2, 3], "ref": "inferq:input:a:1"}},
+            BadInput,
+            r"'data' must be bytes, got None",
+        ),
     ],
 )
 def test_a_bad_message_fails_every_item_naming_what_was_expected(tensors, error, match):

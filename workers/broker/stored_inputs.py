@@ -48,30 +48,35 @@ class StoredInputs:
         request["inputs"] = Unusable(BadInput("the job's 'inputs_ref' is not an inferq input key"))
         return None
 
-    def tensors_ref(self, bulk: BulkTensor) -> str | None:
-        """A bulk message's tensors key, if usable; a bad one becomes the message's ``error``."""
-        ref = bulk.tensors_ref
-        if ref is None or (ref.startswith(INPUT_KEY_PREFIX) and len(ref) <= 200):
-            return ref
-        bulk.error = BadInput("the bulk message's 'tensors_ref' is not an inferq input key")
-        return None
+    def tensor_refs(self, bulk: BulkTensor) -> list[str]:
+        """The keys a bulk message's tensors wait under (``ref``); a bad one becomes the
+        message's ``error`` (and nothing is read for it)."""
+        tensors = bulk.tensors
+        if not isinstance(tensors, dict):
+            return []
+        refs = [t["ref"] for t in tensors.values() if isinstance(t, dict) and "ref" in t]
+        if all(isinstance(r, str) and r.startswith(INPUT_KEY_PREFIX) and len(r) <= 200 for r in refs):
+            return refs
+        bulk.error = BadInput("a bulk message's tensor 'ref' is not an inferq input key")
+        return []
 
     def fill(self, requests: list[dict[str, Any]], bulks: list[BulkTensor] | None = None) -> None:
         """Set each request's ``inputs`` from its ``inputs_ref`` (or to an ``Unusable``), and
-        each bulk message's ``tensors`` from its ``tensors_ref`` (or its ``error``)."""
-        bulks = bulks or []
-        keys = [r["inputs_ref"] for r in requests] + [b.tensors_ref for b in bulks]
-        limits = [self.max_bytes] * len(requests) + [self.max_tensor_bytes] * len(bulks)
+        each bulk message's tensors' ``data`` from their ``ref`` (or set its ``error``)."""
+        tensors = [t for b in bulks or [] for t in b.tensors.values() if isinstance(t, dict) and "ref" in t]
+        owners = [b for b in bulks or [] for t in b.tensors.values() if isinstance(t, dict) and "ref" in t]
+        keys = [r["inputs_ref"] for r in requests] + [t["ref"] for t in tensors]
+        limits = [self.max_bytes] * len(requests) + [self.max_tensor_bytes] * len(tensors)
         got: list[bytes | int | None] = self._read(keys=keys, args=limits)
         for request, blob in zip(requests, got, strict=False):
             value = _read(blob, "the job's input", self.max_bytes)
             request["inputs"] = Unusable(value) if isinstance(value, InferqError) else value
-        for bulk, blob in zip(bulks, got[len(requests) :], strict=True):
+        for tensor, bulk, blob in zip(tensors, owners, got[len(requests) :], strict=True):
             value = _read(blob, "the bulk message's inputs", self.max_tensor_bytes)
             if isinstance(value, InferqError):
                 bulk.error = value
             else:
-                bulk.tensors = value  # decoded by the pipeline
+                tensor["data"] = value
 
 
 def _read(blob: bytes | int | None, what: str, limit: int) -> bytes | InferqError:

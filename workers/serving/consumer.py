@@ -258,10 +258,10 @@ class WorkerCore:
         bulks: list[BulkTensor] = []
         for msg, items in parsed:
             if isinstance(items, BulkTensor):
-                ref = self.inputs.tensors_ref(items)
-                if ref is not None:
+                refs = self.inputs.tensor_refs(items)
+                if refs:
                     bulks.append(items)
-                    msg.refs.append(ref)
+                    msg.refs.extend(refs)
                 continue
             for _, raw in items:
                 ref = self.inputs.ref(raw)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from tasks.codec import decode_inputs, decode_stacked
-from tasks.errors import BadInput, Expired, InferqError, ModelNotFound, TransientError
+from tasks.errors import Expired, InferqError, ModelNotFound, TransientError
 from tasks.keys import check_name
 from tasks.schema import Timing
 from tasks.validation import validate_inputs, validate_rows
@@ -189,8 +189,6 @@ class Pipeline:
         if bulk.error is not None:
             raise bulk.error
         runtime = self._runtime(bulk.common, received_at)
-        if bulk.tensors is None:
-            raise BadInput("bulk message has neither 'tensors' nor a usable 'tensors_ref'")
         stacked = decode_stacked(bulk.tensors, bulk.rows_sent, self.max_payload_bytes)
         if bulk.rows is not None:  # items without a usable id: their rows are left out
             stacked = {k: v[bulk.rows] for k, v in stacked.items()}
