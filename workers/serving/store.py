@@ -38,7 +38,8 @@ class Outcome:
 
 
 #: A stored record that is a revocation (a cancel): the first bytes, as
-#: ``tasks/lua/revoked.lua`` reads them.
+#: ``tasks/lua/revoked.lua`` reads them (``cancelled.lua`` asks it; a test holds the two
+#: readers to agreeing).
 _REVOKED = re.compile(rb'^\s*{\s*"status"\s*:\s*"REVOKED"')
 
 
@@ -52,18 +53,15 @@ class ResultWriter:
         #: that lived as long as the cache would make every resubmission wait for it.
         self.started_ttl_s = min(ttl_s, started_ttl_s or ttl_s)
         self._store = client.register_script(lua.source("revoked", "store"))
+        self._cancelled = client.register_script(lua.source("revoked", "cancelled"))
         self._started = client.register_script(lua.source("revoked", "mark_started"))
 
     def cancelled(self, job_ids: list[str]) -> set[str]:
         """Which of these jobs were cancelled (one round trip; only each record's first bytes)."""
         if not job_ids:
             return set()
-        pipe = self.client.pipeline(transaction=False)
-        for jid in job_ids:
-            pipe.getrange(result_key(jid), 0, 63)
-        return {
-            jid for jid, head in zip(job_ids, pipe.execute(), strict=True) if head and _REVOKED.match(head)
-        }
+        found: list[int] = self._cancelled(keys=[result_key(j) for j in job_ids])
+        return {job_ids[i - 1] for i in found}
 
     def started(self, job_ids: Iterable[str]) -> None:
         ids = list(job_ids)
