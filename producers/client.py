@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 
 #: How long a ``Timeout`` may spend asking which models no live worker serves.
 EXPLAIN_S = 2.0
+#: How long a send waits for the result listener to confirm its jobs' subscriptions (a
+#: round trip on the listener's connection, under way while the message is built); past
+#: it the jobs are sent anyway and their keys read once the subscriptions are confirmed.
+CONFIRM_WAIT_S = 0.5
 
 
 class Client:
@@ -268,9 +273,13 @@ class Client:
             # answered with the record its previous run left in the listener.
             self.listener.forget(send_ids)
             self.hits.forget(send_ids)
-            # Watch before sending: a result can then never arrive unseen.
-            self.listener.watch([jid for plan in live for jid in plan.waiting_ids])
-            outgoing = [m for plan in live if (m := plan.message()) is not None]
+            # Watch before sending: a result can then never arrive unseen. Sent once the
+            # subscriptions are confirmed, the jobs need no read of their keys after it.
+            subscribed = self.listener.watch([jid for plan in live for jid in plan.waiting_ids], send_ids)
+            try:
+                outgoing = [m for plan in live if (m := plan.message()) is not None]
+            finally:
+                self.listener.settle(subscribed, min(CONFIRM_WAIT_S, self.bound.current() - time.monotonic()))
             if outgoing:
                 pipe = self.broker.pipeline(transaction=False)
                 queue_sends(pipe, outgoing)

@@ -45,6 +45,21 @@ log = logging.getLogger(__name__)
 Arrival = tuple[StatusRecord, float]  # (the job's ready status record, unix time it was seen)
 
 
+class Subscribed:
+    """What ``ResultListener.watch`` returns: done once the ids the caller is sending are
+    subscribed (at once when there are none)."""
+
+    __slots__ = ("done", "ids", "left")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ids: list[str] = []
+        self.left = 0
+
+    def wait(self, timeout: float) -> bool:
+        return self.done.wait(timeout)
+
+
 class ResultListener:
     """One background thread that watches job ids and records when each result arrives."""
 
@@ -81,14 +96,24 @@ class ResultListener:
         self._wake = threading.Event()
         self._error: BaseException | None = None
         self._times: OrderedDict[str, float] = OrderedDict()
+        #: Ids about to be sent by their watcher: no read once their subscription is confirmed.
+        self._unread: dict[str, Subscribed] = {}
         self._wake_r: int | None = None
         self._selector: selectors.BaseSelector | None = None
         self._selected: object = None  # the socket the selector waits on
         self._wake_w: int | None = None
 
-    def watch(self, job_ids: Iterable[str]) -> None:
-        """Start watching ids (cheap; call it before the job is sent)."""
+    def watch(self, job_ids: Iterable[str], sending: Iterable[str] = ()) -> Subscribed:
+        """Start watching ids (cheap; call it before the job is sent).
+
+        ``sending``: those of the ids the caller is about to send itself. No result can be
+        stored for them before they are sent, so once their subscription is confirmed
+        the listener needs no read of their keys: the caller waits for that
+        (``Subscribed.wait``), then sends. Every other id is read once confirmed.
+        """
         self._ensure_thread()
+        mine = set(sending)
+        subscribed = Subscribed()
         with self._lock:
             idle = not self._to_subscribe
             for jid in job_ids:
@@ -96,12 +121,29 @@ class ResultListener:
                     self._events[jid] = threading.Event()
                     self._watched_at[jid] = time.monotonic()
                     self._to_subscribe.append(jid)
+                    if jid in mine:
+                        self._unread[jid] = subscribed
+                        subscribed.ids.append(jid)
+            subscribed.left = len(subscribed.ids)
             # Only the watch that finds nothing pending wakes the thread: the others' ids
             # are taken in the same turn (it takes the list under this lock).
             poke = idle and bool(self._to_subscribe)
+        if not subscribed.ids:
+            subscribed.done.set()
         if poke:
             self._wake.set()
             self._poke()
+        return subscribed
+
+    def settle(self, subscribed: Subscribed, timeout: float) -> None:
+        """Wait up to ``timeout`` for ``watch``'s subscriptions to be confirmed; those still
+        unconfirmed then are read once confirmed instead (the caller sends either way)."""
+        if subscribed.done.wait(max(0.0, timeout)):
+            return
+        with self._lock:
+            for jid in subscribed.ids:
+                if self._unread.get(jid) is subscribed:
+                    del self._unread[jid]
 
     def forget(self, job_ids: Iterable[str]) -> None:
         """Drop what arrived for these ids (they are about to run again), unless someone is
@@ -272,6 +314,7 @@ class ResultListener:
                     elif msg["type"] == "message" and self._offer(channel, msg.get("data")):
                         finished.append(channel)
                     msg = pubsub.get_message(timeout=0)
+                confirmed = self._to_read(confirmed)
                 if confirmed:
                     for channel, raw in zip(confirmed, self._client.mget(confirmed), strict=True):
                         if self._offer(channel, raw):
@@ -289,6 +332,23 @@ class ResultListener:
         finally:
             self._close_selector()
             pubsub.close()
+
+    def _to_read(self, confirmed: list[str]) -> list[str]:
+        """The confirmed channels whose key must be read: all but those of jobs not sent yet
+        (``watch``'s ``sending``), whose senders are told they may send now."""
+        if not self._unread:
+            return confirmed
+        out: list[str] = []
+        with self._lock:
+            for channel in confirmed:
+                subscribed = self._unread.pop(channel.removeprefix(RESULT_KEY_PREFIX), None)
+                if subscribed is None:
+                    out.append(channel)
+                    continue
+                subscribed.left -= 1
+                if subscribed.left == 0:
+                    subscribed.done.set()
+        return out
 
     def _sleep_until_traffic(self, pubsub: Any) -> None:
         """Block until the pub/sub socket has data or a watch pokes the pipe (or a second passes).

@@ -166,6 +166,23 @@ def test_result_stored_before_watch_without_a_publish_seen_is_found_by_the_read(
     check_success(out[jid], jid, before, time.time())
 
 
+def test_a_job_its_watcher_is_sending_is_confirmed_without_a_read_and_its_publish_is_delivered(
+    rc: redis.Redis[bytes], listener: ResultListener
+) -> None:
+    """Nothing can be stored for a job before its sender sends it: once its subscription is
+    confirmed the sender may send, and its key is not read (one command less per job)."""
+    jid = new_id()
+    rc.set(result_key(jid), success(jid))  # never published: only a read would find it
+    sub = listener.watch([jid], sending=[jid])
+    assert sub.wait(5), "the subscription was not confirmed"
+    with pytest.raises(Timeout):
+        listener.wait([jid], timeout=0.3)
+    before = time.time()
+    rc.publish(result_key(jid), success(jid))
+    out = listener.wait([jid], timeout=10)
+    check_success(out[jid], jid, before, time.time())
+
+
 def test_failure_record_is_delivered_with_its_error(rc: redis.Redis[bytes], listener: ResultListener) -> None:
     jid = new_id()
     listener.watch([jid])
