@@ -16,7 +16,7 @@
 -- 'busy' (a plain fetch: its last fetch was full, more may be queued),
 -- ARGV[6] the alive-key prefix (a leader is live while its alive key exists).
 -- Returns {lead, list key, raw message, delivery tag, ...}: lead is 1 when this worker
--- is the listening leader after the call, else 0.
+-- is the listening leader after the call, else 0; {-1} when its own lease has lapsed.
 -- The raw message is stored byte for byte (no JSON re-encoding), as kombu stores it.
 -- Redis commands are counted (issue 18): one EXISTS tells how many lists hold
 -- messages, so empty priority lists cost nothing; each list is popped once (RPOP with a
@@ -27,6 +27,9 @@
 local me = ARGV[4]
 local mode = ARGV[5]
 local lead = false
+-- A worker whose own lease lapsed (its beats stalled) takes nothing: another worker
+-- may be taking its messages back right now, and would run new ones twice.
+if me ~= '' and redis.call('EXISTS', ARGV[6] .. me) == 0 then return {-1} end
 if me ~= '' and mode ~= 'busy' then
   local cur = redis.call('GET', KEYS[4])
   if cur == me then

@@ -325,6 +325,8 @@ def test_a_gracefully_stopped_worker_leaves_no_alive_key_and_no_holder_record(
 
 
 def fetch_as(r: redis.Redis, worker_id: str, n: int) -> list[Delivery]:
+    """Fetch as a live worker would (its lease is up: a lapsed worker takes nothing)."""
+    r.set(alive_key(worker_id), "1", px=60_000)
     f = Fetcher(r, [QUEUE], lambda _: None, capacity=n, worker_id=worker_id)
     out: list[Delivery] = []
     while len(out) < n:

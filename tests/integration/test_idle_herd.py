@@ -176,3 +176,21 @@ def test_a_busy_worker_drains_a_deep_queue_without_waiting_on_its_doorbell(own_r
         assert f.fetches <= 28, f.fetches
     finally:
         f.stop()
+
+
+def test_a_worker_whose_own_lease_lapsed_takes_nothing_until_it_is_renewed(own_redis: LocalRedis) -> None:
+    """Another worker may be taking its messages back at that moment: what it took now
+    would run twice."""
+    r = redis.Redis.from_url(own_redis.url)
+    got: list[Delivery] = []
+    f = Fetcher(r, [QUEUE], got.extend, capacity=4, worker_id="stalled")
+    f.start()
+    try:
+        r.lpush(QUEUE, message())
+        time.sleep(1.0)
+        assert got == [] and r.llen(QUEUE) == 1, "taken without a live lease"
+        r.set(alive_key("stalled"), 1, px=60_000)
+        assert wait_for(lambda: len(got) == 1, timeout=5), "taken once the lease is back"
+        assert r.hget(HOLDERS, got[0].tag) == b"stalled"
+    finally:
+        f.stop()

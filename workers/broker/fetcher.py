@@ -65,6 +65,8 @@ from workers.broker.leases import Leases
 log = logging.getLogger(__name__)
 
 _ACK_PIECE = 1000
+#: How long a worker whose lease lapsed waits before it looks again (its beat renews it).
+LAPSED_WAIT_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class Fetcher(threading.Thread):
         self._alive_prefix = alive_key("")
         self._more_queued = False  # the last fetch was full: fetch again without waiting
         self._next_mode = "idle"  # "take" once a wake token handed this worker listening
+        self._lapsed = False  # the last fetch found this worker's own lease lapsed
         #: fetch script calls that looked at the queues, and those that found them empty
         self.fetches = 0
         self.empty_fetches = 0
@@ -250,6 +253,9 @@ class Fetcher(threading.Thread):
         mode, self._next_mode = self._next_mode, "idle"
         lead, flat = self._fetch_now(room, mode)
         if not flat:
+            if self._lapsed:
+                self._next_mode = mode  # as it was: look again once the beat renews the lease
+                return []
             if not lead and self.worker_id:
                 # Another idle worker listens: sleep until it hands listening on.
                 if self._follow():
@@ -280,6 +286,13 @@ class Fetcher(threading.Thread):
             keys=[UNACKED, UNACKED_INDEX, HOLDERS, self._leader_key, self._wake_key, *lists],
             args=[room, self.max_message_bytes, WIRE_VERSION, self.worker_id, mode, self._alive_prefix],
         )
+        if int(got[0]) < 0:
+            # This worker's lease lapsed (a stalled beat, a restarted Redis): take nothing
+            # until the next beat renews it.
+            self._stopping.wait(LAPSED_WAIT_S)
+            self._lapsed = True
+            return False, []
+        self._lapsed = False
         lead, flat = bool(int(got[0])), got[1:]
         if mode == "busy" or not self.worker_id or lead or flat:
             self.fetches += 1  # a follower's early answer looked at no queue
@@ -304,6 +317,7 @@ class Fetcher(threading.Thread):
             if not self._stopping.is_set():
                 conn.disconnect()
                 raise
+            return False  # stop cut the wait short
         finally:
             with self._follow_lock:
                 self._follow_conn = None
