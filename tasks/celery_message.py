@@ -74,8 +74,10 @@ def encode_task_message(
     properties["priority"] = priority
     properties["body_encoding"] = "base64"
     properties["delivery_tag"] = str(uuid.uuid4())
+    # The body comes first, spliced in below: base64 needs no JSON escaping, and letting
+    # json.dumps scan a payload's kilobytes for characters to escape was half the cost
+    # of building a single job's message.
     message = {
-        "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "binary",
         "content-type": "application/x-msgpack",
         "headers": {
@@ -101,4 +103,5 @@ def encode_task_message(
         },
         "properties": properties,
     }
-    return list_for(queue, priority), json.dumps(message)
+    rest = json.dumps(message)  # '{"content-encoding": ...}'
+    return list_for(queue, priority), '{"body": "' + base64.b64encode(body).decode("ascii") + '", ' + rest[1:]
