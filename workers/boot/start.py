@@ -42,8 +42,11 @@ log = logging.getLogger("inferq.worker")
 
 #: Seconds between the Celery consumer's looks at this worker's control queue.
 CONTROL_POLL_S = 10
-#: Seconds between Celery's ``worker-heartbeat`` events (Flower's "online").
-EVENT_HEARTBEAT_S = 10.0
+#: Seconds between Celery's ``worker-heartbeat`` events (Flower's "online"). Under the
+#: connections' 10 s health check, so an idle publisher is not PINGed before each beat.
+EVENT_HEARTBEAT_S = 8.0
+#: kombu's own checks of its long-lived control connections (pub/sub, BRPOP).
+CONTROL_HEALTH_CHECK_S = 30
 
 
 def rss_bytes() -> int:
@@ -107,6 +110,7 @@ def run_worker(
         **app.conf.broker_transport_options,
         "unacked_restore_throttle": 10**9,
         "polling_interval": CONTROL_POLL_S,
+        "health_check_interval": CONTROL_HEALTH_CHECK_S,
     }
     check_transport_options(app.conf.broker_transport_options, settings.broker_url)
     pipeline = Pipeline(runtimes, max_payload_bytes=settings.max_payload_bytes)
@@ -187,7 +191,7 @@ def run_worker(
                 f"--loglevel={settings.log_level}",
                 "--task-events",
                 # Flower counts a worker offline after two missed beats of the interval
-                # the beat itself announces; every 10 s keeps an idle worker quiet.
+                # the beat itself announces; a slow beat keeps an idle worker quiet.
                 f"--heartbeat-interval={EVENT_HEARTBEAT_S:g}",
                 "--without-gossip",
                 "--without-mingle",

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 #: How often an idle fetcher looks at its queues when the doorbell cannot work.
 POLL_S = 0.025
-#: A silent connection is checked this often (a PING answered through pub/sub).
-PING_S = 10.0
+#: A silent connection is checked this often (a PING answered through pub/sub; TCP
+#: keepalive probes a dead peer meanwhile). Not more often: an idle worker's commands count.
+PING_S = 30.0
 _CHANNEL = b"__redis__:invalidate"
 
 

@@ -91,7 +91,7 @@ class Fetcher(threading.Thread):
         capacity: int,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         leases: Leases | None = None,
-        idle_block_s: float = 5.0,
+        idle_block_s: float = 10.0,
         follow_block_s: float = 10.0,
         worker_id: str = "",
     ) -> None:
