@@ -69,3 +69,6 @@ def test_flower_requires_basic_auth_and_sees_every_single_batched_and_bulk_job(
     for j in jobs:
         assert seen.get(j.id, {}).get("state") == "SUCCESS", f"Flower did not see {j.id} succeed"
         assert seen[j.id]["runtime"] is not None
+        # A bulk job's one event says what task-received would have: Flower lists its name
+        # and when it was received.
+        assert seen[j.id]["name"] == "inferq.predict" and seen[j.id]["received"] is not None

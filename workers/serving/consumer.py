@@ -301,25 +301,29 @@ class WorkerCore:
         if not bulk.ids:
             return
         label = self._label({"model": bulk.common.model, "variant": bulk.common.variant})
-        self.events.send_jobs(
-            "task-received",
-            bulk.ids,
-            timestamp=msg.delivery.received_at,
-            name=PREDICT_TASK,
-            args=f"({quote(bulk.common.model)}, {quote(bulk.common.variant)})",
-            kwargs="{}",
-            retries=0,
-        )
+        # What task-received would say, for Flower: sent now for jobs answered now; the
+        # others carry it in their last event (half the events of a bulk message).
+        received = {
+            "name": PREDICT_TASK,
+            "args": f"({quote(bulk.common.model)}, {quote(bulk.common.variant)})",
+            "kwargs": "{}",
+            "retries": 0,
+        }
         try:
             block, failed = self.pipeline.prepare_bulk(bulk, msg.delivery.received_at)
         except InferqError as exc:
+            self.events.send_jobs("task-received", bulk.ids, timestamp=msg.delivery.received_at, **received)
             failures.extend((Outcome(jid, error=exc, key=label), msg) for jid in bulk.ids)
             msg.finish(len(bulk.ids))  # never the last: on_deliveries still holds the message
             return
         if failed:
+            self.events.send_jobs(
+                "task-received", list(failed), timestamp=msg.delivery.received_at, **received
+            )
             failures.extend((Outcome(jid, error=err, key=label), msg) for jid, err in failed.items())
             msg.finish(len(failed))
         if block is not None:
+            block.announce = {**received, "received": msg.delivery.received_at}
             self._queue_block(block, msg)
 
     def _queue_block(self, block: Block, msg: _Message) -> None:
@@ -397,13 +401,18 @@ class WorkerCore:
         finished: list[_Message] = []
         for e in entries:
             if stored:
+                extra = e.job.announce or {}
                 if error is None:
                     self.events.send_jobs(
-                        "task-succeeded", e.job.ids, result="<outputs>", runtime=now - e.job.received_at
+                        "task-succeeded",
+                        e.job.ids,
+                        result="<outputs>",
+                        runtime=now - e.job.received_at,
+                        **extra,
                     )
                 else:
                     self.events.send_jobs(
-                        "task-failed", e.job.ids, exception=_exception(error), traceback=None
+                        "task-failed", e.job.ids, exception=_exception(error), traceback=None, **extra
                     )
             else:
                 e.msg.abandoned = True

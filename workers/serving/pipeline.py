@@ -67,6 +67,9 @@ class Block:
     inputs: dict[str, np.ndarray]
     runtime: Runtime
     received_at: float
+    #: Fields the jobs' last task event carries when no ``task-received`` went out for
+    #: them (a bulk message's: one event per job instead of two); None: it went out.
+    announce: dict[str, Any] | None = None
 
     @property
     def rows(self) -> int:
@@ -88,6 +91,7 @@ class Block:
                 {k: v[i : i + size] for k, v in self.inputs.items()},
                 self.runtime,
                 self.received_at,
+                self.announce,
             )
             for i in range(0, self.rows, size)
         ]
