@@ -8,6 +8,7 @@ submission queued meanwhile (its own included) through one claim call and one se
 pipeline; the others wait for its answer. The leader hands over to the first of those
 who arrived during its round trips, so no thread leads more than the one group it is
 in, and a thread alone (nothing else in flight) submits as it would without a group.
+A child process after a fork starts with no group in flight.
 
 Each waiter keeps its own bound: past its deadline it stops waiting and gets
 ``BrokerUnavailable`` (its job may or may not be queued, as for any submission cut
@@ -16,6 +17,7 @@ short); the leader's round trips run within the leader's bound.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +52,10 @@ class Coalescer(Generic[P, R]):
 
     def __init__(self, run: Callable[[list[P]], list[R | BaseException]]) -> None:
         self._run = run
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._queue: list[_Entry[P, R]] = []
         self._leading = False
@@ -57,6 +63,10 @@ class Coalescer(Generic[P, R]):
     def submit(self, item: P, deadline: float) -> R:
         """``item``'s answer (raised if an exception); ``redis.TimeoutError`` past ``deadline``
         (monotonic) while another thread's group runs it."""
+        if self._pid != os.getpid():
+            # A client made before a fork (gunicorn, Celery prefork): a group the parent had
+            # in flight has no leader here, and its lock may be held by no thread of ours.
+            self._reset()
         me: _Entry[P, R] = _Entry(item)
         with self._lock:
             self._queue.append(me)

@@ -240,6 +240,8 @@ class ResultListener:
         with self._lock:
             if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
                 return
+            if self._pid != os.getpid():
+                self._unread.clear()  # a parent's sends: nobody here is about to send them
             self._pid = os.getpid()
             self._error = None  # a new thread, a new chance
             # The old pipe goes (a restart here, or a parent's copy after a fork).
