@@ -36,6 +36,7 @@ SWEEP_TURN = "inferq:sweep-turn"
 _ALIVE_PREFIX = "inferq:alive:"
 _LEADER_PREFIX = "inferq:leader:"
 _WAKE_PREFIX = "inferq:wake:"
+_SLEEPERS_PREFIX = "inferq:sleepers:"
 
 
 def new_worker_id() -> str:
@@ -60,3 +61,8 @@ def leader_key(queues: list[str]) -> str:
 def wake_key(queues: list[str]) -> str:
     """The list a sleeping worker blocks on; one push wakes exactly one of them."""
     return _WAKE_PREFIX + _queue_set(queues)
+
+
+def sleepers_key(queues: list[str]) -> str:
+    """The idle workers asleep on the wake list, scored by when each sleep ends."""
+    return _SLEEPERS_PREFIX + _queue_set(queues)

@@ -194,3 +194,33 @@ def test_a_worker_whose_own_lease_lapsed_takes_nothing_until_it_is_renewed(own_r
         assert r.hget(HOLDERS, got[0].tag) == b"stalled"
     finally:
         f.stop()
+
+
+def test_a_lone_worker_keeps_listening_while_it_computes_and_an_idle_one_takes_over(
+    own_redis: LocalRedis,
+) -> None:
+    """With nobody asleep there is no one to hand over to: a lone worker goes on taking
+    jobs for its next batch while one is in hand (it is marked busy). A worker that then
+    goes idle takes listening from the busy one instead of sleeping behind it."""
+    r = redis.Redis.from_url(own_redis.url)
+    held: list[Delivery] = []
+    r.set(alive_key("lone"), 1, px=60_000)
+    lone = Fetcher(r, [QUEUE], held.extend, capacity=8, worker_id="lone")  # never acks
+    lone.start()
+    try:
+        assert wait_for(lambda: r.get(leader_key([QUEUE])) == b"lone")
+        r.lpush(QUEUE, message())
+        assert wait_for(lambda: len(held) == 1)
+        r.lpush(QUEUE, message())
+        assert wait_for(lambda: len(held) == 2), "a busy lone worker still takes the next job"
+        assert r.get(leader_key([QUEUE])) == b"lone busy"
+        other: list[Delivery] = []
+        r.set(alive_key("fresh"), 1, px=60_000)
+        fresh = Fetcher(r, [QUEUE], other.extend, capacity=8, worker_id="fresh")
+        fresh.start()
+        try:
+            assert wait_for(lambda: r.get(leader_key([QUEUE])) == b"fresh"), "the idle one listens"
+        finally:
+            fresh.stop()
+    finally:
+        lone.stop()

@@ -124,8 +124,8 @@ def test_our_fetch_records_a_message_as_kombu_does_and_kombu_can_restore_it(serv
     send(settings, 3)
     fetch = r.register_script(lua.source("fetch"))
     got = fetch(
-        keys=[UNACKED, UNACKED_INDEX, HOLDERS, "lead", "wake", *queue_lists(QUEUE)],
-        args=[10, 1 << 20, WIRE_VERSION, "", "busy", ""],
+        keys=[UNACKED, UNACKED_INDEX, HOLDERS, "lead", "wake", "sleepers", *queue_lists(QUEUE)],
+        args=[10, 1 << 20, WIRE_VERSION, "", "busy", "", 0, 15],
     )[1:]
     assert len(got) == 3
     list_key, raw, tag = got
@@ -152,8 +152,8 @@ def test_our_fetch_finds_kombus_delivery_fields_without_decoding_the_message(ser
     send(settings, 0)
     fetch = r.register_script(lua.source("fetch"))
     _, stub, tag = fetch(
-        keys=[UNACKED, UNACKED_INDEX, HOLDERS, "lead", "wake", *queue_lists(QUEUE)],
-        args=[1, 10, WIRE_VERSION, "", "busy", ""],
+        keys=[UNACKED, UNACKED_INDEX, HOLDERS, "lead", "wake", "sleepers", *queue_lists(QUEUE)],
+        args=[1, 10, WIRE_VERSION, "", "busy", "", 0, 15],
     )[1:]
     envelope = orjson.loads(stub)
     assert envelope["inferq_oversized"] > 10

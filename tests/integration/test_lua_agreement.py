@@ -156,8 +156,8 @@ def test_the_oversized_stub_written_in_lua_reads_in_python(r):
     r.lpush(queue, raw)
     fetch = r.register_script(lua.source("fetch"))
     _, item, tag = fetch(
-        keys=[UNACKED, UNACKED_INDEX, HOLDERS, "lead", "wake", *queue_lists(queue)],
-        args=[1, 1000, C.WIRE_VERSION, "", "busy", ""],
+        keys=[UNACKED, UNACKED_INDEX, HOLDERS, "lead", "wake", "sleepers", *queue_lists(queue)],
+        args=[1, 1000, C.WIRE_VERSION, "", "busy", "", 0, 15],
     )[1:]
     stub_envelope = orjson.loads(item)
     assert OversizedStub.from_envelope(stub_envelope) == OversizedStub(len(raw), 1000)

@@ -58,7 +58,7 @@ import redis
 from tasks import lua
 from tasks.constants import DEFAULT_MAX_MESSAGE_BYTES, WIRE_VERSION
 from tasks.kombu_layout import UNACKED, UNACKED_INDEX, queue_lists
-from tasks.liveness import HOLDERS, alive_key, leader_key, wake_key
+from tasks.liveness import HOLDERS, alive_key, leader_key, sleepers_key, wake_key
 from workers.broker.doorbell import Doorbell
 from workers.broker.leases import Leases
 
@@ -114,9 +114,11 @@ class Fetcher(threading.Thread):
         self.worker_id = worker_id
         self._leader_key = leader_key(sorted(queues))
         self._wake_key = wake_key(sorted(queues))
+        self._sleepers_key = sleepers_key(sorted(queues))
         self._alive_prefix = alive_key("")
         self._more_queued = False  # the last fetch was full: fetch again without waiting
-        self._next_mode = "idle"  # "take" once a wake token handed this worker listening
+        #: "take" once a wake token handed this worker listening, "woke" after a sleep without one
+        self._next_mode = "idle"
         self._lapsed = False  # the last fetch found this worker's own lease lapsed
         #: fetch script calls that looked at the queues, and those that found them empty
         self.fetches = 0
@@ -230,7 +232,9 @@ class Fetcher(threading.Thread):
         if not self.worker_id:
             return
         try:
-            self._resign_script(keys=[self._leader_key, self._wake_key], args=[self.worker_id])
+            self._resign_script(
+                keys=[self._leader_key, self._wake_key, self._sleepers_key], args=[self.worker_id]
+            )
         except Exception as exc:  # broker away: the lease lapses and a follower takes over
             log.debug("could not hand over listening: %s", exc)
 
@@ -258,8 +262,7 @@ class Fetcher(threading.Thread):
                 return []
             if not lead and self.worker_id:
                 # Another idle worker listens: sleep until it hands listening on.
-                if self._follow():
-                    self._next_mode = "take"
+                self._next_mode = "take" if self._follow() else "woke"
                 self.doorbell.sync()  # changes heard while asleep are old news
                 return []
             # Nothing queued: wait for the doorbell (it rings as soon as a queue
@@ -283,8 +286,25 @@ class Fetcher(threading.Thread):
     def _fetch_now(self, room: int, mode: str) -> tuple[bool, list[bytes | str]]:
         lists = self._next_lists()
         got: list[Any] = self._fetch(
-            keys=[UNACKED, UNACKED_INDEX, HOLDERS, self._leader_key, self._wake_key, *lists],
-            args=[room, self.max_message_bytes, WIRE_VERSION, self.worker_id, mode, self._alive_prefix],
+            keys=[
+                UNACKED,
+                UNACKED_INDEX,
+                HOLDERS,
+                self._leader_key,
+                self._wake_key,
+                self._sleepers_key,
+                *lists,
+            ],
+            args=[
+                room,
+                self.max_message_bytes,
+                WIRE_VERSION,
+                self.worker_id,
+                mode,
+                self._alive_prefix,
+                1 if self._in_flight else 0,
+                self.follow_block_s + 5,
+            ],
         )
         if int(got[0]) < 0:
             # This worker's lease lapsed (a stalled beat, a restarted Redis): take nothing
