@@ -218,3 +218,21 @@ def test_health_says_what_a_readiness_probe_needs(worker: WorkerProcess, client:
         h = down.health()
         assert time.monotonic() - t0 < 3
         assert h["ready"] is False and h["broker"] is False and "broker_error" in h
+
+
+def test_jobs_of_a_bulk_message_cancelled_while_queued_are_left_out_and_the_rest_run(
+    worker: WorkerProcess, client: Client, models_dir: Path
+):
+    xs = np.stack([fresh_input(models_dir) + np.float32(i * 1e-4) for i in range(10)])
+    os.kill(worker.proc.pid, signal.SIGSTOP)
+    try:
+        jobs = client.submit_many("digits", xs, variant="fp32", chunk_size=10)  # one bulk tensor message
+        assert jobs[2].cancel() is CancelOutcome.CANCELLED
+        assert jobs[7].cancel() is CancelOutcome.CANCELLED
+    finally:
+        os.kill(worker.proc.pid, signal.SIGCONT)
+    results = client.wait_all(jobs, timeout=30)
+    assert [i for i, r in enumerate(results) if isinstance(r, Exception)] == [2, 7]
+    assert all(isinstance(results[i], JobCancelled) for i in (2, 7))
+    drained(client)
+    assert "skipped 2 cancelled job" in worker.log_text()
