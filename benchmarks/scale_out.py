@@ -1,14 +1,16 @@
 """Scale-out on one Redis: 1, 2, 4 worker processes, a producer fleet, Redis's own cost (issue 18, item 5).
 
     .venv/bin/python benchmarks/scale_out.py [--models-dir /tmp/iq-models] [--workers 1,2,4] \
-        [--producers 4] [--single-jobs 6000] [--bulk-jobs 24000] [--json]
+        [--producers 4] [--threads 16] [--single-jobs 6000] [--bulk-jobs 24000] [--split] [--json]
 
 One private redis-server (``LocalRedis``) for the whole run. For each mode (single-input
 jobs, batching on: one input per message; bulk: 64 inputs per message) and each worker
 count N: N ``inferq worker`` processes (digits fp32, one thread, the model's batching:
 32 / 2 ms) are started and announced; then a fleet of producer processes (each its own
-``Client``, started and connected beforehand) is told to go: each sends its share of
-the jobs with ``submit_many`` and waits for all their results. The window runs from
+``Client``, started and connected beforehand) is told to go: for single-input jobs each
+runs ``--threads`` request threads that submit one input and wait for it, as a web
+backend does (the client groups concurrent submissions); for bulk each sends its share
+with ``submit_many`` and waits for all their results. The window runs from
 "go" to the last producer's last result, so everything a job costs Redis (the claim,
 the push, the fetch, the store and publish, the ack, the result reaching its waiter)
 falls inside it, and nothing else does.
@@ -35,6 +37,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -77,9 +80,12 @@ def producer(args: argparse.Namespace) -> int:
         print("ready", flush=True)
         sys.stdin.readline()
         cpu0, t0 = cpu_s(os.getpid()), time.perf_counter()
-        jobs = c.submit_many("digits", xs, variant="fp32", chunk_size=args.chunk)
-        sent_s = time.perf_counter() - t0
-        results = c.wait_all(jobs, timeout=900)
+        if args.chunk == 1:
+            results = submit_each(c, xs, args.threads)
+        else:
+            results = c.wait_all(
+                c.submit_many("digits", xs, variant="fp32", chunk_size=args.chunk), timeout=900
+            )
         done_s = time.perf_counter() - t0
     ok = [r for r in results if not isinstance(r, Exception)]
     print(
@@ -87,7 +93,6 @@ def producer(args: argparse.Namespace) -> int:
             {
                 "jobs": len(ok),
                 "errors": len(results) - len(ok),
-                "sent_s": sent_s,
                 "done_s": done_s,
                 "first_received": min(r.timing.received_at for r in ok),
                 "last_finished": max(r.timing.finished_at for r in ok),
@@ -98,6 +103,33 @@ def producer(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def submit_each(c: Client, xs: np.ndarray, threads: int) -> list[Any]:
+    """Single-input jobs as a web backend sends them: ``threads`` request threads sharing
+    the client, each submitting one input and waiting for it (the client groups the
+    claims and pushes of concurrent submissions)."""
+    results: list[Any] = [None] * len(xs)
+    todo = iter(range(len(xs)))
+    lock = threading.Lock()
+
+    def one_thread() -> None:
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            try:
+                results[i] = c.submit("digits", xs[i], variant="fp32").wait(timeout=120)
+            except Exception as exc:  # counted by the caller
+                results[i] = exc
+
+    pool = [threading.Thread(target=one_thread, daemon=True) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return results
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -138,7 +170,8 @@ def one_run(
         for p in range(args.producers):
             cmd = [sys.executable, __file__, "--producer", "--url", settings.broker_url,
                    "--backend-url", settings.result_backend, "--models-dir", str(args.models_dir),
-                   "--jobs", str(share), "--chunk", str(MODES[mode]), "--salt", str(salt * 100 + p)]  # fmt: skip
+                   "--jobs", str(share), "--chunk", str(MODES[mode]), "--salt", str(salt * 100 + p),
+                   "--threads", str(args.threads)]  # fmt: skip
             fleet.append(
                 subprocess.Popen(
                     cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env
@@ -221,6 +254,9 @@ def main() -> int:
     ap.add_argument("--backend-url", help=argparse.SUPPRESS)
     ap.add_argument("--jobs", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--chunk", type=int, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--threads", type=int, default=16, help="request threads per producer (single-input jobs)"
+    )
     ap.add_argument("--salt", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.producer:
@@ -249,7 +285,8 @@ def main() -> int:
         print(json.dumps(runs, indent=2))
         return 0
     print(
-        f"machine: {cpu_name()}, {os.cpu_count()} cores; digits fp32, {args.producers} producer processes, "
+        f"machine: {cpu_name()}, {os.cpu_count()} cores; digits fp32, {args.producers} producer processes "
+        f"({args.threads} request threads each for single jobs), "
         + (
             "broker and result backend on two private redis-servers"
             if args.split
