@@ -56,14 +56,16 @@ def fetch_counts(client: Client, hosts: list[str]) -> int:
         time.sleep(0.2)
 
 
-def commands_per_s(client: Client, seconds: float) -> float:
-    def total() -> int:
-        stats = client.backend.info("commandstats")
-        return sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_info",))
+def total_commands(client: Client) -> int:
+    """Every command Redis has run (in-script included), less the bench's own INFO calls."""
+    stats = client.backend.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_info",))
 
-    before = total()
+
+def commands_per_s(client: Client, seconds: float) -> float:
+    before = total_commands(client)
     time.sleep(seconds)
-    return (total() - before) / seconds
+    return (total_commands(client) - before) / seconds
 
 
 def run(
@@ -83,9 +85,12 @@ def run(
                 for host in hosts:
                     wait_for_workers(client, ["digits:fp32"], timeout=300, hostname=host)
                 time.sleep(2.0)  # settled: start-up traffic over
+                idle_rate = 0.0
                 if workers > 1:
-                    out["idle_commands_per_s_per_worker"] = commands_per_s(client, 20.0) / workers
+                    idle_rate = commands_per_s(client, 20.0)
+                    out["idle_commands_per_s_per_worker"] = idle_rate / workers
                     f0 = fetch_counts(client, hosts)
+                c0 = total_commands(client)
                 queue, e2e = [], []
                 t0 = time.monotonic()
                 for i in range(jobs + 10):
@@ -94,8 +99,11 @@ def run(
                     if i >= 10:  # the first few warm up connections and the interpreter
                         queue.append(r.timing.queue_ms)
                         e2e.append(r.timing.end_to_end_ms or 0.0)
+                busy_s = time.monotonic() - t0
+                # Redis commands the jobs cost (client + all workers, in-script included),
+                # less what the idle workers would have sent anyway in that time.
+                out["commands_per_job"] = (total_commands(client) - c0 - idle_rate * busy_s) / (jobs + 10)
                 if workers > 1:
-                    busy_s = time.monotonic() - t0
                     f1 = fetch_counts(client, hosts)
                     time.sleep(busy_s)  # the same stretch again, idle: what they fetch anyway
                     f2 = fetch_counts(client, hosts)
@@ -134,14 +142,20 @@ def main() -> int:
         print(json.dumps(rows[-1]), flush=True)
     print(
         "\n| worker tree | workers | queue p50 | p95 | p99 | end to end p50 | p95 | p99 "
-        "| fetches per job | less idle | idle commands/s per worker |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "| fetches per job | less idle | Redis commands per job | idle commands/s per worker |"
+        "\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     for r in rows:
         q, e = r["queue_ms"], r["end_to_end_ms"]
         cells = [f"{d[k]:.2f}" for d in (q, e) for k in ("p50", "p95", "p99")]  # type: ignore[index]
         extra = [
             f"{r[k]:.2f}" if k in r else "-"
-            for k in ("fetches_per_job", "fetches_per_job_less_idle", "idle_commands_per_s_per_worker")
+            for k in (
+                "fetches_per_job",
+                "fetches_per_job_less_idle",
+                "commands_per_job",
+                "idle_commands_per_s_per_worker",
+            )
         ]
         print(f"| `{r['tree']}` | {r['workers']} | " + " | ".join(cells + extra) + " |")
     return 0
