@@ -1,18 +1,22 @@
 """The ``AsyncClient``'s result listener: one pub/sub connection and one task per client.
 
 The same contract as the sync ``ResultListener`` (``producers/listener.py``), on the
-event loop instead of a thread: every job is watched from the moment it is submitted
-(its result channel subscribed before the message is sent), so its result is seen, and
-its end-to-end time stamped, within a round trip of being stored, however late anyone
-awaits it. Thousands of awaiting coroutines share the one subscription connection;
-each waits on a future, woken by a message, never by polling.
+event loop instead of a thread: every job is watched from the moment it is submitted,
+so its result is seen, and its end-to-end time stamped, within a round trip of being
+stored, however late anyone awaits it. Thousands of awaiting coroutines share the one
+subscription connection; each waits on a future, woken by a message, never by polling.
 
-No result is missed: once Redis confirms a subscription, the listener reads the key
-once (one ``MGET`` for all confirmations of a turn), so a result stored before the
-subscription took effect is found by the read, one stored after it by the message.
-When the connection drops, the task reconnects with backoff, subscribes again to every
-job still awaited, and the reads after the new confirmations find what was stored
-meanwhile. Resources stay bounded as in the sync listener: results nobody awaits are
+A job this client sends names the client's reply channel (``reply_to``), subscribed
+once per connection: its record arrives in the worker's one ``ReplyBatch`` per batch
+for this client, with no subscription of its own. Any other job (shared, a handle's) is
+subscribed on its own channel; cancels arrive on ``CANCEL_CHANNEL``.
+
+No result is missed: a job is sent once the reply channel is confirmed (at once on a
+connection that has it); once Redis confirms a job's own subscription, the listener
+reads its key once (one ``MGET`` for all confirmations of a turn). When the connection
+drops, the task reconnects with backoff, subscribes again (the reply channel, every
+job still awaited on its own), and once confirmed reads the keys of every job still
+awaited: what was stored meanwhile is found. Resources stay bounded as in the sync listener: results nobody awaits are
 kept only among the newest ``KEEP_ARRIVED_MAX`` (a later ``wait`` reads them again,
 their arrival time kept), and watches nobody awaits lapse after ``KEEP_WATCH_S``.
 """
@@ -30,11 +34,11 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from producers.listener import Arrival
-from tasks.constants import RESULT_KEY_PREFIX
+from producers.listener import READ_CHUNK, Arrival, new_reply_channel
+from tasks.constants import CANCEL_CHANNEL, RESULT_KEY_PREFIX
 from tasks.errors import ConfigError, InferqError, Timeout
 from tasks.keys import result_key
-from tasks.wire import StatusRecord
+from tasks.wire import ReplyBatch, StatusRecord
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,13 @@ class AsyncResultListener:
     #: thousand results is handed out over many turns, each well under a millisecond,
     #: instead of one turn that holds every other coroutine back.
     SLICE = 32
+    #: How long a send waits for the reply channel's subscription to be confirmed (only
+    #: while the listener (re)connects); past it the job is sent anyway, and its key read
+    #: once the subscription is confirmed.
+    CONFIRM_WAIT_S = 0.5
+    #: A job awaited on the reply channel this long while nothing came on it is watched
+    #: on its own channel too (``ResultListener.REPLY_SILENCE_S``: an older worker).
+    REPLY_SILENCE_S = 5.0
 
     def __init__(self, client: redis.asyncio.Redis[bytes]) -> None:
         self._client = client
@@ -68,14 +79,34 @@ class AsyncResultListener:
         self._error: BaseException | None = None
         self._closed = False
         self._pruned_at = time.monotonic()
+        #: The reply channel, confirmed or not on the current connection, the ids awaited
+        #: on it, and those whose senders wait for the confirmation (no read needed).
+        self._reply = new_reply_channel()
+        self._reply_ready = asyncio.Event()
+        self._via_reply: set[str] = set()
+        self._unsent: set[str] = set()
+        self._reply_heard_at = time.monotonic()
+        self._silence_checked_at = 0.0
+
+    @property
+    def reply_channel(self) -> str:
+        """The channel to name in the ``reply_to`` of the jobs this client sends."""
+        return self._reply
 
     # --- the callers' side ----------------------------------------------------------
 
-    async def watch(self, job_ids: Iterable[str]) -> None:
+    async def watch(self, job_ids: Iterable[str], sending: Iterable[str] = ()) -> None:
         """Start watching ids (before their jobs are sent). Never raises for Redis: a
-        subscription that cannot be sent now is sent when the connection is back."""
+        subscription that cannot be sent now is sent when the connection is back.
+
+        ``sending``: the ids the caller sends itself, naming ``reply_channel``: awaited
+        there, with no subscription of their own; this returns once the reply channel is
+        confirmed (at once on a connection that has it; past ``CONFIRM_WAIT_S`` they are
+        read once it is)."""
         self._ensure_task()
+        mine = set(sending)
         new: list[str] = []
+        replied: list[str] = []
         for jid in job_ids:
             fut = self._futures.get(jid)
             # A future failed with the listener is watched afresh (by a new task): Redis may
@@ -83,9 +114,25 @@ class AsyncResultListener:
             if fut is None or (fut.done() and fut.exception() is not None):
                 self._futures[jid] = asyncio.get_running_loop().create_future()
                 self._watched_at[jid] = time.monotonic()
-                new.append(jid)
-        if not new:
-            return
+                if jid in mine:
+                    self._via_reply.add(jid)
+                    replied.append(jid)
+                else:
+                    self._via_reply.discard(jid)
+                    new.append(jid)
+        if new:
+            await self._subscribe_own(new)
+        if replied and not self._reply_ready.is_set():
+            self._unsent.update(replied)
+            try:
+                async with asyncio.timeout(self.CONFIRM_WAIT_S):
+                    await self._reply_ready.wait()
+            except TimeoutError:
+                log.debug("the reply channel is not confirmed yet; %d job(s) read once it is", len(replied))
+            finally:
+                self._unsent.difference_update(replied)
+
+    async def _subscribe_own(self, new: list[str]) -> None:
         try:
             async with self._lock:
                 if self._pubsub is None or self._resubscribe:
@@ -157,6 +204,7 @@ class AsyncResultListener:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._close_pubsub()
+        self._reply_ready.set()  # a sender waiting for it sends, and meets the closed client
         for fut in self._futures.values():
             if not fut.done():
                 fut.set_exception(Timeout("the client was closed while waiting"))
@@ -191,6 +239,7 @@ class AsyncResultListener:
                 if time.monotonic() - began > 30:
                     delay = 0.1  # a new outage, not the same one continuing
                 log.warning("result listener lost Redis (%s); reconnecting in %.1f s", exc, delay)
+                self._reply_ready.clear()
                 await self._close_pubsub()
                 self._resubscribe = True
                 await asyncio.sleep(delay)
@@ -202,15 +251,20 @@ class AsyncResultListener:
 
     async def _connect(self) -> None:
         async with self._lock:
-            if self._pubsub is None:
+            fresh = self._pubsub is None
+            if fresh:
+                self._reply_ready.clear()
                 self._pubsub = self._client.pubsub()
                 self._resubscribe = True
             if self._resubscribe:
                 # Cleared before the ids are taken: one asked for meanwhile is not lost.
                 self._resubscribe = False
-                ids = [j for j, f in self._futures.items() if not f.done()]
-                if ids:
-                    await self._pubsub.subscribe(*[result_key(j) for j in ids])
+                ids = [j for j, f in self._futures.items() if not f.done() and j not in self._via_reply]
+                channels = [result_key(j) for j in ids]
+                if fresh:
+                    channels[:0] = [self._reply, CANCEL_CHANNEL]
+                if channels:
+                    await self._pubsub.subscribe(*channels)
                     self._subscribed.set()
 
     async def _listen(self) -> None:
@@ -227,23 +281,44 @@ class AsyncResultListener:
                 continue
             confirmed: list[str] = []
             finished: list[str] = []
+            to_read: list[str] = []  # ids whose keys are read: a reconnect, a batch in another version
             msg = await pubsub.get_message(timeout=self.IDLE_READ_S)
             handled = 0
+            reply = self._reply
             while msg is not None:
                 channel = _text(msg["channel"])
-                if msg["type"] == "subscribe":
-                    confirmed.append(channel)
-                elif msg["type"] == "message" and self._offer(channel, msg.get("data")):
-                    finished.append(channel)
+                kind = msg["type"]
+                if kind == "message":
+                    if channel == reply:
+                        to_read += await self._offer_batch(msg.get("data"))
+                    elif channel == CANCEL_CHANNEL:
+                        self._offer_cancel(msg.get("data"))
+                    elif self._offer(channel, msg.get("data")):
+                        finished.append(channel)
+                elif kind == "subscribe":
+                    if channel == reply:
+                        self._reply_heard_at = time.monotonic()
+                        # Senders waiting for it send now (no read needed); every other job
+                        # awaited on it is read, for what was stored while unsubscribed.
+                        to_read += [
+                            j
+                            for j in self._via_reply
+                            if j not in self._unsent and not self._futures[j].done()
+                        ]
+                        self._reply_ready.set()
+                    elif channel != CANCEL_CHANNEL:
+                        confirmed.append(channel)
                 handled += 1
                 if handled % self.SLICE == 0:
                     await asyncio.sleep(0)  # a burst of results must not hold the loop
                 msg = await pubsub.get_message(timeout=0)
-            if confirmed:
+            confirmed += [result_key(j) for j in to_read]
+            for at in range(0, len(confirmed), READ_CHUNK):
+                chunk = confirmed[at : at + READ_CHUNK]
                 for i, (channel, raw) in enumerate(
-                    zip(confirmed, await self._client.mget(confirmed), strict=True), 1
+                    zip(chunk, await self._client.mget(chunk), strict=True), 1
                 ):
-                    if self._offer(channel, raw):
+                    if self._offer(channel, raw) and channel.removeprefix(RESULT_KEY_PREFIX) not in to_read:
                         finished.append(channel)
                     if i % self.SLICE == 0:
                         await asyncio.sleep(0)
@@ -273,12 +348,46 @@ class AsyncResultListener:
                 fut.exception()
                 self._done_order[jid] = None  # bounded as unawaited results are
 
+    async def _offer_batch(self, data: bytes | str | None) -> list[str]:
+        """A ``ReplyBatch``: each record for a job awaited here handed over (``SLICE`` per
+        turn of the loop). Returns the ids to read instead: a batch in another version
+        names them (or, unreadable, every job awaited on the reply channel)."""
+        self._reply_heard_at = time.monotonic()
+        batch = ReplyBatch.decode(data if isinstance(data, bytes) else None)
+        if not batch.readable:
+            log.warning("a reply batch in version %s; reading its jobs' keys instead", batch.version)
+            ids = batch.ids or list(self._via_reply)
+            return [j for j in ids if j in self._futures and not self._futures[j].done()]
+        futures, parse, now = self._futures, StatusRecord.parse, time.time()
+        for n, (jid, raw) in enumerate(zip(batch.ids, batch.records, strict=True), 1):
+            fut = futures.get(jid)
+            if fut is None or fut.done():  # nobody here awaits it (any longer)
+                continue
+            record = parse(raw, jid)
+            if record is None or not record.ready:
+                continue
+            self._via_reply.discard(jid)
+            fut.set_result((record, self._times.pop(jid, 0.0) or now))
+            self._done_order[jid] = None
+            if n % (4 * self.SLICE) == 0:
+                await asyncio.sleep(0)
+        if len(self._done_order) > self.KEEP_ARRIVED_MAX:
+            self._evict_unwaited()
+        return []
+
+    def _offer_cancel(self, data: bytes | str | None) -> None:
+        """A cancel's record (``cancel.lua``): handed over if the job is awaited here."""
+        record = StatusRecord.parse(data)
+        if record is not None and record.job_id in self._futures:
+            self._offer(result_key(record.job_id), data)
+
     def _offer(self, channel: str, raw: bytes | str | None) -> bool:
         """Record a ready result; True when the channel is no longer needed."""
         jid = channel.removeprefix(RESULT_KEY_PREFIX)
         record = StatusRecord.parse(raw, jid)
         if record is None or not record.ready:
             return False
+        self._via_reply.discard(jid)
         fut = self._futures.get(jid)
         if fut is None or fut.done():
             return True
@@ -289,6 +398,7 @@ class AsyncResultListener:
         return True
 
     def _drop(self, jid: str) -> None:
+        self._via_reply.discard(jid)
         self._futures.pop(jid, None)
         self._watched_at.pop(jid, None)
         self._done_order.pop(jid, None)
@@ -309,7 +419,28 @@ class AsyncResultListener:
         while len(self._times) > self.KEEP_TIMES_MAX:
             self._times.popitem(last=False)
 
+    async def _check_silence(self) -> None:
+        """Jobs awaited on a reply channel silent for ``REPLY_SILENCE_S``: subscribed on their
+        own channels too (their keys read once confirmed)."""
+        now = time.monotonic()
+        if not self._via_reply or now - self._silence_checked_at < 1.0:
+            return
+        self._silence_checked_at = now
+        if now - self._reply_heard_at < self.REPLY_SILENCE_S:
+            return
+        late = [
+            j
+            for j in self._via_reply
+            if now - self._watched_at.get(j, now) > self.REPLY_SILENCE_S and not self._futures[j].done()
+        ]
+        if late:
+            log.info("%d job(s) heard nothing on the reply channel for %.0f s; watching their own channels",
+                     len(late), self.REPLY_SILENCE_S)  # fmt: skip
+            self._via_reply.difference_update(late)
+            await self._subscribe_own(late)
+
     async def _maybe_prune(self) -> None:
+        await self._check_silence()
         now = time.monotonic()
         if now - self._pruned_at < 5.0:
             return
@@ -330,8 +461,9 @@ class AsyncResultListener:
                 and jid not in self._waiters
                 and now - since > self.KEEP_WATCH_S
             ):
+                if jid not in self._via_reply:
+                    stale.append(result_key(jid))
                 self._drop(jid)  # a later wait watches it anew (and reads the key)
-                stale.append(result_key(jid))
         if stale and self._pubsub is not None:
             async with self._lock:
                 stale = [c for c in stale if self._unneeded(c)]

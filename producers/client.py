@@ -26,7 +26,7 @@ from producers.coalesce import Coalescer, queue_sends
 from producers.health import live_beats, read_model_stats, readiness
 from producers.job import Job
 from producers.limits import QueueDepthGuard
-from producers.listener import Arrival, ResultListener
+from producers.listener import Arrival, ResultListener, name_reply_channel
 from producers.ownership import (
     CANCEL_OUTCOMES,
     CANCEL_SCRIPT,
@@ -53,9 +53,10 @@ log = logging.getLogger(__name__)
 
 #: How long a ``Timeout`` may spend asking which models no live worker serves.
 EXPLAIN_S = 2.0
-#: How long a send waits for the result listener to confirm its jobs' subscriptions (a
-#: round trip on the listener's connection, under way while the message is built); past
-#: it the jobs are sent anyway and their keys read once the subscriptions are confirmed.
+#: How long a send waits for the result listener to confirm its reply channel's
+#: subscription (only when the listener is (re)connecting: a round trip on its
+#: connection, under way while the message is built); past it the jobs are sent anyway
+#: and their keys read once the subscription is confirmed.
 CONFIRM_WAIT_S = 0.5
 
 
@@ -273,13 +274,15 @@ class Client:
             # answered with the record its previous run left in the listener.
             self.listener.forget(send_ids)
             self.hits.forget(send_ids)
-            # Watch before sending: a result can then never arrive unseen. Sent once the
-            # subscriptions are confirmed, the jobs need no read of their keys after it.
+            # Watch before sending: a result can then never arrive unseen. The jobs sent here
+            # are awaited on the listener's reply channel, which their messages name; sent
+            # once it is confirmed, they need no read of their keys after it.
             subscribed = self.listener.watch([jid for plan in live for jid in plan.waiting_ids], send_ids)
             try:
                 outgoing = [m for plan in live if (m := plan.message()) is not None]
             finally:
                 self.listener.settle(subscribed, min(CONFIRM_WAIT_S, self.bound.current() - time.monotonic()))
+            name_reply_channel(outgoing, self.listener.reply_channel)
             if outgoing:
                 pipe = self.broker.pipeline(transaction=False)
                 queue_sends(pipe, outgoing)

@@ -1,17 +1,28 @@
 """Wait for results without polling lag.
 
-Celery's Redis backend publishes every state it stores on a channel named like the
-result key. A ``ResultListener`` owns one pub/sub connection and one thread: jobs are
-watched from the moment they are submitted, so a result is seen (and its end-to-end
-time stamped) within a round trip of being stored, instead of Celery's classic 0.5 s
-polling interval, and however late the caller gets round to ``wait``.
+A ``ResultListener`` owns one pub/sub connection and one thread: jobs are watched from
+the moment they are submitted, so a result is seen (and its end-to-end time stamped)
+within a round trip of being stored, instead of Celery's classic 0.5 s polling
+interval, and however late the caller gets round to ``wait``.
 
-No result is missed: after Redis confirms a subscription, the listener reads the key
-once, so a result stored before the subscription took effect is found by the read,
-one stored after it by the subscription. When the connection drops (Redis restarted,
-network cut), the listener reconnects with backoff and subscribes again to every job
-still awaited; the reads that follow the new confirmations find the results stored
-while it was away. Waiters notice nothing but the delay.
+Two ways in. A job this client sends itself names the client's one **reply channel**
+(``inferq:reply:<random id>``, the message's ``reply_to``), subscribed once when the
+thread connects: the worker publishes there one ``ReplyBatch`` per batch with all of
+this client's records, so such a job costs no subscription and one pub/sub message per
+batch, not three per job. Any other job (one shared with another producer, a handle's,
+``result(wait=True)``) is watched on its own channel, as Celery's Redis backend
+publishes every state on a channel named like the result key. Cancels arrive on
+``CANCEL_CHANNEL``, subscribed beside the reply channel.
+
+No result is missed: a job is sent only once the reply channel's subscription is
+confirmed (``Subscribed``; at once on a connection that has it), so its result is
+published to a listener already there; after Redis confirms a job's own subscription,
+the listener reads the key once, so a result stored before the subscription took effect
+is found by the read. When the connection drops (Redis restarted, network cut), the
+listener reconnects with backoff, subscribes again (the reply channel and every job
+still awaited on its own), and once confirmed reads the keys of every job still awaited
+(one ``MGET``): what was stored while it was away is found. Waiters notice nothing but
+the delay.
 
 Resources stay bounded. The thread sleeps on the socket (and on a pipe that a new
 watch writes to), so it wakes for a message or a watch, never on a timer: an idle
@@ -26,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import selectors
 import threading
 import time
@@ -35,19 +47,38 @@ from typing import Any
 
 import redis
 
-from tasks.constants import RESULT_KEY_PREFIX
+from producers.sender import Outgoing
+from tasks.celery_message import with_reply_to
+from tasks.constants import CANCEL_CHANNEL, REPLY_CHANNEL_PREFIX, RESULT_KEY_PREFIX
 from tasks.errors import Timeout
 from tasks.keys import result_key
-from tasks.wire import StatusRecord
+from tasks.wire import ReplyBatch, StatusRecord
 
 log = logging.getLogger(__name__)
 
 Arrival = tuple[StatusRecord, float]  # (the job's ready status record, unix time it was seen)
 
+#: Keys read per ``MGET`` after a (re)subscription.
+READ_CHUNK = 1000
+
+
+def new_reply_channel() -> str:
+    """A client's reply channel: unguessable, one per client and process."""
+    return REPLY_CHANNEL_PREFIX + secrets.token_hex(16)
+
+
+def name_reply_channel(outgoing: Iterable[Outgoing], channel: str) -> None:
+    """Have every message (each part of a split one too) name ``channel`` as its ``reply_to``."""
+    for out in outgoing:
+        out.message = with_reply_to(out.message, channel)
+        if out.more:
+            out.more = [(key, with_reply_to(m, channel)) for key, m in out.more]
+
 
 class Subscribed:
-    """What ``ResultListener.watch`` returns: done once the ids the caller is sending are
-    subscribed (at once when there are none)."""
+    """What ``ResultListener.watch`` returns: done once the ids the caller is sending can be
+    sent, the reply channel's subscription confirmed (at once when it already was, or
+    there are none)."""
 
     __slots__ = ("done", "ids", "left")
 
@@ -80,6 +111,10 @@ class ResultListener:
     #: time paid SUBSCRIBE, a read and UNSUBSCRIBE each).
     UNSUBSCRIBE_EVERY_S = 1.0
     UNSUBSCRIBE_BATCH = 512
+    #: A job awaited on the reply channel for this long while nothing came on it is
+    #: watched on its own channel too (subscribed, its key read): a worker of an inferq
+    #: from before reply channels publishes only there (a rolling upgrade).
+    REPLY_SILENCE_S = 5.0
 
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self._client = client
@@ -96,20 +131,35 @@ class ResultListener:
         self._wake = threading.Event()
         self._error: BaseException | None = None
         self._times: OrderedDict[str, float] = OrderedDict()
-        #: Ids about to be sent by their watcher: no read once their subscription is confirmed.
-        self._unread: dict[str, Subscribed] = {}
+        #: The reply channel (one per process: a child after a fork makes its own), whether
+        #: its subscription is confirmed on the current connection, the ids awaited on it,
+        #: and the senders waiting for the confirmation (their ids need no read then).
+        self._reply = new_reply_channel()
+        self._reply_ready = False
+        self._via_reply: set[str] = set()
+        self._reply_pending: list[Subscribed] = []
+        self._reply_heard_at = time.monotonic()
+        self._silence_checked_at = 0.0
         self._wake_r: int | None = None
         self._selector: selectors.BaseSelector | None = None
         self._selected: object = None  # the socket the selector waits on
         self._wake_w: int | None = None
 
+    @property
+    def reply_channel(self) -> str:
+        """The channel to name in the ``reply_to`` of the jobs this client sends (read it
+        after ``watch``: a child process after a fork gets its own)."""
+        return self._reply
+
     def watch(self, job_ids: Iterable[str], sending: Iterable[str] = ()) -> Subscribed:
         """Start watching ids (cheap; call it before the job is sent).
 
-        ``sending``: those of the ids the caller is about to send itself. No result can be
-        stored for them before they are sent, so once their subscription is confirmed
-        the listener needs no read of their keys: the caller waits for that
-        (``Subscribed.wait``), then sends. Every other id is read once confirmed.
+        ``sending``: those of the ids the caller is about to send itself, naming
+        ``reply_channel``: they are awaited on it, with no subscription of their own. No
+        result can be stored for them before they are sent, so once the reply channel is
+        confirmed they need no read: the caller waits for that (``settle``; at once on a
+        connection that has it), then sends. Every other id is subscribed on its own
+        channel and read once confirmed.
         """
         self._ensure_thread()
         mine = set(sending)
@@ -120,15 +170,18 @@ class ResultListener:
                 if jid not in self._events and jid not in self._arrived:
                     self._events[jid] = threading.Event()
                     self._watched_at[jid] = time.monotonic()
-                    self._to_subscribe.append(jid)
                     if jid in mine:
-                        self._unread[jid] = subscribed
+                        self._via_reply.add(jid)
                         subscribed.ids.append(jid)
-            subscribed.left = len(subscribed.ids)
+                    else:
+                        self._to_subscribe.append(jid)
+            wait = bool(subscribed.ids) and not self._reply_ready
+            if wait:
+                self._reply_pending.append(subscribed)
             # Only the watch that finds nothing pending wakes the thread: the others' ids
             # are taken in the same turn (it takes the list under this lock).
             poke = idle and bool(self._to_subscribe)
-        if not subscribed.ids:
+        if not wait:
             subscribed.done.set()
         if poke:
             self._wake.set()
@@ -136,14 +189,13 @@ class ResultListener:
         return subscribed
 
     def settle(self, subscribed: Subscribed, timeout: float) -> None:
-        """Wait up to ``timeout`` for ``watch``'s subscriptions to be confirmed; those still
-        unconfirmed then are read once confirmed instead (the caller sends either way)."""
+        """Wait up to ``timeout`` for the reply channel to be confirmed; if it is not by
+        then, ``watch``'s ids are read once it is (the caller sends either way)."""
         if subscribed.done.wait(max(0.0, timeout)):
             return
         with self._lock:
-            for jid in subscribed.ids:
-                if self._unread.get(jid) is subscribed:
-                    del self._unread[jid]
+            if subscribed in self._reply_pending:
+                self._reply_pending.remove(subscribed)
 
     def forget(self, job_ids: Iterable[str]) -> None:
         """Drop what arrived for these ids (they are about to run again), unless someone is
@@ -154,6 +206,7 @@ class ResultListener:
                     del self._arrived[jid]
                     self._events.pop(jid, None)
                     self._watched_at.pop(jid, None)
+                    self._via_reply.discard(jid)
                 self._times.pop(jid, None)
 
     def wait(
@@ -241,7 +294,12 @@ class ResultListener:
             if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
                 return
             if self._pid != os.getpid():
-                self._unread.clear()  # a parent's sends: nobody here is about to send them
+                # A parent's jobs answer on the parent's reply channel: watched here (if at
+                # all) on their own channels. This process gets its own reply channel.
+                self._reply_pending.clear()
+                self._via_reply.clear()
+                self._reply = new_reply_channel()
+            self._reply_ready = False
             self._pid = os.getpid()
             self._error = None  # a new thread, a new chance
             # The old pipe goes (a restart here, or a parent's copy after a fork).
@@ -252,7 +310,7 @@ class ResultListener:
             self._wake_r, self._wake_w = os.pipe()  # a fresh one: a parent's is not ours
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
-            self._to_subscribe = [j for j in self._events if j not in self._arrived]
+            self._to_subscribe = self._own_channel_ids()
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="inferq-results", daemon=True)
             self._thread.start()
@@ -274,18 +332,27 @@ class ResultListener:
                 # on the next connection, and its key read once confirmed.
                 log.warning("result listener lost Redis (%s); reconnecting in %.1f s", exc, delay)
                 with self._lock:
-                    self._to_subscribe = [j for j in self._events if j not in self._arrived]
+                    self._reply_ready = False
+                    self._to_subscribe = self._own_channel_ids()
                 self._stop.wait(delay)
                 delay = min(5.0, delay * 2)
             except Exception as exc:  # surfaced to waiters instead of dying silently
                 self._fail(exc)
                 return
 
+    def _own_channel_ids(self) -> list[str]:
+        """Ids still awaited on their own channels (lock held)."""
+        return [j for j in self._events if j not in self._arrived and j not in self._via_reply]
+
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
         with self._lock:
+            self._reply_ready = False
+            pending, self._reply_pending = self._reply_pending, []
             for event in self._events.values():
                 event.set()
+        for subscribed in pending:  # they send, and their waiters meet the error
+            subscribed.done.set()
 
     def _listen(self) -> None:
         pubsub = self._client.pubsub()
@@ -293,7 +360,9 @@ class ResultListener:
         # not one command per job. A channel stays quiet once its result is published.
         done: set[str] = set()
         unsubscribed_at = time.monotonic()
+        reply = self._reply
         try:
+            pubsub.subscribe(reply, CANCEL_CHANNEL)
             while not self._stop.is_set():
                 with self._lock:
                     subs, self._to_subscribe = self._to_subscribe, []
@@ -307,18 +376,29 @@ class ResultListener:
                     continue
                 confirmed: list[str] = []
                 finished: list[str] = []
+                reply_confirmed = False
                 self._sleep_until_traffic(pubsub)
                 msg = pubsub.get_message(timeout=0)
                 while msg is not None:
                     channel = _text(msg["channel"])
-                    if msg["type"] == "subscribe":
-                        confirmed.append(channel)
-                    elif msg["type"] == "message" and self._offer(channel, msg.get("data")):
-                        finished.append(channel)
+                    kind = msg["type"]
+                    if kind == "message":
+                        if channel == reply:
+                            self._offer_batch(msg.get("data"))
+                        elif channel == CANCEL_CHANNEL:
+                            self._offer_cancel(msg.get("data"))
+                        elif self._offer(channel, msg.get("data")):
+                            finished.append(channel)
+                    elif kind == "subscribe":
+                        if channel == reply:
+                            reply_confirmed = True
+                        elif channel != CANCEL_CHANNEL:
+                            confirmed.append(channel)
                     msg = pubsub.get_message(timeout=0)
-                confirmed = self._to_read(confirmed)
+                if reply_confirmed:
+                    self._reply_confirmed()
                 if confirmed:
-                    for channel, raw in zip(confirmed, self._client.mget(confirmed), strict=True):
+                    for channel, raw in zip(confirmed, self._read(confirmed), strict=True):
                         if self._offer(channel, raw):
                             finished.append(channel)
                 done.update(finished)
@@ -329,28 +409,99 @@ class ResultListener:
                     pubsub.unsubscribe(*done)
                     done.clear()
                     unsubscribed_at = now
+                if self._via_reply and now - self._silence_checked_at > 1.0:
+                    self._check_silence(now)
                 if now - self._pruned_at > 5.0:
                     self._prune(pubsub)
         finally:
             self._close_selector()
             pubsub.close()
 
-    def _to_read(self, confirmed: list[str]) -> list[str]:
-        """The confirmed channels whose key must be read: all but those of jobs not sent yet
-        (``watch``'s ``sending``), whose senders are told they may send now."""
-        if not self._unread:
-            return confirmed
-        out: list[str] = []
+    def _check_silence(self, now: float) -> None:
+        """Jobs awaited on a reply channel silent for ``REPLY_SILENCE_S``: watched on their
+        own channels too (the next turn subscribes them and reads their keys)."""
+        self._silence_checked_at = now
+        if now - self._reply_heard_at < self.REPLY_SILENCE_S:
+            return
         with self._lock:
-            for channel in confirmed:
-                subscribed = self._unread.pop(channel.removeprefix(RESULT_KEY_PREFIX), None)
-                if subscribed is None:
-                    out.append(channel)
-                    continue
-                subscribed.left -= 1
-                if subscribed.left == 0:
-                    subscribed.done.set()
+            late = [
+                j
+                for j in self._via_reply
+                if now - self._watched_at.get(j, now) > self.REPLY_SILENCE_S and j not in self._arrived
+            ]
+            self._via_reply.difference_update(late)
+            self._to_subscribe.extend(late)
+        if late:
+            log.info("%d job(s) heard nothing on the reply channel for %.0f s; watching their own channels",
+                     len(late), self.REPLY_SILENCE_S)  # fmt: skip
+
+    def _read(self, keys: list[str]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for at in range(0, len(keys), READ_CHUNK):
+            out += self._client.mget(keys[at : at + READ_CHUNK])
         return out
+
+    def _reply_confirmed(self) -> None:
+        """The reply channel is subscribed: senders waiting for it may send (their jobs
+        need no read); every other job awaited on it is read once, for what was stored
+        while no subscription was in place (a reconnect)."""
+        self._reply_heard_at = time.monotonic()
+        with self._lock:
+            self._reply_ready = True
+            pending, self._reply_pending = self._reply_pending, []
+            unsent = {jid for subscribed in pending for jid in subscribed.ids}
+            awaited = [j for j in self._via_reply if j not in unsent and j not in self._arrived]
+        for subscribed in pending:
+            subscribed.done.set()
+        self._read_ids(awaited)
+
+    def _read_ids(self, ids: list[str]) -> None:
+        if ids:
+            for jid, raw in zip(ids, self._read([result_key(j) for j in ids]), strict=True):
+                self._offer_id(jid, raw)
+
+    def _offer_batch(self, data: bytes | str | None) -> None:
+        """A ``ReplyBatch``: every record in it for a job awaited here, parsed and handed
+        over under one lock. A batch in another version: the keys it names (or, unreadable,
+        of every job awaited on the reply channel) are read instead."""
+        self._reply_heard_at = time.monotonic()
+        batch = ReplyBatch.decode(data if isinstance(data, bytes) else None)
+        if not batch.readable:
+            log.warning("a reply batch in version %s; reading its jobs' keys instead", batch.version)
+            with self._lock:
+                ids = [
+                    j for j in (batch.ids or self._via_reply) if j in self._events and j not in self._arrived
+                ]
+            self._read_ids(ids)
+            return
+        events = self._events
+        parse = StatusRecord.parse
+        ready: list[StatusRecord] = []
+        for jid, raw in zip(batch.ids, batch.records, strict=True):
+            if jid in events:  # else nobody here awaits it (any longer)
+                record = parse(raw, jid)
+                if record is not None and record.ready:
+                    ready.append(record)
+        if not ready:
+            return
+        now = time.time()
+        with self._lock:
+            for record in ready:
+                jid = record.job_id
+                self._via_reply.discard(jid)
+                event = events.get(jid)
+                if event is None or event.is_set():
+                    continue
+                self._arrived[jid] = (record, self._times.pop(jid, 0.0) or now)
+                event.set()
+            if len(self._arrived) > self.KEEP_ARRIVED_MAX:
+                self._evict_unwaited()
+
+    def _offer_cancel(self, data: bytes | str | None) -> None:
+        """A cancel's record (``cancel.lua``): handed over if the job is awaited here."""
+        record = StatusRecord.parse(data)
+        if record is not None and record.job_id in self._events:
+            self._offer_id(record.job_id, data)
 
     def _sleep_until_traffic(self, pubsub: Any) -> None:
         """Block until the pub/sub socket has data or a watch pokes the pipe (or a second passes).
@@ -402,7 +553,10 @@ class ResultListener:
                     self._watched_at.pop(jid, None)
             for jid, since in list(self._watched_at.items()):
                 if jid not in self._arrived and now - since > self.KEEP_WATCH_S:
-                    stale.append(jid)
+                    if jid in self._via_reply:
+                        self._via_reply.discard(jid)
+                    else:
+                        stale.append(jid)
                     self._watched_at.pop(jid)
                     event = self._events.pop(jid, None)
                     if event is not None:
@@ -412,11 +566,14 @@ class ResultListener:
 
     def _offer(self, channel: str, raw: bytes | str | None) -> bool:
         """Record a ready result; True when the channel is no longer needed."""
-        jid = channel.removeprefix(RESULT_KEY_PREFIX)
+        return self._offer_id(channel.removeprefix(RESULT_KEY_PREFIX), raw)
+
+    def _offer_id(self, jid: str, raw: bytes | str | None) -> bool:
         record = StatusRecord.parse(raw, jid)
         if record is None or not record.ready:
             return False
         with self._lock:
+            self._via_reply.discard(jid)
             event = self._events.get(jid)
             if event is None or event.is_set():
                 return True

@@ -45,6 +45,7 @@ def encode_task_message(
     expires_at: float | None = None,
     argsrepr: str = "",
     now: float | None = None,
+    reply_to: str = "",
 ) -> tuple[str, str]:
     """``(list, message)``: the Redis list ``queue``'s messages of ``priority`` live in, and
     the message kombu would push there for ``inferq.predict(body_arg)``.
@@ -52,7 +53,10 @@ def encode_task_message(
     The body is msgpack (the app's task serializer); ``expires_at`` (unix time) becomes
     Celery's ``expires`` header and kombu's ``expiration`` property, as ``send_task(...,
     expires=)`` writes them. Results are read by inferq's own listener, so the message
-    asks for none (``ignore_result``) and names no reply queue of ours.
+    asks for none (``ignore_result``); ``reply_to`` names the sending client's reply
+    channel (``inferq:reply:<client id>``, Celery's standard property, which a Celery
+    client sets to its RPC queue), where the worker publishes the job's record with the
+    rest of its batch's for that client.
     """
     body = msgpack.packb(
         [[body_arg], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}],
@@ -61,7 +65,7 @@ def encode_task_message(
     expires = None
     properties: dict[str, Any] = {
         "correlation_id": task_id,
-        "reply_to": "",
+        "reply_to": reply_to,
         "argsrepr": argsrepr,
         "kwargsrepr": "{}",
         "delivery_mode": 2,
@@ -105,3 +109,16 @@ def encode_task_message(
     }
     rest = json.dumps(message)  # '{"content-encoding": ...}'
     return list_for(queue, priority), '{"body": "' + base64.b64encode(body).decode("ascii") + '", ' + rest[1:]
+
+
+_NO_REPLY = '"reply_to": ""'
+
+
+def with_reply_to(message: str, reply_to: str) -> str:
+    """A message ``encode_task_message`` built without ``reply_to``, naming ``reply_to`` now
+    (the same bytes as building it with ``reply_to=``; the property sits near the tail,
+    after the body, so the search runs from the end)."""
+    at = message.rfind(_NO_REPLY)
+    if at < 0:
+        raise ValueError("not a message of encode_task_message without reply_to")
+    return message[:at] + '"reply_to": ' + json.dumps(reply_to) + message[at + len(_NO_REPLY) :]

@@ -8,7 +8,10 @@
 --   'unknown'    nothing is known of it: nothing changed
 --   'shared'     (with KEYS[3], the job's owners set, and ARGV[3] the canceller) queued,
 --                but other owners hold handles to it: nothing changed
--- The record is published like a result, so waiters wake with JobCancelled.
+-- The record is published like a result, so waiters wake with JobCancelled: under the
+-- job's own key, and on 'inferq:cancelled' (tasks/constants.py, CANCEL_CHANNEL), which
+-- every client's listener subscribes to beside its reply channel (a job a client sent
+-- itself is awaited there, with no subscription of its own).
 local cur = redis.call('GET', KEYS[1])
 if cur then
   if is_revoked(cur) then return 'already' end
@@ -22,5 +25,6 @@ if KEYS[3] then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('PUBLISH', KEYS[1], ARGV[1])
+redis.call('PUBLISH', 'inferq:cancelled', ARGV[1])
 redis.call('DEL', KEYS[2])
 return 'cancelled'

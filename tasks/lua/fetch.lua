@@ -97,10 +97,13 @@ for i = 7, #KEYS do
         local htail = string.sub(item, -65536)
         local id = string.match(htail, '"headers": {.-"id": "([^"\\]*)"') or ''
         local task = string.match(htail, '"headers": {.-"task": "([^"\\]*)"') or ''
+        -- The sender's reply channel too (inferq's only: a job sent by inferq's client
+        -- is awaited there), so its PayloadTooLarge answer reaches it.
+        local reply = string.match(htail, '"reply_to": "(inferq:reply:[%w%-]+)"') or ''
         if not tag or not rk then tag, ex, rk = '', '', '' end
         item = cjson.encode({v = tonumber(ARGV[3]), inferq_oversized = #item, inferq_limit = limit,
           headers = {id = id, task = task},
-          properties = {delivery_tag = tag, delivery_info = {exchange = ex, routing_key = rk}}})
+          properties = {delivery_tag = tag, reply_to = reply, delivery_info = {exchange = ex, routing_key = rk}}})
       elseif not tag or not rk then
         local ok, msg = pcall(cjson.decode, item)
         tag, ex, rk = nil, '', ''

@@ -10,6 +10,7 @@
 | ``BulkTensor``: many jobs, inputs stacked (v2) | client | worker | one kombu message, ``items`` + ``tensors`` |
 | ``Result``: a computed result | worker | client | inside a ``StatusRecord`` (SUCCESS) |
 | ``StatusRecord``: a job's state | worker | client, Lua ``status_record.lua`` | ``celery-task-meta-<id>`` |
+| ``ReplyBatch``: a batch's records for one client | worker (Lua ``store.lua``) | client | the client's reply channel |
 | ``Claim``: "queued by someone" | client (Lua) | client (Lua) | ``inferq:inflight:<id>`` |
 | ``ModelAnnouncement``: a served model | worker | client, ``inferq status``, Flower | ``inferq:models`` hash |
 | ``WorkerBeat``: a live worker | worker | ``inferq status``, tools | ``inferq:workers`` hash |
@@ -24,11 +25,19 @@ result document (so ``AsyncResult`` reads it) plus ``v``.
 
 from tasks.wire.control import Claim, ModelAnnouncement, OversizedStub, WorkerBeat
 from tasks.wire.jobs import TENSOR_VERSION, BulkItem, BulkMessage, BulkTensor, Request, is_item_id
-from tasks.wire.results import READY_STATES, Result, StatusRecord, encode_successes
+from tasks.wire.results import (
+    READY_STATES,
+    REPLY_VERSION,
+    ReplyBatch,
+    Result,
+    StatusRecord,
+    encode_successes,
+)
 from tasks.wire.version import VERSION
 
 __all__ = [
     "READY_STATES",
+    "REPLY_VERSION",
     "TENSOR_VERSION",
     "VERSION",
     "BulkItem",
@@ -37,6 +46,7 @@ __all__ = [
     "Claim",
     "ModelAnnouncement",
     "OversizedStub",
+    "ReplyBatch",
     "Request",
     "Result",
     "StatusRecord",

@@ -1,4 +1,5 @@
-"""Results, worker -> producer: a computed ``Result``, inside the job's ``StatusRecord``.
+"""Results, worker -> producer: a computed ``Result``, inside the job's ``StatusRecord``;
+a batch's records for one client, in one ``ReplyBatch``.
 
 The status record is Celery's own result document (so ``AsyncResult`` reads it) plus
 ``v``; ``StatusRecord.parse`` is its one reader in Python, and
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgpack
 import numpy as np
 import orjson
 
@@ -138,6 +140,59 @@ _CACHEABLE = frozenset(cacheable_types())
 
 #: Celery states after which nothing more happens to a job.
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+
+
+#: The version of the ``ReplyBatch`` form (its own ``v``, apart from the job forms').
+REPLY_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyBatch:
+    """The records of one stored batch for one client, published on that client's reply
+    channel (the message's ``reply_to``, ``inferq:reply:<client id>``) by ``store.lua``:
+    one pub/sub message per batch and client instead of one per job.
+
+    On the wire: msgpack ``{"v": 1, "ids": [id...], "records": [record...]}``, each record
+    the bytes stored under ``celery-task-meta-<id>`` (``StatusRecord``). Each record is
+    still stored and published under its own id too (other producers sharing a job,
+    ``AsyncResult``, older clients). ``decode`` never raises: a batch in another
+    version, or unreadable, comes back with no records (``readable`` False) and the ids
+    it names, if any, whose keys the reader then reads instead.
+    """
+
+    ids: list[str]
+    records: list[bytes | str]
+    version: int = REPLY_VERSION
+
+    @property
+    def readable(self) -> bool:
+        return self.version == REPLY_VERSION
+
+    def encode(self) -> bytes:
+        return msgpack.packb(  # type: ignore[no-any-return]
+            {"v": self.version, "ids": self.ids, "records": self.records}, use_bin_type=True
+        )
+
+    @classmethod
+    def decode(cls, data: bytes | str | None) -> ReplyBatch:
+        try:
+            doc = msgpack.unpackb(data, raw=False) if isinstance(data, bytes) else None
+        except Exception:  # msgpack raises several kinds for bytes that are not its own
+            doc = None
+        if not isinstance(doc, dict):
+            return cls([], [], -1)
+        ids = doc.get("ids")
+        ids = [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+        version, records = doc.get("v"), doc.get("records")
+        if (
+            isinstance(version, bool)
+            or version != REPLY_VERSION
+            or not isinstance(records, list)
+            or len(records) != len(ids)
+        ):
+            other = isinstance(version, int) and not isinstance(version, bool) and version != REPLY_VERSION
+            return cls(ids, [], int(version) if other else -1)  # type: ignore[arg-type]  # -1: malformed
+        return cls(ids, records)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,8 @@ from tasks.errors import BadInput, Timeout
 from tasks.keys import inflight_key, result_key
 from tasks.schema import Timing
 from tasks.settings import Settings
-from tasks.wire import Result, StatusRecord
+from tasks.wire import ReplyBatch, Result, StatusRecord
+from workers.serving.store import ResultWriter
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -166,21 +167,62 @@ def test_result_stored_before_watch_without_a_publish_seen_is_found_by_the_read(
     check_success(out[jid], jid, before, time.time())
 
 
-def test_a_job_its_watcher_is_sending_is_confirmed_without_a_read_and_its_publish_is_delivered(
+def test_a_job_its_watcher_is_sending_is_awaited_on_the_reply_channel_without_a_subscription_or_read(
     rc: redis.Redis[bytes], listener: ResultListener
 ) -> None:
-    """Nothing can be stored for a job before its sender sends it: once its subscription is
-    confirmed the sender may send, and its key is not read (one command less per job)."""
+    """Nothing can be stored for a job before its sender sends it: once the reply channel
+    is confirmed the sender may send; the job gets no subscription of its own, its key is
+    not read, and its record arrives in the worker's batch for this client."""
     jid = new_id()
     rc.set(result_key(jid), success(jid))  # never published: only a read would find it
     sub = listener.watch([jid], sending=[jid])
-    assert sub.wait(5), "the subscription was not confirmed"
+    assert sub.wait(5), "the reply channel was not confirmed"
+    assert subscribers(rc, jid) == 0, "a job sent by this client got a subscription of its own"
     with pytest.raises(Timeout):
         listener.wait([jid], timeout=0.3)
     before = time.time()
-    rc.publish(result_key(jid), success(jid))
+    ResultWriter(rc, 3600).store_encoded([jid], [success(jid)], [listener.reply_channel])
     out = listener.wait([jid], timeout=10)
     check_success(out[jid], jid, before, time.time())
+    # once the channel is confirmed, a send waits for nothing
+    assert listener.watch([new_id()], sending=[]).done.is_set()
+    assert listener.watch([j := new_id()], sending=[j]).done.is_set()
+
+
+def test_a_reply_batch_in_another_version_is_answered_by_reading_the_keys_it_names(
+    rc: redis.Redis[bytes], listener: ResultListener
+) -> None:
+    jids = [new_id() for _ in range(3)]
+    assert listener.watch(jids, sending=jids).wait(5)
+    for jid in jids:
+        rc.set(result_key(jid), success(jid))
+    rc.publish(listener.reply_channel, ReplyBatch(jids, [], version=99).encode())
+    out = listener.wait(jids, timeout=10)
+    assert sorted(out) == sorted(jids)
+
+
+def test_a_reply_batch_carries_many_jobs_in_one_message(
+    rc: redis.Redis[bytes], listener: ResultListener
+) -> None:
+    jids = [new_id() for _ in range(50)]
+    assert listener.watch(jids, sending=jids).wait(5)
+    other = "inferq:reply:" + "0" * 32  # another client's: its jobs are not ours
+    replies = [listener.reply_channel] * 50
+    replies[7] = other
+    pubsub = rc.pubsub()
+    pubsub.subscribe(listener.reply_channel)
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+    ResultWriter(rc, 3600).store_encoded(jids, [success(j) for j in jids], replies)
+    msg = pubsub.get_message(timeout=5)
+    assert msg is not None and msg["type"] == "message"
+    batch = ReplyBatch.decode(msg["data"])
+    assert batch.readable and batch.ids == [j for i, j in enumerate(jids) if i != 7]
+    assert pubsub.get_message(timeout=0.3) is None, "more than one message for one batch"
+    pubsub.close()
+    out = listener.wait([j for i, j in enumerate(jids) if i != 7], timeout=10)
+    assert len(out) == 49
+    with pytest.raises(Timeout):  # published to the other client's channel only
+        listener.wait([jids[7]], timeout=0.3)
 
 
 def test_failure_record_is_delivered_with_its_error(rc: redis.Redis[bytes], listener: ResultListener) -> None:
@@ -292,15 +334,18 @@ def test_listener_survives_a_redis_restart(
     r = client_for(restartable_redis)
     try:
         listener = make_listener(r)
-        before_restart, after_restart = new_id(), new_id()
+        before_restart, after_restart, sent = new_id(), new_id(), new_id()
         listener.watch([before_restart])
         subscribed(r, before_restart)
+        assert listener.watch([sent], sending=[sent]).wait(5)  # awaited on the reply channel
         restartable_redis.stop()
         time.sleep(outage_s)
         restartable_redis.start()
         # Stored while the listener may still be away (found by the read after it resubscribes)...
         store(r, before_restart, success(before_restart))
+        ResultWriter(r, 3600).store_encoded([sent], [success(sent)], [listener.reply_channel])
         assert listener.wait([before_restart], timeout=30)[before_restart][0].state == "SUCCESS"
+        assert listener.wait([sent], timeout=30)[sent][0].state == "SUCCESS"
         # ... and a job watched after the restart is delivered on the new connection.
         listener.watch([after_restart])
         subscribed(r, after_restart)
@@ -368,3 +413,17 @@ def test_a_new_watch_wakes_the_sleeping_listener_at_once(rc: redis.Redis[bytes],
     t0 = time.monotonic()
     listener.wait([jid], timeout=5)
     assert time.monotonic() - t0 < 0.5, "a watch waited for the listener's idle timeout"
+
+
+def test_a_job_sent_to_an_older_worker_that_publishes_only_under_its_id_is_still_found(
+    rc: redis.Redis[bytes], listener: ResultListener
+) -> None:
+    """A worker from before reply channels ignores ``reply_to``: once the reply channel has
+    been silent for ``REPLY_SILENCE_S``, the job is watched on its own channel too."""
+    listener.REPLY_SILENCE_S = 0.5
+    jid = new_id()
+    assert listener.watch([jid], sending=[jid]).wait(5)
+    store(rc, jid, success(jid))  # SET + PUBLISH under its own key only
+    t0 = time.monotonic()
+    assert listener.wait([jid], timeout=10)[jid][0].state == "SUCCESS"
+    assert time.monotonic() - t0 < 5

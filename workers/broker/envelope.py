@@ -19,7 +19,7 @@ import msgpack
 import orjson
 
 from tasks.codec import quote
-from tasks.constants import PREDICT_TASK
+from tasks.constants import PREDICT_TASK, REPLY_CHANNEL_PREFIX
 from tasks.errors import BadInput, PayloadTooLarge
 from tasks.wire import BulkMessage, BulkTensor, OversizedStub
 
@@ -38,11 +38,20 @@ class Rejected(Exception):
         self.job_id = job_id
         self.reason = reason
         self.error = error
+        #: The sender's reply channel, when the envelope named one (``read_message``).
+        self.reply_to: str | None = None
 
 
 def parse_message(raw: bytes) -> list[tuple[str, Any]] | BulkTensor:
     """A kombu message as ``[(job id, request)...]`` (one, or a bulk message's items), or
     a ``BulkTensor`` (many jobs whose inputs are stacked)."""
+    return read_message(raw)[0]
+
+
+def read_message(raw: bytes) -> tuple[list[tuple[str, Any]] | BulkTensor, str | None]:
+    """``parse_message``'s jobs, and the reply channel the sender named (``reply_to``), if
+    it is an inferq one: ``inferq:reply:...``. Anything else (a plain Celery client's
+    RPC queue, an empty string) is None. A ``Rejected`` carries it too."""
     try:
         envelope = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -56,19 +65,38 @@ def parse_message(raw: bytes) -> list[tuple[str, Any]] | BulkTensor:
     job_id = headers.get("id")
     if not isinstance(job_id, str) or not 0 < len(job_id) <= 128:
         job_id = ""  # cannot be answered under an id; the rejection is logged
+    props = envelope.get("properties")
+    reply_to = _reply_channel(props.get("reply_to")) if isinstance(props, dict) else None
     stub = OversizedStub.from_envelope(envelope)
     if stub is not None:  # the fetcher's stand-in for a message it would not hand over
-        raise Rejected(
+        rej = Rejected(
             job_id,
             f"message is {_int(stub.size)} bytes, over the worker's limit of {_int(stub.limit)} "
             "bytes (INFERQ_MAX_MESSAGE_BYTES); send big inputs beside the message, as inferq's client does",
             PayloadTooLarge,
         )
-    props = envelope.get("properties")
+        rej.reply_to = reply_to
+        raise rej
     if not isinstance(props, dict):
         raise Rejected(
             job_id, f"not a Celery message (expected a 'properties' map, got {type(props).__name__})"
         )
+    try:
+        return _read_jobs(envelope, headers, props, job_id), reply_to
+    except Rejected as rej:
+        rej.reply_to = reply_to
+        raise
+
+
+def _reply_channel(value: Any) -> str | None:
+    if isinstance(value, str) and value.startswith(REPLY_CHANNEL_PREFIX) and 0 < len(value) <= 128:
+        return value
+    return None
+
+
+def _read_jobs(
+    envelope: dict[str, Any], headers: dict[str, Any], props: dict[str, Any], job_id: str
+) -> list[tuple[str, Any]] | BulkTensor:
     task = headers.get("task")
     if task != PREDICT_TASK:
         raise Rejected(job_id, f"unknown task {quote(task)}: this queue only runs {PREDICT_TASK!r}")

@@ -32,7 +32,7 @@ from tasks.codec import quote
 from tasks.constants import PREDICT_TASK
 from tasks.errors import InferqError
 from tasks.wire import BulkTensor, encode_successes
-from workers.broker.envelope import Rejected, parse_message
+from workers.broker.envelope import Rejected, read_message
 from workers.broker.fetcher import Delivery, Fetcher
 from workers.broker.retry import GaveUp, Persistent
 from workers.broker.stored_inputs import StoredInputs, Unusable
@@ -68,6 +68,8 @@ class _Message:
     refs: list[str] = field(default_factory=list)  # inputs stored beside the message
     #: Some job's outcome could not be stored: the message is given up, never acked.
     abandoned: bool = False
+    #: The sender's reply channel: its jobs' records go there too, one message per batch.
+    reply_to: str | None = None
 
     def finish(self, n: int = 1) -> bool:
         """Count ``n`` jobs done; True when this was the last (time to ack)."""
@@ -155,13 +157,14 @@ class WorkerCore:
         parsed: list[_Parsed] = []
         for d in deliveries:
             try:
-                items = parse_message(d.raw)
+                items, reply_to = read_message(d.raw)
             except Rejected as rej:
                 # Not answerable as a job (no id) or refused unread: logged without the body.
                 log.warning("rejected message from %s: %s", d.list_key, rej.reason)
                 msg = _Message(d, remaining=0)
                 if rej.job_id:
-                    failures.append((Outcome(rej.job_id, error=rej.error(rej.reason)), msg))
+                    outcome = Outcome(rej.job_id, error=rej.error(rej.reason), reply_to=rej.reply_to)
+                    failures.append((outcome, msg))
                 done.append(msg)
                 continue
             except Exception as exc:  # a parser bug must not poison the other messages
@@ -171,7 +174,7 @@ class WorkerCore:
             # One more than its jobs: this hold keeps the message from being acked (by a
             # batch finishing on the completer thread) before its early failures are stored.
             n = len(items.ids) if isinstance(items, BulkTensor) else len(items)
-            parsed.append((_Message(d, remaining=n + 1), items))
+            parsed.append((_Message(d, remaining=n + 1, reply_to=reply_to), items))
         try:
             self._claim_inputs(parsed)
         except Exception as exc:
@@ -288,7 +291,7 @@ class WorkerCore:
                     raise stored.error
                 prepared = self.pipeline.prepare(jid, raw, msg.delivery.received_at)
             except InferqError as exc:
-                failures.append((Outcome(jid, error=exc, key=self._label(raw)), msg))
+                failures.append((Outcome(jid, error=exc, key=self._label(raw), reply_to=msg.reply_to), msg))
                 answered += 1
                 continue
             self._queue_block(prepared.as_block(), msg)
@@ -313,14 +316,19 @@ class WorkerCore:
             block, failed = self.pipeline.prepare_bulk(bulk, msg.delivery.received_at)
         except InferqError as exc:
             self.events.send_jobs("task-received", bulk.ids, timestamp=msg.delivery.received_at, **received)
-            failures.extend((Outcome(jid, error=exc, key=label), msg) for jid in bulk.ids)
+            failures.extend(
+                (Outcome(jid, error=exc, key=label, reply_to=msg.reply_to), msg) for jid in bulk.ids
+            )
             msg.finish(len(bulk.ids))  # never the last: on_deliveries still holds the message
             return
         if failed:
             self.events.send_jobs(
                 "task-received", list(failed), timestamp=msg.delivery.received_at, **received
             )
-            failures.extend((Outcome(jid, error=err, key=label), msg) for jid, err in failed.items())
+            failures.extend(
+                (Outcome(jid, error=err, key=label, reply_to=msg.reply_to), msg)
+                for jid, err in failed.items()
+            )
             msg.finish(len(failed))
         if block is not None:
             block.announce = {**received, "received": msg.delivery.received_at}
@@ -387,10 +395,18 @@ class WorkerCore:
                         block.ids, info.name, info.variant, info.version, outputs, timing
                     )
                 ]
-                self.persist.call(f"storing a batch of {rows}", lambda: self.writer.store_encoded(ids, docs))
+                # Aligned with ``ids``: each job's reply channel is its message's.
+                replies = [e.msg.reply_to for e in entries for _ in e.job.ids]
+                self.persist.call(
+                    f"storing a batch of {rows}", lambda: self.writer.store_encoded(ids, docs, replies)
+                )
             else:
                 assert error is not None
-                outcomes = [Outcome(jid, error=error, key=key) for b in blocks for jid in b.ids]
+                outcomes = [
+                    Outcome(jid, error=error, key=key, reply_to=e.msg.reply_to)
+                    for e in entries
+                    for jid in e.job.ids
+                ]
                 self.persist.call(f"storing a batch of {rows}", lambda: self.writer.store(outcomes))
             stored = True
         except Exception as exc:

@@ -3,22 +3,26 @@
 The records are ``tasks/wire/``'s ``StatusRecord``: what Celery's Redis backend would
 write, so any Celery client can poll them with ``AsyncResult``; but a whole batch goes
 out in one Lua call (one round trip, ``tasks/lua/store.lua``) instead of one ``SETEX``
-+ ``PUBLISH`` per job.
++ ``PUBLISH`` per job. Each record is published under its own key (whoever watches the
+job: producers sharing it, ``AsyncResult``, older clients) and, for a job whose message
+named an inferq reply channel (``reply_to``), in that client's one ``ReplyBatch`` for
+the batch: one pub/sub message per client per batch.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from tasks import lua
+from tasks.constants import RESULT_KEY_PREFIX
 from tasks.errors import InferqError
 from tasks.keys import inflight_key, result_key
-from tasks.wire import StatusRecord
+from tasks.wire import REPLY_VERSION, StatusRecord
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class Outcome:
     result: dict[str, Any] | None = None
     error: InferqError | None = None
     key: str = "unknown"  # model:variant, for metrics
+    reply_to: str | None = None  # the sender's reply channel (``envelope.read_message``)
 
     def record(self) -> StatusRecord:
         if self.error is None:
@@ -74,11 +79,24 @@ class ResultWriter:
     def store(self, outcomes: Iterable[Outcome]) -> None:
         outcomes = list(outcomes)
         if outcomes:
-            self.store_encoded([o.job_id for o in outcomes], [o.record().encode() for o in outcomes])
+            self.store_encoded(
+                [o.job_id for o in outcomes],
+                [o.record().encode() for o in outcomes],
+                [o.reply_to for o in outcomes],
+            )
 
-    def store_encoded(self, job_ids: list[str], records: list[bytes]) -> None:
+    def store_encoded(
+        self, job_ids: list[str], records: list[bytes], replies: Sequence[str | None] | None = None
+    ) -> None:
         """Store encoded status records (``StatusRecord.encode``, or ``encode_successes``
-        for a batch), one per job, in one Lua call."""
-        if job_ids:
-            keys = [result_key(j) for j in job_ids] + [inflight_key(j) for j in job_ids]
-            self._store(keys=keys, args=[self.ttl_s, *records])
+        for a batch), one per job, in one Lua call; ``replies``: each job's reply channel
+        (None: none), each channel sent one ``ReplyBatch`` of its jobs' records."""
+        if not job_ids:
+            return
+        keys = [result_key(j) for j in job_ids] + [inflight_key(j) for j in job_ids]
+        args: list[int | str | bytes] = [self.ttl_s, *records]
+        if replies is not None and any(replies):
+            channels: dict[str, int] = {}
+            numbers = [0 if r is None else channels.setdefault(r, len(channels) + 1) for r in replies]
+            args += [len(RESULT_KEY_PREFIX), REPLY_VERSION, *numbers, *channels]
+        self._store(keys=keys, args=args)

@@ -1,0 +1,156 @@
+"""One reply channel per client: a job a client sends is answered on its channel, a
+batch's records in one message, with no subscription per job (a real worker process and
+a private redis-server; what Redis saw is read with ``MONITOR``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from producers.async_client import AsyncClient
+from producers.client import Client
+from tasks import constants as C
+from tasks.celery_message import encode_task_message
+from tasks.codec import encode_inputs
+from tasks.keys import queue_name, random_job_id, result_key
+from tasks.settings import Settings
+from tasks.wire import Request
+from tests.conftest import WorkerProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+class Monitor:
+    """Every command Redis runs (scripts' included) while it is open."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url, socket_timeout=0.3)
+        self.commands: list[str] = []
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(5)
+
+    def _run(self) -> None:
+        with self._client.monitor() as m:
+            self._ready.set()
+            while not self._stop.is_set():
+                try:
+                    self.commands.append(m.next_command()["command"])
+                except (redis.TimeoutError, TimeoutError):
+                    continue
+
+    def close(self) -> list[str]:
+        time.sleep(0.3)  # the last commands reach the monitor
+        self._stop.set()
+        self._thread.join(5)
+        self._client.close()
+        return self.commands
+
+
+@pytest.fixture()
+def monitor(settings: Settings) -> Iterator[Monitor]:
+    m = Monitor(settings.result_backend)
+    yield m
+    if not m._stop.is_set():
+        m.close()
+
+
+def fresh(models_dir: Path, n: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(time.monotonic_ns())
+    return rng.random((n, 28, 28, 1), dtype=np.float32)
+
+
+def subscribes(commands: list[str], jid: str) -> list[str]:
+    return [c for c in commands if c.upper().startswith("SUBSCRIBE") and result_key(jid) in c]
+
+
+def publishes_to(commands: list[str], channel: str) -> list[str]:
+    return [c for c in commands if c.upper().startswith("PUBLISH") and f"PUBLISH {channel}" in c]
+
+
+def test_a_sent_job_is_answered_on_the_reply_channel_with_no_subscription_of_its_own(
+    digits_worker: WorkerProcess, client: Client, monitor: Monitor, models_dir: Path
+) -> None:
+    job = client.submit("digits", fresh(models_dir)[0], variant="fp32")
+    assert job.wait(timeout=30).outputs["probs"].shape == (10,)
+    commands = monitor.close()
+    assert subscribes(commands, job.id) == []
+    assert not [c for c in commands if c.upper().startswith("UNSUBSCRIBE")]
+    assert len(publishes_to(commands, client.listener.reply_channel)) == 1
+    # still stored and published under its own key (AsyncResult, producers sharing it)
+    assert [c for c in commands if c.upper().startswith(f"PUBLISH {result_key(job.id)}".upper())]
+
+
+def test_bulk_results_arrive_in_one_message_per_batch(
+    digits_worker: WorkerProcess, client: Client, monitor: Monitor, models_dir: Path
+) -> None:
+    jobs = client.submit_many("digits", fresh(models_dir, 300), variant="fp32", chunk_size=100)
+    results = client.wait_all(jobs, timeout=60)
+    assert all(not isinstance(r, Exception) for r in results)
+    commands = monitor.close()
+    batches = publishes_to(commands, client.listener.reply_channel)
+    assert 1 <= len(batches) < 300 // 8, f"{len(batches)} reply messages for 300 jobs"
+    assert not [c for c in commands if c.upper().startswith("SUBSCRIBE") and C.RESULT_KEY_PREFIX in c]
+
+
+def test_a_job_shared_with_another_producer_still_gets_its_result(
+    digits_worker: WorkerProcess, settings: Settings, models_dir: Path
+) -> None:
+    x = fresh(models_dir)[0]
+    with Client(settings) as sender, Client(settings) as sharer:
+        sender.ping()
+        sharer.ping()
+        os.kill(digits_worker.proc.pid, signal.SIGSTOP)  # the job stays queued: the second one shares it
+        try:
+            mine = sender.submit("digits", x, variant="fp32")
+            theirs = sharer.submit("digits", x, variant="fp32")
+            assert mine.id == theirs.id and mine.enqueued and not theirs.enqueued
+        finally:
+            os.kill(digits_worker.proc.pid, signal.SIGCONT)
+        a, b = mine.wait(timeout=30), theirs.wait(timeout=30)
+    np.testing.assert_array_equal(a.outputs["probs"], b.outputs["probs"])
+
+
+def test_a_plain_celery_reply_to_is_ignored(
+    digits_worker: WorkerProcess, client: Client, monitor: Monitor, models_dir: Path
+) -> None:
+    """A Celery client names its RPC reply queue (a uuid): never published to."""
+    info = client.model_info("digits", "fp32")
+    jid = random_job_id()
+    request = Request("digits", "fp32", encode_inputs({"image": fresh(models_dir)[0]}), version=info.version)
+    rpc_queue = "3f1c9a2e-5b7d-4e8f-9a0b-1c2d3e4f5a6b"
+    lst, message = encode_task_message(
+        jid, request.to_wire(), queue=queue_name("digits", "fp32"), priority=3, reply_to=rpc_queue
+    )
+    client.broker.lpush(lst, message)
+    assert client.result(jid, wait=True, timeout=30).outputs["probs"].shape == (10,)
+    commands = monitor.close()
+    assert not [c for c in commands if rpc_queue in c and c.upper().startswith("PUBLISH")]
+
+
+def test_the_async_client_is_answered_on_its_reply_channel(
+    digits_worker: WorkerProcess, settings: Settings, monitor: Monitor, models_dir: Path
+) -> None:
+    async def run() -> tuple[list[str], str]:
+        async with AsyncClient(settings) as c:
+            jobs = await c.submit_many("digits", fresh(models_dir, 40), variant="fp32", chunk_size=20)
+            one = await c.submit("digits", fresh(models_dir)[0], variant="fp32")
+            results = await c.wait_all([*jobs, one], timeout=60)
+            assert all(not isinstance(r, Exception) for r in results)
+            return [j.id for j in [*jobs, one]], c.listener.reply_channel
+
+    ids, channel = asyncio.run(run())
+    commands = monitor.close()
+    assert not [c for c in commands if c.upper().startswith("SUBSCRIBE") and C.RESULT_KEY_PREFIX in c]
+    assert 1 <= len(publishes_to(commands, channel)) <= len(ids) // 2
