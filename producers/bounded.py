@@ -52,6 +52,10 @@ CONNECTIONS = 16
 #: The shortest socket timeout a call's last read gets: a reply already on its way is
 #: still taken, and the read does not spin.
 MIN_WAIT_S = 0.001
+#: How long past its call's deadline a read may wait: a socket's timeout is changed only
+#: when it would end the read before the deadline or more than this after it (a new one
+#: is set half of it past), so most reads change nothing.
+SLACK_S = 0.05
 
 #: The deadline of the call running on this thread (monotonic time), if any.
 _call = threading.local()
@@ -113,19 +117,34 @@ class DeadlineConnection(redis.Connection):
             self.socket_connect_timeout = configured
 
     def _fit_timeout(self, sending: bool) -> None:
+        """Fit the socket's timeout to what is left of the call, changing it only when it
+        must: ``settimeout`` lets go of the GIL (an ``ioctl``), and getting it back behind a
+        busy thread cost more than the read. The socket holds the value in force
+        (``gettimeout`` keeps the GIL), so redis-py's own changes are seen too."""
         sock = self._sock  # type: ignore[attr-defined]
         if sock is None:
             return
         left = _left()
-        if left is None:
-            sock.settimeout(self.socket_timeout)
-            return
-        if left <= 0 and sending:
+        current = sock.gettimeout()
+        limit = self.socket_timeout
+        if left is not None and left <= 0 and sending:
             # Nothing sent yet, so the connection stays usable: a command the caller no
             # longer waits for must not run (a retry past the bound would push a job twice).
             raise redis.TimeoutError("no time left to send within the call's bound")
-        limit = self.socket_timeout
-        sock.settimeout(max(MIN_WAIT_S, left if limit is None else min(left, limit)))
+        if left is None or (limit is not None and limit < left):
+            # The connection's own timeout (the listener's reads; a call longer than it).
+            if limit is None:
+                if current is not None:
+                    sock.settimeout(None)
+            elif current is None or abs(current - limit) > 1e-6:
+                sock.settimeout(limit)
+            return
+        # A read must not give up before the deadline (redis-py would resend a command that
+        # may have arrived), nor much after it: any timeout from what is left to ``SLACK_S``
+        # more will do, so the reads of calls with the same bound seldom change it.
+        left = max(MIN_WAIT_S, left)
+        if current is None or not left <= current <= left + SLACK_S:
+            sock.settimeout(left + SLACK_S / 2)
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         if self._sock is None:  # type: ignore[attr-defined]
