@@ -300,11 +300,7 @@ class AsyncResultListener:
                         self._reply_heard_at = time.monotonic()
                         # Senders waiting for it send now (no read needed); every other job
                         # awaited on it is read, for what was stored while unsubscribed.
-                        to_read += [
-                            j
-                            for j in self._via_reply
-                            if j not in self._unsent and not self._futures[j].done()
-                        ]
+                        to_read += [j for j in self._via_reply if j not in self._unsent and self._awaited(j)]
                         self._reply_ready.set()
                     elif channel != CANCEL_CHANNEL:
                         confirmed.append(channel)
@@ -312,13 +308,14 @@ class AsyncResultListener:
                 if handled % self.SLICE == 0:
                     await asyncio.sleep(0)  # a burst of results must not hold the loop
                 msg = await pubsub.get_message(timeout=0)
+            own = len(confirmed)  # channels subscribed per id: unsubscribed once answered
             confirmed += [result_key(j) for j in to_read]
             for at in range(0, len(confirmed), READ_CHUNK):
                 chunk = confirmed[at : at + READ_CHUNK]
                 for i, (channel, raw) in enumerate(
                     zip(chunk, await self._client.mget(chunk), strict=True), 1
                 ):
-                    if self._offer(channel, raw) and channel.removeprefix(RESULT_KEY_PREFIX) not in to_read:
+                    if self._offer(channel, raw) and at + i <= own:
                         finished.append(channel)
                     if i % self.SLICE == 0:
                         await asyncio.sleep(0)
@@ -357,7 +354,7 @@ class AsyncResultListener:
         if not batch.readable:
             log.warning("a reply batch in version %s; reading its jobs' keys instead", batch.version)
             ids = batch.ids or list(self._via_reply)
-            return [j for j in ids if j in self._futures and not self._futures[j].done()]
+            return [j for j in ids if self._awaited(j)]
         futures, parse, now = self._futures, StatusRecord.parse, time.time()
         for n, (jid, raw) in enumerate(zip(batch.ids, batch.records, strict=True), 1):
             fut = futures.get(jid)
@@ -397,6 +394,10 @@ class AsyncResultListener:
             self._evict_unwaited()
         return True
 
+    def _awaited(self, jid: str) -> bool:
+        fut = self._futures.get(jid)
+        return fut is not None and not fut.done()
+
     def _drop(self, jid: str) -> None:
         self._via_reply.discard(jid)
         self._futures.pop(jid, None)
@@ -431,7 +432,7 @@ class AsyncResultListener:
         late = [
             j
             for j in self._via_reply
-            if now - self._watched_at.get(j, now) > self.REPLY_SILENCE_S and not self._futures[j].done()
+            if now - self._watched_at.get(j, now) > self.REPLY_SILENCE_S and self._awaited(j)
         ]
         if late:
             log.info("%d job(s) heard nothing on the reply channel for %.0f s; watching their own channels",
