@@ -60,6 +60,9 @@ Arrival = tuple[StatusRecord, float]  # (the job's ready status record, unix tim
 
 #: Keys read per ``MGET`` after a (re)subscription.
 READ_CHUNK = 1000
+#: Results that arrived but were not kept, read again per ``MGET`` as a wait reaches them:
+#: well under ``KEEP_ARRIVED_MAX``, so arrivals meanwhile do not push them out again.
+REREAD_CHUNK = 256
 
 
 def new_reply_channel() -> str:
@@ -215,13 +218,21 @@ class ResultListener:
         """Block until every id has a ready state; raises ``Timeout`` naming how many did not.
 
         Several callers may wait on one id (two requests for the same input share one
-        job): an arrival is kept until its last waiter has read it.
+        job): an arrival is kept until its last waiter has read it. A result that arrived
+        but was not kept (``KEEP_ARRIVED_MAX``: a bulk submission's results arrive while it
+        is still sending) is read again, ``REREAD_CHUNK`` keys per ``MGET`` as the wait
+        reaches them, instead of being watched anew.
         """
         ids = list(dict.fromkeys(job_ids))
-        self.watch(ids)
+        with self._lock:
+            evicted = [j for j in ids if j in self._times and j not in self._events]
+        at = {j: i for i, j in enumerate(evicted)}
+        self.watch([j for j in ids if j not in at] if at else ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         out: dict[str, Arrival] = {}
         for n, jid in enumerate(ids):
+            if jid in at and jid not in self._events:
+                self._reread(evicted[at[jid] : at[jid] + REREAD_CHUNK])
             with self._lock:
                 event = self._events.get(jid)
                 self._waiters[jid] = self._waiters.get(jid, 0) + 1
@@ -258,6 +269,29 @@ class ResultListener:
             if progress is not None:
                 progress(1)
         return out
+
+    def _reread(self, ids: list[str]) -> None:
+        """Arrivals that were not kept, read again (on the caller's thread); any not found
+        ready (expired meanwhile, or Redis failing) are watched as usual."""
+        try:
+            raws = self._read([result_key(j) for j in ids])
+        except redis.RedisError:
+            raws = [None] * len(ids)
+        missing: list[str] = []
+        with self._lock:
+            for jid, raw in zip(ids, raws, strict=True):
+                record = StatusRecord.parse(raw, jid)
+                if jid in self._events:
+                    continue  # watched meanwhile by another waiter
+                if record is None or not record.ready:
+                    missing.append(jid)
+                    continue
+                event = threading.Event()
+                event.set()
+                self._events[jid] = event
+                self._arrived[jid] = (record, self._times.pop(jid, 0.0) or time.time())
+        if missing:
+            self.watch(missing)
 
     def _ready(self, jid: str) -> bool:
         with self._lock:
