@@ -168,6 +168,9 @@ class AsyncResultListener:
         for jid in ids:
             self._waiters[jid] = self._waiters.get(jid, 0) + 1
         try:
+            evicted = [j for j in ids if j in self._times and j not in self._futures]
+            if evicted:
+                await self._reread(evicted, timeout)
             await self.watch(ids)
             futures = {jid: self._futures[jid] for jid in ids}
             pending = {f for f in futures.values() if not f.done()}
@@ -195,6 +198,27 @@ class AsyncResultListener:
                 self._waiters[jid] -= 1
                 if self._waiters[jid] == 0:
                     del self._waiters[jid]
+
+    async def _reread(self, ids: list[str], timeout: float | None) -> None:
+        """Results that arrived but were not kept (``KEEP_ARRIVED_MAX``: a bulk submission's
+        arrive while it is still sending), read again (``READ_CHUNK`` keys per ``MGET``)
+        instead of watched anew; any not found ready are watched as usual."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                for at in range(0, len(ids), READ_CHUNK):
+                    chunk = ids[at : at + READ_CHUNK]
+                    raws = await self._client.mget([result_key(j) for j in chunk])
+                    for jid, raw in zip(chunk, raws, strict=True):
+                        record = StatusRecord.parse(raw, jid)
+                        if jid in self._futures or record is None or not record.ready:
+                            continue
+                        fut = loop.create_future()
+                        fut.set_result((record, self._times.pop(jid, 0.0) or time.time()))
+                        self._futures[jid] = fut
+                        self._done_order[jid] = None
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            log.debug("reading %d earlier result(s) again failed (%s); watching them", len(ids), exc)
 
     async def aclose(self) -> None:
         self._closed = True

@@ -154,3 +154,32 @@ def test_the_async_client_is_answered_on_its_reply_channel(
     commands = monitor.close()
     assert not [c for c in commands if c.upper().startswith("SUBSCRIBE") and C.RESULT_KEY_PREFIX in c]
     assert 1 <= len(publishes_to(commands, channel)) <= len(ids) // 2
+
+
+def test_bulk_results_not_kept_while_sending_are_read_again_not_subscribed(
+    digits_worker: WorkerProcess, client: Client, settings: Settings, monitor: Monitor, models_dir: Path
+) -> None:
+    """Past ``KEEP_ARRIVED_MAX`` an arrival nobody waits for yet is dropped (its time
+    kept); the later wait reads it again with an MGET per chunk, never a SUBSCRIBE."""
+    client.listener.KEEP_ARRIVED_MAX = 10
+    jobs = client.submit_many("digits", fresh(models_dir, 200), variant="fp32", chunk_size=100)
+    deadline = time.monotonic() + 60
+    while len(client.listener._times) < 150 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    results = client.wait_all(jobs, timeout=60)
+    assert all(not isinstance(r, Exception) for r in results)
+
+    async def run() -> None:
+        async with AsyncClient(settings) as c:
+            c.listener.KEEP_ARRIVED_MAX = 10
+            ajobs = await c.submit_many("digits", fresh(models_dir, 200), variant="fp32", chunk_size=100)
+            until = time.monotonic() + 60
+            while len(c.listener._times) < 150 and time.monotonic() < until:
+                await asyncio.sleep(0.05)
+            out = await c.wait_all(ajobs, timeout=60)
+            assert all(not isinstance(r, Exception) for r in out)
+
+    asyncio.run(run())
+    commands = monitor.close()
+    assert not [c for c in commands if c.upper().startswith("SUBSCRIBE") and C.RESULT_KEY_PREFIX in c]
+    assert [c for c in commands if c.upper().startswith("MGET")]
