@@ -33,7 +33,9 @@ class Monitor:
     """Every command Redis runs (scripts' included) while it is open."""
 
     def __init__(self, url: str) -> None:
-        self._client = redis.Redis.from_url(url, socket_timeout=0.3)
+        # No read timeout: a timed-out read leaves redis-py's connection closed under
+        # the next one. ``close`` cuts the connection instead.
+        self._client = redis.Redis.from_url(url)
         self.commands: list[str] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -42,17 +44,19 @@ class Monitor:
         assert self._ready.wait(5)
 
     def _run(self) -> None:
-        with self._client.monitor() as m:
-            self._ready.set()
-            while not self._stop.is_set():
-                try:
+        try:
+            with self._client.monitor() as m:
+                self._ready.set()
+                while not self._stop.is_set():
                     self.commands.append(m.next_command()["command"])
-                except (redis.TimeoutError, TimeoutError):
-                    continue
+        except Exception:
+            if not self._stop.is_set():
+                raise
 
     def close(self) -> list[str]:
         time.sleep(0.3)  # the last commands reach the monitor
         self._stop.set()
+        self._client.connection_pool.disconnect()  # the blocked read ends
         self._thread.join(5)
         self._client.close()
         return self.commands
