@@ -146,7 +146,8 @@ class Monitor:
     def _probe(self, url: str) -> bool:
         """Whether Redis lists a script's commands after its EVAL line (else before)."""
         probe = redis.Redis.from_url(url)
-        probe.eval("return redis.call('EXISTS', KEYS[1])", 1, "iq-bench-probe")  # type: ignore[no-untyped-call]
+        script = (Path(__file__).with_name("monitor_probe.lua")).read_text(encoding="utf-8")
+        probe.eval(script, 1, "iq-bench-probe")  # type: ignore[no-untyped-call]
         probe.close()
         order: list[bool] = []
         while len(order) < 2:
