@@ -65,11 +65,14 @@ Reading = Generator[Step, Any, T]
 
 def read_state(job_id: str, visibility_timeout_s: float) -> Reading[tuple[StatusRecord | None, JobStatus]]:
     """A job's stored record (if any) and its status, read in the fewest round trips."""
-    record = StatusRecord.parse((yield lambda results, broker: results.get(result_key(job_id))), job_id)
+    # One MGET, not two GETs: a worker that finishes between two reads deletes the claim
+    # after writing the record, so a record read before and a claim read after would both
+    # be missing and a finished job would read as ``unknown``.
+    raw, claim = yield lambda results, broker: results.mget([result_key(job_id), inflight_key(job_id)])
+    record = StatusRecord.parse(raw, job_id)
     known = settled(record)
     if known is not None:
         return record, known
-    claim = yield lambda results, broker: results.get(inflight_key(job_id))
     if claim is None:
         return record, JobStatus.UNKNOWN
     queued = claimed_queue(claim)
