@@ -2,10 +2,11 @@
 
     .venv/bin/python benchmarks/batching_bench.py [--part mobilenet|latency|all]
 
-mobilenet: raw in-process LiteRT throughput of mobilenet_v2 fp32 at batch sizes 1-8
-(the same file, the same thread count), then the same model end to end through
-inferq (queue pre-filled, one worker process), drain rate from the worker's stamps
-and the rate at which the client saw results.
+mobilenet: rounds (``--rounds``) of raw in-process LiteRT throughput of mobilenet_v2
+fp32 at batch sizes 1-8 (the same file, the same thread count), then the same model
+end to end through inferq (queue pre-filled, one worker process started after it):
+drain rate from the worker's stamps and the rate at which the client saw results,
+each against the best raw rate of its own round.
 
 latency: digits fp32 under open-loop Poisson load at half of the unbatched worker's
 saturation rate, batching on vs off: p50/p99 of queue, batch wait, compute and
@@ -37,10 +38,8 @@ from workers.models.registry import Registry  # noqa: E402
 from workers.models.runtimes.litert import LiteRTRuntime  # noqa: E402
 
 
-def mobilenet(settings: Settings, threads: int, n: int, logdir: Path, max_batch: int | None = None) -> None:
-    entry = Registry(settings.models_dir).get("mobilenet_v2", "fp32")
-    rt = LiteRTRuntime(entry, threads=threads)
-    rng = np.random.default_rng(0)
+def raw_rates(rt: LiteRTRuntime, rng: np.random.Generator) -> dict[int, float]:
+    """Inferences/s of the bare runtime at each fixed batch size (first call untimed)."""
     raw = {}
     for b in (1, 2, 4, 8):
         x = rng.uniform(-1, 1, (b, 224, 224, 3)).astype(np.float32)
@@ -50,9 +49,15 @@ def mobilenet(settings: Settings, threads: int, n: int, logdir: Path, max_batch:
         for _ in range(reps):
             rt.predict({"image": x})
         raw[b] = reps * b / (time.perf_counter() - t0)
-    del rt
-    best_b = max(raw, key=lambda b: raw[b])
-    xs = rng.uniform(-1, 1, (n, 224, 224, 3)).astype(np.float32)
+    return raw
+
+
+def through_inferq(
+    settings: Settings, threads: int, xs: np.ndarray, logdir: Path, max_batch: int | None
+) -> tuple[float, float, float]:
+    """Queue ``xs`` first, then start one worker: (drain/s by the worker's stamps, results/s
+    as the client saw them, mean batch)."""
+    n = len(xs)
     with Client(settings) as c:
         jobs = c.submit_many("mobilenet_v2", xs, variant="fp32", chunk_size=8, no_cache=True)
         extra = ["--threads", str(threads)] + (["--max-batch-size", str(max_batch)] if max_batch else [])
@@ -62,18 +67,40 @@ def mobilenet(settings: Settings, threads: int, n: int, logdir: Path, max_batch:
         finally:
             stop(w)
     ok = [r for r in results if not isinstance(r, Exception)]
-    assert len(ok) == n
+    assert len(ok) == n, [r for r in results if isinstance(r, Exception)][:3]
     drain = n / (max(r.timing.finished_at for r in ok) - min(r.timing.received_at for r in ok))
     seen = sorted(r.timing.enqueued_at + (r.timing.end_to_end_ms or 0) / 1e3 for r in ok)
     client_rate = (n - 1) / (seen[-1] - seen[0])
-    sizes = [r.timing.batch_size for r in ok]
-    print(f"\nmobilenet_v2 fp32, {threads} thread(s), {n} jobs")
-    print("| raw in-process batch size | " + " | ".join(str(b) for b in raw) + " |")
-    print("|---|" + "---|" * len(raw))
-    print("| inferences/s | " + " | ".join(f"{v:.1f}" for v in raw.values()) + " |")
-    print(f"best raw: batch {best_b}, {raw[best_b]:.1f}/s")
-    print(f"through inferq: drain {drain:.1f}/s ({drain / raw[best_b]:.2f}x best raw), "
-          f"results seen by the client {client_rate:.1f}/s ({client_rate / raw[best_b]:.2f}x), mean batch {np.mean(sizes):.1f}")  # fmt: skip
+    return drain, client_rate, float(np.mean([r.timing.batch_size for r in ok]))
+
+
+def mobilenet(
+    settings: Settings, threads: int, n: int, logdir: Path, max_batch: int | None = None, rounds: int = 3
+) -> None:
+    """Rounds of (raw LiteRT at batch 1, 2, 4, 8; then ``n`` inputs through inferq): each
+    round's ratio is against the best raw rate of *that* round, so the machine's drift
+    between rounds (this machine is shared) does not enter a ratio."""
+    entry = Registry(settings.models_dir).get("mobilenet_v2", "fp32")
+    rt = LiteRTRuntime(entry, threads=threads)
+    rng = np.random.default_rng(0)
+    print(f"\nmobilenet_v2 fp32, {threads} thread(s), {n} jobs per round, {rounds} rounds")
+    print("| round | raw b=1 / 2 / 4 / 8 (/s) | raw best | inferq drain (x raw best) | seen by the client (x raw best) | mean batch |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    drains, seens = [], []
+    for i in range(rounds):
+        raw = raw_rates(rt, rng)
+        best_b = max(raw, key=lambda b: raw[b])
+        xs = rng.uniform(-1, 1, (n, 224, 224, 3)).astype(np.float32)
+        drain, seen, batch = through_inferq(settings, threads, xs, logdir, max_batch)
+        drains.append(drain / raw[best_b])
+        seens.append(seen / raw[best_b])
+        print(
+            f"| {i + 1} | {' / '.join(f'{v:.1f}' for v in raw.values())} | b={best_b}: {raw[best_b]:.1f} "
+            f"| {drain:.1f} ({drains[-1]:.2f}x) | {seen:.1f} ({seens[-1]:.2f}x) | {batch:.1f} |"
+        )
+    print(
+        f"median over rounds: drain {np.median(drains):.2f}x raw best, seen by the client {np.median(seens):.2f}x"
+    )
 
 
 def latency(settings: Settings, duration: float, logdir: Path) -> None:
@@ -147,6 +174,7 @@ def main() -> None:
     ap.add_argument(
         "--mobilenet-max-batch", type=int, help="worker --max-batch-size for mobilenet (default: the model's)"
     )
+    ap.add_argument("--rounds", type=int, default=3, help="mobilenet: rounds of raw then inferq")
     ap.add_argument("--duration", type=float, default=15.0)
     args = ap.parse_args()
     logdir = ROOT / ".run" / "bench"
@@ -157,7 +185,9 @@ def main() -> None:
             broker_url=rs.url, models_dir=args.models_dir, log_level="WARNING", threads=args.threads
         )
         if args.part in ("all", "mobilenet"):
-            mobilenet(settings, args.threads, args.mobilenet_jobs, logdir, args.mobilenet_max_batch)
+            mobilenet(
+                settings, args.threads, args.mobilenet_jobs, logdir, args.mobilenet_max_batch, args.rounds
+            )
         if args.part in ("all", "latency"):
             latency(settings, args.duration, logdir)
 

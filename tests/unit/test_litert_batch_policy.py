@@ -228,3 +228,45 @@ def test_multi_input_models_pad_every_input_along_the_shared_batch_axis(two_inpu
     assert pad.buckets == [1, 4, 8]
     with pytest.raises(BadInput, match="batch axis"):
         pad.predict({"a": np.zeros((2, 3), np.float32), "b": np.zeros((3, 2), np.float32)})
+
+
+# --- the compute batch: the most rows one model call runs --------------------------------
+
+
+def test_the_compute_batch_is_the_smallest_size_within_the_tolerance_of_the_fastest():
+    per_input = {1: 10.0, 2: 6.0, 4: 5.9, 8: 6.5}
+    assert litert.choose_compute_batch(per_input, tolerance=0.03) == 2
+    assert litert.choose_compute_batch(per_input, tolerance=0.0) == 4
+    assert litert.choose_compute_batch({1: 3.0, 8: 1.0, 64: 0.5}, tolerance=0.03) == 64
+
+
+@pytest.mark.parametrize("policy", ["resize", "pad"])
+def test_a_batch_bigger_than_the_compute_batch_runs_in_calls_of_it_with_the_same_outputs(policy):
+    rt = LiteRTRuntime(digits("fp32"), threads=1, batch_policy=policy)
+    x = images(37, seed=7)
+    want = rt.predict(x)["probs"]
+    calls = []
+    real_invoke = type(rt)._predict_resize if policy == "resize" else type(rt)._predict_bucket
+
+    def counting(self, inputs, *rest):
+        calls.append(self._batch_size(inputs))
+        return real_invoke(self, inputs, *rest)
+
+    rt.compute_batch = 16
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(rt), "_predict_resize" if policy == "resize" else "_predict_bucket", counting)
+        got = rt.predict(x)["probs"]
+    assert calls == [16, 16, 5]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_calibration_times_each_size_up_to_the_workers_batch_and_keeps_one_of_them():
+    rt = LiteRTRuntime(digits("fp32"), threads=1)
+    chosen = rt.calibrate_compute_batch(24)
+    assert sorted(rt.calibration) == [1, 2, 4, 8, 16, 24]
+    assert all(t > 0 for t in rt.calibration.values())
+    assert chosen == rt.compute_batch == litert.choose_compute_batch(rt.calibration)
+    x = images(50, seed=3)
+    np.testing.assert_allclose(
+        rt.predict(x)["probs"], LiteRTRuntime(digits("fp32"), threads=1).predict(x)["probs"], rtol=1e-6
+    )

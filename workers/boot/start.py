@@ -74,6 +74,28 @@ def load_models(settings: Settings, specs: list[str] | None) -> dict[str, Runtim
     return runtimes
 
 
+def calibrate_compute_batch(runtime: Runtime, max_batch_size: int) -> None:
+    """Let the runtime pick the batch size its model runs fastest per input at, up to
+    the batches this worker forms (``LiteRTRuntime.calibrate_compute_batch``), and log it."""
+    calibrate = getattr(runtime, "calibrate_compute_batch", None)
+    if calibrate is None:
+        return
+    try:
+        chosen = calibrate(max_batch_size)
+    except Exception as exc:  # an optimization only: the model runs whole batches instead
+        log.warning("timing %s's batch sizes failed (%s); continuing", runtime.info.key, exc)
+        return
+    if chosen is not None:
+        measured: dict[int, float] = getattr(runtime, "calibration", {})
+        timings = ", ".join(f"{b}: {t * 1e6:.0f}" for b, t in measured.items())
+        log.info(
+            "%s runs batches in calls of at most %d (µs per input by batch size: %s)",
+            runtime.info.key,
+            chosen,
+            timings,
+        )
+
+
 def run_worker(
     settings: Settings,
     specs: list[str] | None,
@@ -96,6 +118,7 @@ def run_worker(
                 warmup(limits.max_batch_size or r.info.max_batch_size)
             except Exception as exc:  # an optimization only: the first batch pays instead
                 log.warning("warm-up of %s failed (%s); continuing", r.info.key, exc)
+        calibrate_compute_batch(r, limits.max_batch_size or r.info.max_batch_size)
     hostname = hostname or f"inferq-{os.getpid()}@{socket.gethostname()}"
     app = create_app(settings)
     # This worker's Celery consumer reads only its control queue, so kombu's periodic

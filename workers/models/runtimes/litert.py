@@ -21,10 +21,19 @@ policies (``batch_policy``):
 
 ``docs/benchmarks.md`` ("LiteRT: re-allocating vs padding") has the figures behind
 the default: padding was 17-33% slower and took 2.5x the memory.
+
+The batch a worker *forms* and the batch the model *runs* need not be the same size. A
+big batch amortises the worker's per-batch cost (fetch, store, ack: about a
+millisecond), but a heavy model can run slower per input at a big batch than at a
+small one (MobileNetV2 at 8 against 2: its activations no longer fit the caches).
+``calibrate_compute_batch`` times the model at each size up to the worker's batch and
+keeps the smallest one within ``COMPUTE_BATCH_TOLERANCE`` of the fastest; ``predict``
+then runs a bigger batch as consecutive calls of that size.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +118,20 @@ def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 BATCH_POLICIES = ("resize", "pad")
 
+#: ``calibrate_compute_batch`` keeps the smallest batch size whose time per input is
+#: within this of the fastest size's: a smaller call also holds less memory.
+COMPUTE_BATCH_TOLERANCE = 0.03
+#: Each size is called at least this many times and for this long; the fastest call counts
+#: (the least disturbed by whatever else this shared machine runs).
+CALIBRATION_CALLS = 3
+CALIBRATION_MIN_S = 0.03
+
+
+def choose_compute_batch(per_input_s: dict[int, float], tolerance: float = COMPUTE_BATCH_TOLERANCE) -> int:
+    """The smallest batch size whose time per input is within ``tolerance`` of the best."""
+    best = min(per_input_s.values())
+    return min(b for b, t in per_input_s.items() if t <= best * (1 + tolerance))
+
 
 def bucket_sizes(max_bucket: int) -> list[int]:
     """The pad policy's buckets: powers of two below ``max_bucket``, then ``max_bucket``."""
@@ -137,6 +160,10 @@ class LiteRTRuntime:
         self.batch_policy = batch_policy
         self.max_bucket = max(1, self.info.max_batch_size)
         self.allocations = 0  # allocate_tensors calls, over every interpreter
+        #: The most rows one model call runs (``calibrate_compute_batch``); None: any.
+        self.compute_batch: int | None = None
+        #: What ``calibrate_compute_batch`` measured: batch size -> seconds per input.
+        self.calibration: dict[int, float] = {}
         try:
             interp = self._new_interpreter()
         except (ValueError, RuntimeError) as exc:
@@ -202,8 +229,43 @@ class LiteRTRuntime:
                     interp.set_tensor(idx, np.full((b, *r), fill, spec.tensor_dtype))
                 interp.invoke()
 
+    def calibrate_compute_batch(self, max_batch_size: int) -> int | None:
+        """Time one call per input at batch 1, 2, 4, ... up to ``max_batch_size`` and make
+        the smallest size within ``COMPUTE_BATCH_TOLERANCE`` of the fastest the most rows
+        one model call runs. Returns it; None (no limit) for dynamic non-batch dims."""
+        n = max(1, int(max_batch_size))
+        if any(None in s.shape for s, _ in self._in):
+            return None
+        rng = np.random.default_rng(0)
+        self.compute_batch = None  # time each size as itself, not in chunks
+        timings: dict[int, float] = {}
+        for b in bucket_sizes(n):
+            x = {
+                s.name: rng.uniform(-1, 1, (b, *self._shapes[idx][1:])).astype(s.dtype)
+                if np.dtype(s.dtype).kind == "f"
+                else np.zeros((b, *self._shapes[idx][1:]), s.dtype)
+                for s, idx in self._in
+            }
+            self.predict(x)  # the first call at a size sets up its buffers: not timed
+            fastest, calls, t0 = float("inf"), 0, time.perf_counter()
+            while calls < CALIBRATION_CALLS or time.perf_counter() - t0 < CALIBRATION_MIN_S:
+                c0 = time.perf_counter()
+                self.predict(x)
+                fastest = min(fastest, time.perf_counter() - c0)
+                calls += 1
+            timings[b] = fastest / b
+        self.calibration = timings
+        self.compute_batch = choose_compute_batch(timings)
+        if self.batch_policy == "resize":  # leave the interpreter at the size it will run
+            self.predict({k: v[: self.compute_batch] for k, v in x.items()})
+        return self.compute_batch
+
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = self._batch_size(inputs)
+        c = self.compute_batch
+        if c is not None and n > c:
+            parts = [self.predict({k: v[i : i + c] for k, v in inputs.items()}) for i in range(0, n, c)]
+            return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         if self.batch_policy == "resize":
             return self._predict_resize(inputs)
         if n <= self.max_bucket:
