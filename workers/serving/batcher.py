@@ -132,11 +132,19 @@ class Completer(threading.Thread):
     The batcher hands each computed batch here and starts the next one, so storing
     results overlaps with computing. The queue is short on purpose: if storing falls
     behind, the batcher waits instead of piling up results in memory.
+
+    ``on_idle`` (optional) runs once the queue has stayed empty for ``idle_s`` after a
+    callable, and before the thread ends: work that callables leave for later (task
+    events sent a few batches at a time) is never left waiting for a next batch.
     """
 
-    def __init__(self, depth: int = 4) -> None:
+    def __init__(
+        self, depth: int = 4, *, on_idle: Callable[[], None] | None = None, idle_s: float = 0.05
+    ) -> None:
         super().__init__(name="inferq-completer", daemon=True)
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+        self._on_idle = on_idle
+        self._idle_s = idle_s
 
     def submit(self, fn: Callable[[], None]) -> None:
         self._queue.put(fn)
@@ -148,11 +156,27 @@ class Completer(threading.Thread):
             self.join(timeout)
 
     def run(self) -> None:
+        owed = False  # a callable ran since on_idle last did
         while True:
-            fn = self._queue.get()
+            try:
+                fn = self._queue.get(timeout=self._idle_s if owed else None)
+            except queue.Empty:
+                owed = self._idle()
+                continue
             if fn is None:
+                if owed:
+                    self._idle()
                 return
             try:
                 fn()
             except Exception:  # each callable answers for its own batch
                 log.exception("completing a batch failed")
+            owed = self._on_idle is not None
+
+    def _idle(self) -> bool:
+        assert self._on_idle is not None
+        try:
+            self._on_idle()
+        except Exception:
+            log.exception("the completer's idle work failed")
+        return False

@@ -11,7 +11,10 @@ for buffered events and Celery's ``EventReceiver._receive`` (hence Flower) reads
 A batch's jobs share every field but their id, so ``send_jobs`` makes one event and
 copies it per job, under one clock tick, and the list is encoded with orjson: per job
 that is a dict copy, where the dispatcher's own buffering cost a clock tick, a time
-zone lookup and a kombu JSON encode each.
+zone lookup and a kombu JSON encode each. A publish through kombu costs about as
+much as a batch of 64 jobs' events themselves, so under load ``flush(older_than_s)``
+lets events gather for a few batches; the completer flushes whatever is left once it
+has a moment with nothing to do.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from celery.utils.time import utcoffset
 
 log = logging.getLogger(__name__)
 
+#: Events buffered that ``flush(older_than_s)`` publishes whatever their age: one
+#: ``task.multi`` message stays a few hundred KiB.
+FLUSH_AT = 2048
+
 
 class EventSink:
     """Thread-safe buffered task events; a failure to send is logged, never fatal."""
@@ -37,6 +44,7 @@ class EventSink:
         self._lock = threading.Lock()
         self._dispatcher: Any = None
         self._buffer: list[dict[str, Any]] = []
+        self._oldest = 0.0  # monotonic time the oldest buffered event was added
         self._pid = os.getpid()
         self._hostname = hostname
         self._clock = app.clock
@@ -69,15 +77,23 @@ class EventSink:
             log.debug("could not buffer %s events", kind, exc_info=True)
             return
         with self._lock:
+            if not self._buffer:
+                self._oldest = time.monotonic()
             self._buffer.extend(events)
 
-    def flush(self) -> None:
+    def flush(self, older_than_s: float = 0.0) -> None:
+        """Publish the buffered events; with ``older_than_s``, only once the oldest has
+        waited that long or ``FLUSH_AT`` events are buffered (else they wait for a later
+        flush)."""
         if self._dispatcher is None:
             return
         with self._lock:
-            events, self._buffer = self._buffer, []
+            events = self._buffer
             if not events:
                 return
+            if len(events) < FLUSH_AT and time.monotonic() - self._oldest < older_than_s:
+                return
+            self._buffer = []
             d = self._dispatcher
             try:
                 d.producer.publish(

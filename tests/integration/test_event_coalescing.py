@@ -1,0 +1,122 @@
+"""Task events of batches in quick succession go out together, and none wait for long.
+
+A publish through kombu cost the worker about as much CPU as a 64-job batch's events
+themselves, so ``WorkerCore`` lets a batch's events wait (``EVENTS_DELAY_S``) to share
+one ``task.multi`` message with the next batches', and its completer thread publishes
+whatever is left once it has been idle that long. Real redis-server, real Celery event
+dispatcher; the messages are read where Flower's receiver reads them (the fanout
+channel's pub/sub).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from ops.local.redis_server import LocalRedis
+from tasks.app import create_app
+from workers.serving.batcher import Completer
+from workers.serving.events import FLUSH_AT, EventSink
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+@pytest.fixture()
+def server() -> Iterator[LocalRedis]:
+    with LocalRedis() as rs:
+        yield rs
+
+
+def event_messages(pubsub: Any, wait_s: float) -> list[list[dict[str, Any]]]:
+    """The ``task.multi`` messages published within ``wait_s``: each one's list of events."""
+    out: list[list[dict[str, Any]]] = []
+    end = time.monotonic() + wait_s
+    while (left := end - time.monotonic()) > 0:
+        m = pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        if m is None or m["type"] != "pmessage":
+            continue
+        envelope = json.loads(m["data"])
+        body = envelope["body"]
+        if envelope["properties"].get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        out.append(orjson.loads(body))
+    return out
+
+
+@pytest.fixture()
+def sink_and_channel(server: LocalRedis) -> Iterator[tuple[EventSink, Any]]:
+    r: redis.Redis[bytes] = redis.Redis.from_url(server.url)
+    pubsub = r.pubsub()
+    pubsub.psubscribe("*celeryev*")
+    pubsub.get_message(timeout=5)  # the subscription's confirmation
+    sink = EventSink(create_app(server.client_settings()), "coalescing-test")
+    yield sink, pubsub
+    sink.close()
+    pubsub.close()
+    r.close()
+
+
+def test_events_of_back_to_back_batches_share_one_message_sent_once_the_completer_is_idle(
+    sink_and_channel: tuple[EventSink, Any],
+) -> None:
+    sink, pubsub = sink_and_channel
+    completer = Completer(on_idle=sink.flush, idle_s=0.2)
+    completer.start()
+    batches = [[f"job-{b}-{i}" for i in range(64)] for b in range(5)]
+
+    def complete(ids: list[str]) -> None:
+        sink.send_jobs("task-succeeded", ids, result="<outputs>", runtime=0.001)
+        sink.flush(older_than_s=30.0)  # young events wait for later batches'
+
+    t0 = time.monotonic()
+    for ids in batches:
+        completer.submit(lambda ids=ids: complete(ids))
+    try:
+        messages = event_messages(pubsub, wait_s=2.0)
+    finally:
+        completer.stop(timeout=10)
+    assert len(messages) == 1, f"{len(messages)} messages for 5 back-to-back batches"
+    assert [e["uuid"] for e in messages[0]] == [jid for ids in batches for jid in ids]
+    assert {e["type"] for e in messages[0]} == {"task-succeeded"}
+    assert time.monotonic() - t0 < 30.0, "the events waited for their age, not for the idle completer"
+
+
+def test_a_flush_sends_events_older_than_asked_and_any_once_the_buffer_is_full(
+    sink_and_channel: tuple[EventSink, Any],
+) -> None:
+    sink, pubsub = sink_and_channel
+    sink.send_jobs("task-succeeded", ["old-1", "old-2"])
+    time.sleep(0.05)
+    sink.flush(older_than_s=0.02)
+    (sent,) = event_messages(pubsub, wait_s=0.5)
+    assert [e["uuid"] for e in sent] == ["old-1", "old-2"]
+
+    sink.send_jobs("task-succeeded", ["young"])
+    sink.flush(older_than_s=30.0)
+    assert event_messages(pubsub, wait_s=0.3) == []
+
+    many = [f"job-{i}" for i in range(FLUSH_AT)]
+    sink.send_jobs("task-succeeded", many)
+    sink.flush(older_than_s=30.0)
+    (full,) = event_messages(pubsub, wait_s=0.5)
+    assert [e["uuid"] for e in full] == ["young", *many]
+
+
+def test_stopping_the_completer_sends_the_events_its_last_batch_left_waiting(
+    sink_and_channel: tuple[EventSink, Any],
+) -> None:
+    sink, pubsub = sink_and_channel
+    completer = Completer(on_idle=sink.flush, idle_s=30.0)
+    completer.start()
+    completer.submit(lambda: sink.send_jobs("task-failed", ["last"], exception="BadInput('x')"))
+    completer.submit(lambda: sink.flush(older_than_s=30.0))
+    completer.stop(timeout=10)
+    (sent,) = event_messages(pubsub, wait_s=0.5)
+    assert [(e["uuid"], e["type"]) for e in sent] == [("last", "task-failed")]
