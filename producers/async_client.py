@@ -451,7 +451,8 @@ class AsyncClient:
         jobs = list(jobs)
         pending = [j for j in jobs if not j.done]
         try:
-            arrived = await self.listener.wait(
+            # As heard: a reply batch's records become ``Result``s straight from their text.
+            arrived = await self.listener.collect(
                 [j.id for j in pending], self._wait_bound(timeout), progress=progress
             )
         except Timeout as exc:

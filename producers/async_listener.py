@@ -16,9 +16,11 @@ connection that has it); once Redis confirms a job's own subscription, the liste
 reads its key once (one ``MGET`` for all confirmations of a turn). When the connection
 drops, the task reconnects with backoff, subscribes again (the reply channel, every
 job still awaited on its own), and once confirmed reads the keys of every job still
-awaited: what was stored meanwhile is found. Resources stay bounded as in the sync listener: results nobody awaits are
-kept only among the newest ``KEEP_ARRIVED_MAX`` (a later ``wait`` reads them again,
-their arrival time kept), and watches nobody awaits lapse after ``KEEP_WATCH_S``.
+awaited: what was stored meanwhile is found. Resources stay bounded as in the sync
+listener: results nobody awaits are kept only among the newest ``KEEP_ARRIVED_MAX`` and
+``KEEP_ARRIVED_BYTES`` (a later ``wait`` reads them again, their arrival time kept), and
+watches nobody awaits lapse after ``KEEP_WATCH_S``. A reply batch's records are kept as
+they came and read when taken (``producers/heard.py``), as in the sync listener.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from producers.listener import READ_CHUNK, Arrival, new_reply_channel
+from producers.heard import Heard, HeardArrival, final_raw, record_of, size_of
+from producers.listener import READ_CHUNK, Arrival, ResultListener, new_reply_channel
 from tasks.constants import CANCEL_CHANNEL, RESULT_KEY_PREFIX
 from tasks.errors import ConfigError, InferqError, Timeout
 from tasks.keys import result_key
@@ -48,7 +51,8 @@ class AsyncResultListener:
 
     KEEP_ARRIVED_S = 300.0
     KEEP_WATCH_S = 3600.0
-    KEEP_ARRIVED_MAX = 1024
+    KEEP_ARRIVED_MAX = ResultListener.KEEP_ARRIVED_MAX
+    KEEP_ARRIVED_BYTES = ResultListener.KEEP_ARRIVED_BYTES
     KEEP_TIMES_MAX = 20_000
     #: Longest one read of the subscription waits before the task looks round (prunes).
     IDLE_READ_S = 1.0
@@ -66,9 +70,11 @@ class AsyncResultListener:
 
     def __init__(self, client: redis.asyncio.Redis[bytes]) -> None:
         self._client = client
-        self._futures: dict[str, asyncio.Future[Arrival]] = {}
+        self._futures: dict[str, asyncio.Future[HeardArrival]] = {}
         self._watched_at: dict[str, float] = {}
-        self._done_order: OrderedDict[str, None] = OrderedDict()  # settled futures, oldest first
+        #: Settled futures, oldest first, with the bytes each holds (``_done_bytes`` in all).
+        self._done_order: OrderedDict[str, int] = OrderedDict()
+        self._done_bytes = 0
         self._waiters: dict[str, int] = {}
         self._times: OrderedDict[str, float] = OrderedDict()
         self._pubsub: Any = None
@@ -162,6 +168,14 @@ class AsyncResultListener:
         self, job_ids: Iterable[str], timeout: float | None, progress: Callable[[int], None] | None = None
     ) -> dict[str, Arrival]:
         """Await every id's ready record; ``Timeout`` naming how many did not arrive."""
+        heard = await self.collect(job_ids, timeout, progress)
+        return {jid: (record_of(h, jid), at) for jid, (h, at) in heard.items()}
+
+    async def collect(
+        self, job_ids: Iterable[str], timeout: float | None, progress: Callable[[int], None] | None = None
+    ) -> dict[str, HeardArrival]:
+        """``wait``, with each record as it was heard: a reply batch's still as it came
+        (``producers/heard.py`` reads them; ``wait_all`` straight into ``Result``s)."""
         ids = list(dict.fromkeys(job_ids))
         # Counted as waited for before the watch: results arriving while it subscribes
         # must not evict (or prune) the ones this wait already has.
@@ -186,7 +200,7 @@ class AsyncResultListener:
                 if self._error is not None:
                     raise Timeout(f"result listener failed: {self._error}")
                 raise Timeout(f"timed out after {timeout} s waiting for {len(pending)} of {len(ids)} job(s)")
-            out: dict[str, Arrival] = {}
+            out: dict[str, HeardArrival] = {}
             for jid, fut in futures.items():
                 exc = fut.exception()
                 if exc is not None:
@@ -216,7 +230,7 @@ class AsyncResultListener:
                         fut = loop.create_future()
                         fut.set_result((record, self._times.pop(jid, 0.0) or time.time()))
                         self._futures[jid] = fut
-                        self._done_order[jid] = None
+                        self._mark_done(jid, size_of(record))
         except (redis.RedisError, OSError, TimeoutError) as exc:
             log.debug("reading %d earlier result(s) again failed (%s); watching them", len(ids), exc)
 
@@ -367,7 +381,7 @@ class AsyncResultListener:
             if not fut.done():
                 fut.set_exception(exc)
                 fut.exception()
-                self._done_order[jid] = None  # bounded as unawaited results are
+                self._mark_done(jid, 0)  # bounded as unawaited results are
 
     async def _offer_batch(self, data: bytes | str | None) -> list[str]:
         """A ``ReplyBatch``: each record for a job awaited here handed over (``SLICE`` per
@@ -384,15 +398,19 @@ class AsyncResultListener:
             fut = futures.get(jid)
             if fut is None or fut.done():  # nobody here awaits it (any longer)
                 continue
-            record = parse(raw, jid)
-            if record is None or not record.ready:
-                continue
+            # A final record is kept as it came, read when taken (``heard.py``).
+            heard: Heard | None = final_raw(raw)
+            if heard is None:
+                record = parse(raw, jid)
+                if record is None or not record.ready:
+                    continue
+                heard = record
             self._via_reply.discard(jid)
-            fut.set_result((record, self._times.pop(jid, 0.0) or now))
-            self._done_order[jid] = None
+            fut.set_result((heard, self._times.pop(jid, 0.0) or now))
+            self._mark_done(jid, size_of(heard))
             if n % (4 * self.SLICE) == 0:
                 await asyncio.sleep(0)
-        if len(self._done_order) > self.KEEP_ARRIVED_MAX:
+        if self._over():
             self._evict_unwaited()
         return []
 
@@ -413,8 +431,8 @@ class AsyncResultListener:
         if fut is None or fut.done():
             return True
         fut.set_result((record, self._times.pop(jid, 0.0) or time.time()))
-        self._done_order[jid] = None
-        if len(self._done_order) > self.KEEP_ARRIVED_MAX:
+        self._mark_done(jid, size_of(record))
+        if self._over():
             self._evict_unwaited()
         return True
 
@@ -422,25 +440,38 @@ class AsyncResultListener:
         fut = self._futures.get(jid)
         return fut is not None and not fut.done()
 
+    def _mark_done(self, jid: str, size: int) -> None:
+        """A future settled, holding ``size`` bytes (``KEEP_ARRIVED_BYTES``)."""
+        self._done_bytes += size - self._done_order.get(jid, 0)
+        self._done_order[jid] = size
+
+    def _over(self) -> bool:
+        return len(self._done_order) > self.KEEP_ARRIVED_MAX or self._done_bytes > self.KEEP_ARRIVED_BYTES
+
     def _drop(self, jid: str) -> None:
         self._via_reply.discard(jid)
         self._futures.pop(jid, None)
         self._watched_at.pop(jid, None)
-        self._done_order.pop(jid, None)
+        self._done_bytes -= self._done_order.pop(jid, 0)
 
     def _evict_unwaited(self) -> None:
         """Drop the oldest results nobody awaits, keeping their arrival times."""
         excess = len(self._done_order) - self.KEEP_ARRIVED_MAX
-        for jid in list(self._done_order):
-            if excess <= 0:
+        excess_bytes = self._done_bytes - self.KEEP_ARRIVED_BYTES
+        victims: list[str] = []
+        for jid, size in self._done_order.items():  # oldest first, no copy of the keys
+            if excess <= 0 and excess_bytes <= 0:
                 break
             if jid in self._waiters:
                 continue
+            victims.append(jid)
+            excess -= 1
+            excess_bytes -= size
+        for jid in victims:
             fut = self._futures.get(jid)
             if fut is not None and fut.done() and fut.exception() is None:
                 self._times[jid] = fut.result()[1]
             self._drop(jid)
-            excess -= 1
         while len(self._times) > self.KEEP_TIMES_MAX:
             self._times.popitem(last=False)
 

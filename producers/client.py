@@ -514,12 +514,15 @@ class Client:
         jobs = list(jobs)
         pending = [j for j in jobs if not j.done]
         try:
-            metas = self.listener.wait([j.id for j in pending], self._wait_bound(timeout), progress=progress)
+            # As heard: a reply batch's records become ``Result``s straight from their bytes.
+            heard = self.listener.collect(
+                [j.id for j in pending], self._wait_bound(timeout), progress=progress
+            )
         except Timeout as exc:
             raise self._explain(exc, {j.key for j in pending}) from None
         out: list[Result | InferqError] = []
         for j in jobs:
             if not j.done:
-                j._settle(*metas[j.id])
+                j._settle(*heard[j.id])
             out.append(j._outcome())
         return out

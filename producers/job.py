@@ -14,10 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from producers.heard import Heard, result_from, result_of
 from producers.listener import Arrival
 from tasks.errors import InferqError
 from tasks.schema import CancelOutcome, JobStatus
-from tasks.wire import Result, StatusRecord
+from tasks.wire import Result
+
+__all__ = ["AsyncJob", "AsyncJobOwner", "Job", "JobOwner", "JobState", "result_of"]
 
 
 class JobOwner(Protocol):
@@ -58,7 +61,8 @@ class JobState:
     enqueued_at: float
     cached: bool = False
     enqueued: bool = True
-    _record: StatusRecord | None = field(default=None, repr=False)
+    #: Its record once settled: parsed, or the bytes a reply batch brought (``heard.py``).
+    _record: Heard | None = field(default=None, repr=False)
     _result: Result | None = field(default=None, repr=False)
     _arrived: float | None = field(default=None, repr=False)
 
@@ -71,7 +75,7 @@ class JobState:
         """``model:variant``."""
         return f"{self.model}:{self.variant}"
 
-    def _settle(self, record: StatusRecord, arrived: float) -> None:
+    def _settle(self, record: Heard, arrived: float) -> None:
         self._record = record
         self._arrived = arrived
 
@@ -81,7 +85,7 @@ class JobState:
         if self._result is None:
             assert self._record is not None
             arrived = self._arrived or time.time()
-            self._result = result_of(self._record, self.cached, self.enqueued_at, arrived)
+            self._result = result_from(self._record, self.id, self.cached, self.enqueued_at, arrived)
         return self._result
 
     def _outcome(self) -> Result | InferqError:
@@ -90,21 +94,6 @@ class JobState:
             return self._finish()
         except InferqError as exc:
             return exc
-
-
-def result_of(record: StatusRecord, cached: bool, asked_at: float, answered_at: float) -> Result:
-    """A ready record as the caller's ``Result`` (or its error, raised).
-
-    ``cached`` means served from the cache for this caller's request: no worker computed
-    it for that submission. Such a result carries its own timing (the hit's end to end),
-    the computing job's kept as ``timing.computed``.
-    """
-    result = record.to_result(cached=cached)
-    if cached:
-        result.timing = result.timing.served_from_cache(asked_at, answered_at)
-    else:
-        result.timing.end_to_end_ms = (answered_at - asked_at) * 1e3
-    return result
 
 
 @dataclass

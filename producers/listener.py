@@ -27,9 +27,11 @@ the delay.
 Resources stay bounded. The thread sleeps on the socket (and on a pipe that a new
 watch writes to), so it wakes for a message or a watch, never on a timer: an idle
 client with jobs pending costs no CPU. A result nobody waits for is kept only among
-the most recent ``KEEP_ARRIVED_MAX`` (a web backend may submit here and poll from
-elsewhere); past that only its arrival time is kept, and a late ``wait`` reads the
-result again from Redis, its end-to-end time still stamped when it arrived.
+the most recent ``KEEP_ARRIVED_MAX`` and ``KEEP_ARRIVED_BYTES`` (a web backend may
+submit here and poll from elsewhere); past that only its arrival time is kept, and a
+late ``wait`` reads the result again from Redis, its end-to-end time still stamped
+when it arrived. A reply batch's records are kept as the bytes that came and read
+when taken (``producers/heard.py``): ``collect`` hands them over so, ``wait`` parsed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from typing import Any
 
 import redis
 
+from producers.flag import Flag
+from producers.heard import ArrivalStore, Heard, HeardArrival, final_raw, record_of
 from producers.sender import Outgoing
 from tasks.celery_message import with_reply_to
 from tasks.constants import CANCEL_CHANNEL, REPLY_CHANNEL_PREFIX, RESULT_KEY_PREFIX
@@ -104,10 +108,13 @@ class ResultListener:
     #: here and poll from elsewhere); so is a watch that never saw a result.
     KEEP_ARRIVED_S = 300.0
     KEEP_WATCH_S = 3600.0
-    #: At most this many results nobody waits for are held (the newest); older ones are
-    #: read again from Redis if someone waits after all. Their arrival times are kept,
-    #: up to ``KEEP_TIMES_MAX``, so end-to-end times stay right.
-    KEEP_ARRIVED_MAX = 1024
+    #: At most this many results nobody waits for are held (the newest), holding at most
+    #: this many bytes of records; older ones are read again from Redis if someone waits
+    #: after all. Their arrival times are kept, up to ``KEEP_TIMES_MAX``, so end-to-end
+    #: times stay right. A bulk submission's results arrive while it is still sending:
+    #: 30,000 digits results are ~20 MB as they came (``producers/heard.py``).
+    KEEP_ARRIVED_MAX = 65_536
+    KEEP_ARRIVED_BYTES = 48 << 20
     KEEP_TIMES_MAX = 20_000
     #: Channels whose result came are unsubscribed together, at most this often or once
     #: this many are done: one command per second rather than one per job (a job at a
@@ -122,8 +129,8 @@ class ResultListener:
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self._client = client
         self._lock = threading.Lock()
-        self._arrived: dict[str, Arrival] = {}
-        self._events: dict[str, threading.Event] = {}
+        self._arrived = ArrivalStore()
+        self._events: dict[str, Flag] = {}
         self._watched_at: dict[str, float] = {}
         self._waiters: dict[str, int] = {}
         self._pruned_at = time.monotonic()
@@ -171,7 +178,7 @@ class ResultListener:
             idle = not self._to_subscribe
             for jid in job_ids:
                 if jid not in self._events and jid not in self._arrived:
-                    self._events[jid] = threading.Event()
+                    self._events[jid] = Flag()
                     self._watched_at[jid] = time.monotonic()
                     if jid in mine:
                         self._via_reply.add(jid)
@@ -219,34 +226,46 @@ class ResultListener:
 
         Several callers may wait on one id (two requests for the same input share one
         job): an arrival is kept until its last waiter has read it. A result that arrived
-        but was not kept (``KEEP_ARRIVED_MAX``: a bulk submission's results arrive while it
-        is still sending) is read again, ``REREAD_CHUNK`` keys per ``MGET`` as the wait
-        reaches them, instead of being watched anew.
+        but was not kept (``KEEP_ARRIVED_MAX``, ``KEEP_ARRIVED_BYTES``) is read again,
+        ``REREAD_CHUNK`` keys per ``MGET`` as the wait reaches them, instead of being
+        watched anew.
         """
+        heard = self.collect(job_ids, timeout, progress)
+        return {jid: (record_of(h, jid), at) for jid, (h, at) in heard.items()}
+
+    def collect(
+        self, job_ids: Iterable[str], timeout: float | None, progress: Callable[[int], None] | None = None
+    ) -> dict[str, HeardArrival]:
+        """``wait``, with each record as it was heard: a reply batch's still as its bytes
+        (``producers/heard.py`` reads them; ``wait_all`` straight into ``Result``s)."""
         ids = list(dict.fromkeys(job_ids))
         with self._lock:
             evicted = [j for j in ids if j in self._times and j not in self._events]
         at = {j: i for i, j in enumerate(evicted)}
         self.watch([j for j in ids if j not in at] if at else ids)
         deadline = None if timeout is None else time.monotonic() + timeout
-        out: dict[str, Arrival] = {}
-        for n, jid in enumerate(ids):
+        out = self._take_arrived(ids, at)
+        if out and progress is not None:
+            progress(len(out))
+        rest = [j for j in ids if j not in out] if out else ids
+        for n, jid in enumerate(rest):
             if jid in at and jid not in self._events:
                 self._reread(evicted[at[jid] : at[jid] + REREAD_CHUNK])
             with self._lock:
-                event = self._events.get(jid)
+                flag = self._events.get(jid)
+                blocker = None if flag is None else flag.arm()
                 self._waiters[jid] = self._waiters.get(jid, 0) + 1
             try:
-                while event is not None and not event.is_set():
+                while blocker is not None and not blocker.is_set():
                     if self._error is not None:
                         raise Timeout(f"result listener failed: {self._error}")
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
-                        missing = 1 + sum(not self._ready(j) for j in ids[n + 1 :])
+                        missing = 1 + sum(not self._ready(j) for j in rest[n + 1 :])
                         raise Timeout(
                             f"timed out after {timeout} s waiting for {missing} of {len(ids)} job(s)"
                         )
-                    event.wait(0.5 if left is None else min(left, 0.5))
+                    blocker.wait(0.5 if left is None else min(left, 0.5))
                 with self._lock:
                     arrival = self._arrived.get(jid)
             finally:
@@ -263,11 +282,30 @@ class ResultListener:
             if arrival is None:  # a stale watch was pruned: watch and read it anew
                 return {
                     **out,
-                    **self.wait(ids[n:], None if deadline is None else deadline - time.monotonic(), progress),
+                    **self.collect(
+                        rest[n:], None if deadline is None else deadline - time.monotonic(), progress
+                    ),
                 }
             out[jid] = arrival
             if progress is not None:
                 progress(1)
+        return out
+
+    def _take_arrived(self, ids: list[str], evicted: dict[str, int]) -> dict[str, HeardArrival]:
+        """The arrivals already here, under one lock (a bulk ``wait_all`` finds most of its
+        results so): no lock, waiter count and flag per id. The last reader forgets them."""
+        out: dict[str, HeardArrival] = {}
+        arrived, waiters, events, watched = self._arrived, self._waiters, self._events, self._watched_at
+        with self._lock:
+            for jid in ids:
+                arrival = arrived.get(jid)
+                if arrival is None or jid in evicted:
+                    continue
+                out[jid] = arrival
+                if jid not in waiters:
+                    del arrived[jid]
+                    events.pop(jid, None)
+                    watched.pop(jid, None)
         return out
 
     def _reread(self, ids: list[str]) -> None:
@@ -286,9 +324,7 @@ class ResultListener:
                 if record is None or not record.ready:
                     missing.append(jid)
                     continue
-                event = threading.Event()
-                event.set()
-                self._events[jid] = event
+                self._events[jid] = Flag(is_set=True)
                 self._arrived[jid] = (record, self._times.pop(jid, 0.0) or time.time())
         if missing:
             self.watch(missing)
@@ -510,25 +546,30 @@ class ResultListener:
             return
         events = self._events
         parse = StatusRecord.parse
-        ready: list[StatusRecord] = []
+        ready: list[tuple[str, Heard]] = []
         for jid, raw in zip(batch.ids, batch.records, strict=True):
             if jid in events:  # else nobody here awaits it (any longer)
+                # A final record is kept as it came, read when taken (``heard.py``).
+                heard: Heard | None = final_raw(raw)
+                if heard is not None:
+                    ready.append((jid, heard))
+                    continue
                 record = parse(raw, jid)
                 if record is not None and record.ready:
-                    ready.append(record)
+                    ready.append((jid, record))
         if not ready:
             return
         now = time.time()
+        times, arrived, via_reply = self._times, self._arrived, self._via_reply
         with self._lock:
-            for record in ready:
-                jid = record.job_id
-                self._via_reply.discard(jid)
+            for jid, heard in ready:
+                via_reply.discard(jid)
                 event = events.get(jid)
                 if event is None or event.is_set():
                     continue
-                self._arrived[jid] = (record, self._times.pop(jid, 0.0) or now)
+                arrived[jid] = (heard, times.pop(jid, 0.0) or now) if times else (heard, now)
                 event.set()
-            if len(self._arrived) > self.KEEP_ARRIVED_MAX:
+            if arrived.over(self.KEEP_ARRIVED_MAX, self.KEEP_ARRIVED_BYTES):
                 self._evict_unwaited()
 
     def _offer_cancel(self, data: bytes | str | None) -> None:
@@ -613,23 +654,17 @@ class ResultListener:
                 return True
             self._arrived[jid] = (record, self._times.pop(jid, 0.0) or time.time())
             event.set()
-            if len(self._arrived) > self.KEEP_ARRIVED_MAX:
+            if self._arrived.over(self.KEEP_ARRIVED_MAX, self.KEEP_ARRIVED_BYTES):
                 self._evict_unwaited()
         return True
 
     def _evict_unwaited(self) -> None:
         """Drop the oldest results nobody waits for, keeping their arrival times (lock held)."""
-        excess = len(self._arrived) - self.KEEP_ARRIVED_MAX
-        for jid in list(self._arrived):
-            if excess <= 0:
-                break
-            if jid in self._waiters:
-                continue
+        for jid in self._arrived.excess(self.KEEP_ARRIVED_MAX, self.KEEP_ARRIVED_BYTES, self._waiters):
             _, arrived = self._arrived.pop(jid)
             self._events.pop(jid, None)
             self._watched_at.pop(jid, None)
             self._times[jid] = arrived
-            excess -= 1
         while len(self._times) > self.KEEP_TIMES_MAX:
             self._times.popitem(last=False)
 

@@ -1,0 +1,41 @@
+"""A watched job's "it arrived" flag, for the sync ``ResultListener``.
+
+``threading.Event`` per watched id cost a ``Condition`` and a lock each (~2 µs, a tenth
+of the client's GIL time in a bulk submission of 30,000 inputs), yet most of a bulk
+submission's results arrive before anyone waits on them. A ``Flag`` is a bool until a
+waiter has to block: ``arm`` then makes the one ``Event`` it blocks on. The listener
+sets and arms flags only under its lock, so a wake-up is never lost between a waiter's
+look and its sleep.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class Flag:
+    """``Event``'s ``is_set``/``set``, with the ``Event`` made by ``arm`` when needed."""
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self, is_set: bool = False) -> None:
+        self._set = is_set
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        """Mark it arrived and wake a waiter blocked on it (the listener's lock held)."""
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    def arm(self) -> threading.Event | None:
+        """The ``Event`` to block on until ``set`` (the listener's lock held); None when
+        already set."""
+        if self._set:
+            return None
+        if self._event is None:
+            self._event = threading.Event()
+        return self._event

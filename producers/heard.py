@@ -1,0 +1,158 @@
+"""What a result listener heard for a job, kept as it came until someone reads it.
+
+A worker's records reach a client in ``ReplyBatch``es, hundreds at a time in bulk. The
+listener used to parse each one on its thread (a ``StatusRecord``), and ``wait_all``
+then turned it into a ``Result`` (``to_result``, ``Timing.from_dict``, one array per
+output): two passes over each record, ~14 µs of the client's GIL per input. Now a
+record that says it is final (its first bytes, as every writer orders them) is kept as
+the bytes that came, and read once, when the caller takes it: ``result_from`` builds the
+``Result`` straight from the JSON for a current worker's success (one ``orjson.loads``)
+and falls back to ``StatusRecord.parse`` + ``result_of`` for anything else, so errors,
+versions and cache hits read exactly as before.
+
+``ArrivalStore`` holds what arrived and nobody read yet, bounded by count and by bytes
+(a bulk submission's results arrive while it is still sending; held as bytes, 30,000
+digits results are ~20 MB, so they need not be dropped and read again from Redis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import Any
+
+import orjson
+
+from tasks.codec import array_from_json
+from tasks.schema import Timing
+from tasks.wire import Result, StatusRecord
+from tasks.wire.version import VERSION
+
+#: A record as heard: parsed, or the text of one that says it is final (``str`` as a
+#: ``ReplyBatch`` decodes it, ``bytes`` as a key or channel gives it).
+Heard = StatusRecord | bytes | str
+#: (what was heard, unix time it was seen).
+HeardArrival = tuple[Heard, float]
+
+#: The first bytes of a final record as ``StatusRecord.encode`` (and so every worker and
+#: ``encode_successes``) writes it: ``status`` is its first key.
+_FINAL_TEXT = ('{"status":"SUCCESS"', '{"status":"FAILURE"', '{"status":"REVOKED"')
+_FINAL = tuple(p.encode() for p in _FINAL_TEXT)
+#: What a parsed record is counted as against ``ArrivalStore``'s byte bound.
+PARSED_SIZE = 4096
+
+
+def final_raw(raw: Any) -> bytes | str | None:
+    """``raw`` if it is the text of a final record (kept unparsed), else None (parse it)."""
+    if raw.__class__ is str:
+        return raw if raw.startswith(_FINAL_TEXT) else None
+    return raw if isinstance(raw, bytes) and raw.startswith(_FINAL) else None
+
+
+def record_of(heard: Heard, job_id: str) -> StatusRecord:
+    """The parsed record of what was heard (a final record's bytes that do not parse read
+    as a failure, never as a job still running)."""
+    if isinstance(heard, StatusRecord):
+        return heard
+    record = StatusRecord.parse(heard, job_id)
+    if record is None:
+        return StatusRecord(
+            job_id, "FAILURE", error_type="InferqError", error_message="unreadable status record"
+        )
+    return record
+
+
+def size_of(heard: Heard) -> int:
+    return PARSED_SIZE if isinstance(heard, StatusRecord) else len(heard)
+
+
+def result_of(record: StatusRecord, cached: bool, asked_at: float, answered_at: float) -> Result:
+    """A ready record as the caller's ``Result`` (or its error, raised).
+
+    ``cached`` means served from the cache for this caller's request: no worker computed
+    it for that submission. Such a result carries its own timing (the hit's end to end),
+    the computing job's kept as ``timing.computed``.
+    """
+    result = record.to_result(cached=cached)
+    if cached:
+        result.timing = result.timing.served_from_cache(asked_at, answered_at)
+    else:
+        result.timing.end_to_end_ms = (answered_at - asked_at) * 1e3
+    return result
+
+
+def result_from(heard: Heard, job_id: str, cached: bool, asked_at: float, answered_at: float) -> Result:
+    """``result_of(record_of(heard), ...)``, the same ``Result`` (or error raised), with one
+    JSON read and no ``StatusRecord`` for a current worker's success."""
+    if not cached and not isinstance(heard, StatusRecord):
+        try:
+            doc = orjson.loads(heard)
+        except orjson.JSONDecodeError:
+            doc = None
+        res = doc.get("result") if doc.__class__ is dict and doc.get("status") == "SUCCESS" else None
+        v = doc.get("v", VERSION) if res is not None else None
+        if res.__class__ is dict and v.__class__ is int and v == VERSION:
+            w = res.get("v", VERSION)
+            outputs = res.get("outputs")
+            if w.__class__ is int and w == VERSION and outputs.__class__ is dict:
+                timing = Timing.from_dict(res["timing"])
+                timing.end_to_end_ms = (answered_at - asked_at) * 1e3
+                return Result(
+                    job_id,
+                    res["model"],
+                    res["variant"],
+                    str(res["version"]),
+                    {k: array_from_json(a) for k, a in outputs.items()},
+                    timing,
+                    False,
+                )
+    return result_of(record_of(heard, job_id), cached, asked_at, answered_at)
+
+
+class ArrivalStore(dict[str, HeardArrival]):
+    """Arrivals by job id, oldest first, with the bytes they hold (``nbytes``).
+
+    Only ``[jid] = ...``, ``del``, ``pop`` and ``clear`` change it (the listener uses no
+    other way), and each keeps ``nbytes`` right.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nbytes = 0
+
+    def __setitem__(self, jid: str, value: HeardArrival) -> None:
+        old = super().get(jid)
+        if old is not None:
+            self.nbytes -= size_of(old[0])
+        super().__setitem__(jid, value)
+        self.nbytes += size_of(value[0])
+
+    def __delitem__(self, jid: str) -> None:
+        self.nbytes -= size_of(super().pop(jid)[0])
+
+    def pop(self, jid: str, *default: Any) -> Any:
+        if jid not in self:
+            return super().pop(jid, *default)
+        value = super().pop(jid)
+        self.nbytes -= size_of(value[0])
+        return value
+
+    def clear(self) -> None:
+        super().clear()
+        self.nbytes = 0
+
+    def over(self, max_count: int, max_bytes: int) -> bool:
+        return len(self) > max_count or self.nbytes > max_bytes
+
+    def excess(self, max_count: int, max_bytes: int, keep: Container[str]) -> list[str]:
+        """The oldest ids to drop (none of ``keep``: someone waits on them) to be back
+        within ``max_count`` arrivals and ``max_bytes``."""
+        count, nbytes = len(self) - max_count, self.nbytes - max_bytes
+        out: list[str] = []
+        for jid, (heard, _) in self.items():  # oldest first, no copy of the keys
+            if count <= 0 and nbytes <= 0:
+                break
+            if jid not in keep:
+                out.append(jid)
+                count -= 1
+                nbytes -= size_of(heard)
+        return out
