@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -228,23 +229,35 @@ def run_worker(
 def _job_path_step(core: WorkerCore, heartbeat: Heartbeat) -> type[bootsteps.StartStopStep]:
     """A worker bootstep (Celery's documented extension point) that runs ``core``.
 
-    The heartbeat starts here too, so a worker is listed as up only once it consumes
-    (and once Celery handles SIGTERM as a warm shutdown).
+    The job path and the heartbeat start when Celery says the worker is ready
+    (``worker_ready``), not when this step starts: Celery's consumer takes another
+    second or two to connect after that, and messages taken then would wait in this
+    process, batches computed then ran several times slower beside the start-up, while
+    other workers could have run them. So a worker is listed as up only once it
+    consumes (and once Celery handles SIGTERM as a warm shutdown).
     """
+
+    stopped = threading.Event()
+
+    def ready(**_: object) -> None:  # idempotent: a consumer that reconnects is ready again
+        if stopped.is_set():  # never restarted by a late signal once shut down
+            return
+        core.start()
+        if not heartbeat.is_alive():
+            heartbeat.start()
+
+    signals.worker_ready.connect(ready, weak=False)
 
     class JobPath(bootsteps.StartStopStep):  # type: ignore[misc]
         requires = ("celery.worker.components:Pool",)
 
-        def start(self, worker: object) -> None:
-            core.start()
-            if not heartbeat.is_alive():
-                heartbeat.start()
-
         def stop(self, worker: object) -> None:
+            stopped.set()
             heartbeat.stop()
             core.shutdown()
 
         def terminate(self, worker: object) -> None:
+            stopped.set()
             heartbeat.stop()
             core.shutdown()
 
