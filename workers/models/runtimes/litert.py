@@ -27,8 +27,9 @@ big batch amortises the worker's per-batch cost (fetch, store, ack: about a
 millisecond), but a heavy model can run slower per input at a big batch than at a
 small one (MobileNetV2 at 8 against 2: its activations no longer fit the caches).
 ``calibrate_compute_batch`` times the model at each size up to the worker's batch and
-keeps the smallest one within ``COMPUTE_BATCH_TOLERANCE`` of the fastest; ``predict``
-then runs a bigger batch as consecutive calls of that size.
+keeps the largest one within ``COMPUTE_BATCH_TOLERANCE`` of the fastest; ``predict``
+then runs a bigger batch as consecutive calls of that size (none, where the worker's
+whole batch is within it).
 """
 
 from __future__ import annotations
@@ -118,9 +119,12 @@ def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
 
 BATCH_POLICIES = ("resize", "pad")
 
-#: ``calibrate_compute_batch`` keeps the smallest batch size whose time per input is
-#: within this of the fastest size's: a smaller call also holds less memory.
-COMPUTE_BATCH_TOLERANCE = 0.03
+#: ``calibrate_compute_batch`` keeps the largest batch size whose time per input is
+#: within this of the fastest size's. Largest, because each call gives up Python's GIL
+#: and must take it back: while another thread of the worker runs Python, that can
+#: wait up to the interpreter's switch interval (5 ms), so a call is only worth
+#: splitting where a smaller size is clearly faster per input.
+COMPUTE_BATCH_TOLERANCE = 0.05
 #: Each size is called at least this many times and for this long; the fastest call counts
 #: (the least disturbed by whatever else this shared machine runs).
 CALIBRATION_CALLS = 3
@@ -128,9 +132,9 @@ CALIBRATION_MIN_S = 0.03
 
 
 def choose_compute_batch(per_input_s: dict[int, float], tolerance: float = COMPUTE_BATCH_TOLERANCE) -> int:
-    """The smallest batch size whose time per input is within ``tolerance`` of the best."""
+    """The largest batch size whose time per input is within ``tolerance`` of the best."""
     best = min(per_input_s.values())
-    return min(b for b, t in per_input_s.items() if t <= best * (1 + tolerance))
+    return max(b for b, t in per_input_s.items() if t <= best * (1 + tolerance))
 
 
 def bucket_sizes(max_bucket: int) -> list[int]:
@@ -231,7 +235,7 @@ class LiteRTRuntime:
 
     def calibrate_compute_batch(self, max_batch_size: int) -> int | None:
         """Time one call per input at batch 1, 2, 4, ... up to ``max_batch_size`` and make
-        the smallest size within ``COMPUTE_BATCH_TOLERANCE`` of the fastest the most rows
+        the largest size within ``COMPUTE_BATCH_TOLERANCE`` of the fastest the most rows
         one model call runs. Returns it; None (no limit) for dynamic non-batch dims."""
         n = max(1, int(max_batch_size))
         if any(None in s.shape for s, _ in self._in):
