@@ -21,10 +21,9 @@ import redis
 
 from ops.local.redis_server import LocalRedis
 from producers.listener import Arrival, ResultListener
-from tasks import lua
 from tasks.connections import redis_client
 from tasks.errors import BadInput, Timeout
-from tasks.keys import inflight_key, result_key
+from tasks.keys import result_key
 from tasks.schema import Timing
 from tasks.settings import Settings
 from tasks.wire import ReplyBatch, Result, StatusRecord
@@ -91,7 +90,7 @@ def success(jid: str) -> bytes:
 
 def store(r: redis.Redis[bytes], jid: str, raw: bytes) -> None:
     """SET + PUBLISH in one script, exactly as a worker stores a record."""
-    r.eval(lua.source("revoked", "store"), 2, result_key(jid), inflight_key(jid), 3600, raw)
+    ResultWriter(r, 3600).store_encoded([jid], [raw])
 
 
 def subscribers(r: redis.Redis[bytes], jid: str) -> int:

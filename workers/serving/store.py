@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import redis
 
 from tasks import lua
@@ -94,9 +95,11 @@ class ResultWriter:
         if not job_ids:
             return
         keys = [result_key(j) for j in job_ids] + [inflight_key(j) for j in job_ids]
-        args: list[int | str | bytes] = [self.ttl_s, *records]
+        # Records and channel numbers as one argument each (store.lua says why); msgpack's
+        # str form for bytes, the only one Redis's cmsgpack reads.
+        args: list[int | str | bytes] = [self.ttl_s, msgpack.packb(records, use_bin_type=False)]
         if replies is not None and any(replies):
             channels: dict[str, int] = {}
             numbers = [0 if r is None else channels.setdefault(r, len(channels) + 1) for r in replies]
-            args += [len(RESULT_KEY_PREFIX), REPLY_VERSION, *numbers, *channels]
+            args += [len(RESULT_KEY_PREFIX), REPLY_VERSION, msgpack.packb(numbers), *channels]
         self._store(keys=keys, args=args)

@@ -1,0 +1,97 @@
+"""``ResultWriter.store_encoded`` (``tasks/lua/store.lua``): a batch's records, passed as one
+msgpack argument, land under each job's own key, published there and in one
+``ReplyBatch`` per reply channel, in order; a job cancelled meanwhile keeps its
+cancelled record and is in no reply. Real redis-server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from ops.local.redis_server import LocalRedis
+from tasks.keys import inflight_key, result_key
+from tasks.wire import ReplyBatch, StatusRecord
+from workers.serving.store import ResultWriter
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+CHANNELS = ["inferq:reply:" + c * 32 for c in "ab"]
+
+
+@pytest.fixture()
+def rc() -> Iterator[redis.Redis[bytes]]:
+    with LocalRedis() as rs:
+        r: redis.Redis[bytes] = redis.Redis.from_url(rs.url)
+        yield r
+        r.close()
+
+
+def messages(pubsub: Any, wait_s: float = 1.0) -> dict[str, list[bytes]]:
+    """What each channel received within ``wait_s``."""
+    out: dict[str, list[bytes]] = {}
+    end = time.monotonic() + wait_s
+    while (left := end - time.monotonic()) > 0:
+        m = pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        if m is not None and m["type"] == "message":
+            out.setdefault(m["channel"].decode(), []).append(m["data"])
+    return out
+
+
+def test_a_batch_lands_under_each_key_and_in_one_reply_per_channel_skipping_a_cancelled_job(
+    rc: redis.Redis[bytes],
+) -> None:
+    ids = [f"job-{i}" for i in range(7)]
+    replies = [CHANNELS[0], None, CHANNELS[1], CHANNELS[0], CHANNELS[0], None, CHANNELS[1]]
+    records = [StatusRecord.success(j, {"n": i, "pad": "x" * 300 * i}).encode() for i, j in enumerate(ids)]
+    cancelled = StatusRecord.cancelled(ids[3]).encode()
+    rc.set(result_key(ids[3]), cancelled)
+    for j in ids:
+        rc.set(inflight_key(j), b"1")
+    pubsub = rc.pubsub()
+    pubsub.subscribe(*CHANNELS, *(result_key(j) for j in ids))
+    for _ in range(len(CHANNELS) + len(ids)):
+        pubsub.get_message(timeout=5)  # the confirmations
+
+    ResultWriter(rc, 3600).store_encoded(ids, records, replies)
+
+    stored = [i for i in range(7) if i != 3]
+    assert [rc.get(result_key(ids[i])) for i in stored] == [records[i] for i in stored]
+    assert rc.get(result_key(ids[3])) == cancelled
+    assert rc.ttl(result_key(ids[0])) > 3000
+    assert not any(rc.exists(inflight_key(j)) for j in ids)
+    got = messages(pubsub)
+    assert {k: v for k, v in got.items() if k.startswith("celery")} == {
+        result_key(ids[i]): [records[i]] for i in stored
+    }
+    for channel in CHANNELS:
+        (raw,) = got[channel]
+        batch = ReplyBatch.decode(raw)
+        mine = [i for i in stored if replies[i] == channel]
+        assert batch.readable
+        assert batch.ids == [ids[i] for i in mine]
+        assert [r.encode() if isinstance(r, str) else r for r in batch.records] == [records[i] for i in mine]
+    pubsub.close()
+
+
+def test_a_batch_without_reply_channels_is_stored_and_published_under_its_keys_only(
+    rc: redis.Redis[bytes],
+) -> None:
+    ids = ["solo-1", "solo-2"]
+    records = [StatusRecord.success(j, {"ok": True}).encode() for j in ids]
+    pubsub = rc.pubsub()
+    pubsub.psubscribe("*")
+    pubsub.get_message(timeout=5)
+    ResultWriter(rc, 60).store_encoded(ids, records)
+    assert [rc.get(result_key(j)) for j in ids] == records
+    got: list[str] = []
+    end = time.monotonic() + 1.0
+    while (left := end - time.monotonic()) > 0:
+        m = pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        if m is not None and m["type"] == "pmessage":
+            got.append(m["channel"].decode())
+    assert got == [result_key(j) for j in ids]
+    pubsub.close()
