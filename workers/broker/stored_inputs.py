@@ -2,8 +2,15 @@
 
 The producer stores an input over ``INLINE_INPUT_MAX_BYTES`` under its own key and
 sends only the reference. A plain ``MGET`` would pull whatever that key holds into the
-worker, however big; this script checks each value's length in Redis first, so an
-oversized one costs the worker an integer, not its bytes.
+worker, however big; so each value's length is asked first (``STRLEN``, one pipeline)
+and only those within the limit are read (``GET``, a second one): an oversized one
+costs the worker an integer, not its bytes.
+
+Two plain round trips, not one Lua script: a value read inside a script is copied into
+Lua and out again, which cost Redis 1.4 ms of CPU per 800 KB (a bulk message of 256
+digits inputs) against 0.3 ms for a ``GET``. The keys are written once, before their
+message is sent, and deleted only after it is acknowledged, so nothing changes them
+between the two reads (one that expires in between reads as missing).
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ from typing import Any
 
 import redis
 
-from tasks import lua
 from tasks.constants import DEFAULT_MAX_MESSAGE_BYTES, INPUT_KEY_PREFIX
 from tasks.errors import BadInput, InferqError, PayloadTooLarge
 from tasks.wire import BulkTensor
@@ -35,7 +41,7 @@ class StoredInputs:
     ) -> None:
         self.max_bytes = max_bytes
         self.max_tensor_bytes = max_tensor_bytes
-        self._read = client.register_script(lua.source("read_inputs"))
+        self._client = client
 
     def ref(self, request: Any) -> str | None:
         """The request's input key, if it has a usable one; a bad one is marked ``Unusable``."""
@@ -67,7 +73,7 @@ class StoredInputs:
         owners = [b for b in bulks or [] for t in b.tensors.values() if isinstance(t, dict) and "ref" in t]
         keys = [r["inputs_ref"] for r in requests] + [t["ref"] for t in tensors]
         limits = [self.max_bytes] * len(requests) + [self.max_tensor_bytes] * len(tensors)
-        got: list[bytes | int | None] = self._read(keys=keys, args=limits)
+        got = self.read(keys, limits)
         for request, blob in zip(requests, got, strict=False):
             value = _read(blob, "the job's input", self.max_bytes)
             request["inputs"] = Unusable(value) if isinstance(value, InferqError) else value
@@ -77,6 +83,29 @@ class StoredInputs:
                 bulk.error = value
             else:
                 tensor["data"] = value
+
+    def read(self, keys: list[str], limits: list[int]) -> list[bytes | int | None]:
+        """Per key: its value; None (missing, or not a string); or its length, when over
+        its limit (then never read)."""
+        if not keys:
+            return []
+        measure = self._client.pipeline(transaction=False)
+        for key in keys:
+            measure.strlen(key)
+        sizes = measure.execute(raise_on_error=False)  # a key of another type: an error, not a size
+        wanted = [i for i, (n, limit) in enumerate(zip(sizes, limits, strict=True)) if _fits(n, limit)]
+        got: list[bytes | int | None] = [n if isinstance(n, int) and n > 0 else None for n in sizes]
+        if wanted:
+            read = self._client.pipeline(transaction=False)
+            for i in wanted:
+                read.get(keys[i])
+            for i, value in zip(wanted, read.execute(raise_on_error=False), strict=True):
+                got[i] = value if isinstance(value, bytes) and value else None
+        return got
+
+
+def _fits(size: object, limit: int) -> bool:
+    return isinstance(size, int) and 0 < size <= limit
 
 
 def _read(blob: bytes | int | None, what: str, limit: int) -> bytes | InferqError:
