@@ -1,13 +1,13 @@
 -- Store a batch's status records in one command (workers/serving/store.py). Needs
 -- revoked.lua. KEYS: the result keys, then as many in-flight claim keys (the same jobs,
 -- same order); ARGV[1] the TTL, ARGV[2] the records: one msgpack array (str form, the
--- one cmsgpack reads), record i for job i. One argument, not one per record: packing a
--- command costs redis-py a Python loop per argument, the worker's biggest cost per job
--- in bulk after the model. Publishing lets waiting clients see a result within a round
--- trip (Celery's Redis backend publishes the same way). The claim ends with its job: if
--- the result is evicted later, nothing says "queued" for a job that is not. A job
--- cancelled meanwhile keeps its cancelled record: one final state, and no result
--- published after it. Returns how many records were stored.
+-- one cmsgpack reads), record i for job i. One argument, not one per record: redis-py
+-- packs a command with a Python loop per argument, ~1 us each on the worker.
+-- Publishing lets waiting clients see a result within a round trip (Celery's Redis
+-- backend publishes the same way). The claim ends with its job: if the result is
+-- evicted later, nothing says "queued" for a job that is not. A job cancelled meanwhile
+-- keeps its cancelled record: one final state, and no result published after it.
+-- Returns how many records were stored.
 --
 -- Reply channels (optional, after the records): ARGV[3] the length of the result keys'
 -- prefix (what is left is the job id), ARGV[4] the ReplyBatch version, ARGV[5] a

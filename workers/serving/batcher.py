@@ -161,7 +161,8 @@ class Completer(threading.Thread):
             try:
                 fn = self._queue.get(timeout=self._idle_s if owed else None)
             except queue.Empty:
-                owed = self._idle()
+                self._idle()
+                owed = False
                 continue
             if fn is None:
                 if owed:
@@ -173,10 +174,9 @@ class Completer(threading.Thread):
                 log.exception("completing a batch failed")
             owed = self._on_idle is not None
 
-    def _idle(self) -> bool:
+    def _idle(self) -> None:
         assert self._on_idle is not None
         try:
             self._on_idle()
         except Exception:
             log.exception("the completer's idle work failed")
-        return False
