@@ -28,6 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.client_cpu import cpu_s  # noqa: E402
+from benchmarks.redis_commands import process_tree  # noqa: E402
 from benchmarks.system_bench import cpu_name, spawn, stop, worker_cmd  # noqa: E402
 from ops.bench.loadgen import open_loop  # noqa: E402
 from ops.local.redis_server import LocalRedis  # noqa: E402
@@ -54,18 +56,27 @@ def raw_rates(rt: LiteRTRuntime, rng: np.random.Generator) -> dict[int, float]:
 
 
 def through_inferq(
-    settings: Settings, threads: int, xs: np.ndarray, logdir: Path, max_batch: int | None, *, prefilled: bool
-) -> tuple[float, float]:
-    """``xs`` through one worker: (results/s, mean batch), from the first result to the
-    last (a steady stream; the worker's start-up is not counted).
+    settings: Settings,
+    threads: int,
+    xs: np.ndarray,
+    logdir: Path,
+    max_batch: int | None,
+    *,
+    prefilled: bool,
+    redis_pid: int | None = None,
+) -> tuple[float, float, dict[str, float]]:
+    """``xs`` through one worker: (results/s, mean batch, ms of CPU per input by process),
+    the rate from the first result to the last (a steady stream; the worker's start-up
+    is not counted).
 
     ``prefilled``: every input queued before the worker starts, rate by the worker's
     stamps (the worker alone: the client only waits). Otherwise the worker is ready
     first and the client sends while it drains, rate as the client saw the results
-    (client, Redis and worker share the machine)."""
+    (client, Redis and worker share the machine); CPU is counted from the first send."""
     n = len(xs)
     extra = ["--threads", str(threads)] + (["--max-batch-size", str(max_batch)] if max_batch else [])
     w = None
+    cpu: dict[str, float] = {}
     try:
         with Client(settings) as c:
             if prefilled:
@@ -73,8 +84,13 @@ def through_inferq(
             w = spawn(worker_cmd("mobilenet_v2:fp32", *extra), settings.env(), logdir / "mobilenet.log")
             if not prefilled:
                 wait_for_workers(c, ["mobilenet_v2:fp32"], timeout=120)
+                pids = {"worker": process_tree(w.pid), "redis": {redis_pid} if redis_pid else set()}
+                before = {k: cpu_s(v) for k, v in pids.items()} | {"client": time.process_time()}
                 jobs = c.submit_many("mobilenet_v2", xs, variant="fp32", chunk_size=8, no_cache=True)
             results = c.wait_all(jobs, timeout=900)
+            if not prefilled:
+                after = {k: cpu_s(v) for k, v in pids.items()} | {"client": time.process_time()}
+                cpu = {k: (after[k] - before[k]) / n * 1e3 for k in after}
     finally:
         if w is not None:
             stop(w)
@@ -84,13 +100,19 @@ def through_inferq(
     if prefilled:
         finished = sorted({r.timing.finished_at for r in ok})
         first_batch = sum(1 for r in ok if r.timing.finished_at == finished[0])
-        return (n - first_batch) / (finished[-1] - finished[0]), batch
+        return (n - first_batch) / (finished[-1] - finished[0]), batch, cpu
     seen = sorted(r.timing.enqueued_at + (r.timing.end_to_end_ms or 0) / 1e3 for r in ok)
-    return (n - 1) / (seen[-1] - seen[0]), batch
+    return (n - 1) / (seen[-1] - seen[0]), batch, cpu
 
 
 def mobilenet(
-    settings: Settings, threads: int, n: int, logdir: Path, max_batch: int | None = None, rounds: int = 3
+    settings: Settings,
+    threads: int,
+    n: int,
+    logdir: Path,
+    max_batch: int | None = None,
+    rounds: int = 3,
+    redis_pid: int | None = None,
 ) -> None:
     """Rounds of (raw LiteRT at batch 1, 2, 4, 8; then ``n`` inputs through inferq): each
     round's ratio is against the best raw rate of *that* round, so the machine's drift
@@ -99,20 +121,23 @@ def mobilenet(
     rt = LiteRTRuntime(entry, threads=threads)
     rng = np.random.default_rng(0)
     print(f"\nmobilenet_v2 fp32, {threads} thread(s), {n} jobs per run, {rounds} rounds")
-    print("| round | raw b=1 / 2 / 4 / 8 (/s) | raw best | queue pre-filled: worker's rate (x raw best) | sent live: rate the client saw (x raw best) | mean batch |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+    print("| round | raw b=1 / 2 / 4 / 8 (/s) | raw best | queue pre-filled: worker's rate (x raw best) | sent live: rate the client saw (x raw best) | live, CPU ms per input: client / worker / redis | mean batch |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     drains, lives = [], []
     for i in range(rounds):
         raw = raw_rates(rt, rng)
         best_b = max(raw, key=lambda b: raw[b])
         xs = rng.uniform(-1, 1, (n, 224, 224, 3)).astype(np.float32)
-        drain, batch = through_inferq(settings, threads, xs, logdir, max_batch, prefilled=True)
-        live, _ = through_inferq(settings, threads, xs + 0.5, logdir, max_batch, prefilled=False)
+        drain, batch, _ = through_inferq(settings, threads, xs, logdir, max_batch, prefilled=True)
+        live, _, cpu = through_inferq(
+            settings, threads, xs + 0.5, logdir, max_batch, prefilled=False, redis_pid=redis_pid
+        )
         drains.append(drain / raw[best_b])
         lives.append(live / raw[best_b])
         print(
             f"| {i + 1} | {' / '.join(f'{v:.1f}' for v in raw.values())} | b={best_b}: {raw[best_b]:.1f} "
-            f"| {drain:.1f} ({drains[-1]:.2f}x) | {live:.1f} ({lives[-1]:.2f}x) | {batch:.1f} |"
+            f"| {drain:.1f} ({drains[-1]:.2f}x) | {live:.1f} ({lives[-1]:.2f}x) "
+            f"| {cpu['client']:.2f} / {cpu['worker']:.2f} / {cpu['redis']:.2f} | {batch:.1f} |"
         )
     print(
         f"median over rounds: pre-filled {np.median(drains):.2f}x raw best, sent live {np.median(lives):.2f}x"
@@ -201,8 +226,15 @@ def main() -> None:
             broker_url=rs.url, models_dir=args.models_dir, log_level="WARNING", threads=args.threads
         )
         if args.part in ("all", "mobilenet"):
+            redis_pid = rs.proc.pid if rs.proc else None
             mobilenet(
-                settings, args.threads, args.mobilenet_jobs, logdir, args.mobilenet_max_batch, args.rounds
+                settings,
+                args.threads,
+                args.mobilenet_jobs,
+                logdir,
+                args.mobilenet_max_batch,
+                args.rounds,
+                redis_pid,
             )
         if args.part in ("all", "latency"):
             latency(settings, args.duration, logdir)
