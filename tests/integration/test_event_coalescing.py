@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -67,17 +68,20 @@ def test_events_of_back_to_back_batches_share_one_message_sent_once_the_complete
     sink_and_channel: tuple[EventSink, Any],
 ) -> None:
     sink, pubsub = sink_and_channel
-    completer = Completer(on_idle=sink.flush, idle_s=0.2)
+    completer = Completer(depth=8, on_idle=sink.flush, idle_s=0.2)
     completer.start()
     batches = [[f"job-{b}-{i}" for i in range(64)] for b in range(5)]
+    all_submitted = threading.Event()
 
     def complete(ids: list[str]) -> None:
+        assert all_submitted.wait(10)  # the batches then run back to back
         sink.send_jobs("task-succeeded", ids, result="<outputs>", runtime=0.001)
         sink.flush(older_than_s=30.0)  # young events wait for later batches'
 
     t0 = time.monotonic()
     for ids in batches:
         completer.submit(lambda ids=ids: complete(ids))
+    all_submitted.set()
     try:
         messages = event_messages(pubsub, wait_s=2.0)
     finally:
