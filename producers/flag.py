@@ -3,7 +3,7 @@
 ``threading.Event`` per watched id cost a ``Condition`` and a lock each (~2 µs, a tenth
 of the client's GIL time in a bulk submission of 30,000 inputs), yet most of a bulk
 submission's results arrive before anyone waits on them. A ``Flag`` is a bool until a
-waiter has to block: ``arm`` then makes the one ``Event`` it blocks on. The listener
+waiter has to block: ``arm`` then installs the one ``Event`` it blocks on. The listener
 sets and arms flags only under its lock, so a wake-up is never lost between a waiter's
 look and its sleep.
 """
@@ -14,7 +14,7 @@ import threading
 
 
 class Flag:
-    """``Event``'s ``is_set``/``set``, with the ``Event`` made by ``arm`` when needed."""
+    """``Event``'s ``is_set``/``set``, with an ``Event`` installed by ``arm`` when needed."""
 
     __slots__ = ("_event", "_set")
 
@@ -25,17 +25,24 @@ class Flag:
     def is_set(self) -> bool:
         return self._set
 
+    @property
+    def awaited(self) -> bool:
+        """Whether a waiter is (or was) blocked on it: ``arm`` installed its ``Event``."""
+        return self._event is not None
+
     def set(self) -> None:
         """Mark it arrived and wake a waiter blocked on it (the listener's lock held)."""
         self._set = True
         if self._event is not None:
             self._event.set()
 
-    def arm(self) -> threading.Event | None:
-        """The ``Event`` to block on until ``set`` (the listener's lock held); None when
-        already set."""
+    def arm(self, event: threading.Event) -> threading.Event | None:
+        """The ``Event`` to block on until ``set`` (the listener's lock held): ``event``,
+        made by the caller before it took the lock (making one holds the lock ~2 µs, and
+        64 waiters and the listener thread contend for it), unless another waiter's is
+        already there; None when already set."""
         if self._set:
             return None
         if self._event is None:
-            self._event = threading.Event()
+            self._event = event
         return self._event

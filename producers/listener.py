@@ -241,19 +241,22 @@ class ResultListener:
         ids = list(dict.fromkeys(job_ids))
         with self._lock:
             evicted = [j for j in ids if j in self._times and j not in self._events]
+            # A bulk wait finds most of its results here: taken under this one lock. A
+            # single id goes the way below (no second pass, no extra lock).
+            out = self._take_arrived(ids) if len(ids) > 1 else {}
         at = {j: i for i, j in enumerate(evicted)}
-        self.watch([j for j in ids if j not in at] if at else ids)
+        rest = [j for j in ids if j not in out] if out else ids
+        self.watch([j for j in rest if j not in at] if at else rest)
         deadline = None if timeout is None else time.monotonic() + timeout
-        out = self._take_arrived(ids, at)
         if out and progress is not None:
             progress(len(out))
-        rest = [j for j in ids if j not in out] if out else ids
         for n, jid in enumerate(rest):
             if jid in at and jid not in self._events:
                 self._reread(evicted[at[jid] : at[jid] + REREAD_CHUNK])
+            event = threading.Event()  # made outside the lock (``Flag.arm``)
             with self._lock:
                 flag = self._events.get(jid)
-                blocker = None if flag is None else flag.arm()
+                blocker = None if flag is None else flag.arm(event)
                 self._waiters[jid] = self._waiters.get(jid, 0) + 1
             try:
                 while blocker is not None and not blocker.is_set():
@@ -291,21 +294,20 @@ class ResultListener:
                 progress(1)
         return out
 
-    def _take_arrived(self, ids: list[str], evicted: dict[str, int]) -> dict[str, HeardArrival]:
-        """The arrivals already here, under one lock (a bulk ``wait_all`` finds most of its
-        results so): no lock, waiter count and flag per id. The last reader forgets them."""
+    def _take_arrived(self, ids: list[str]) -> dict[str, HeardArrival]:
+        """The arrivals of ``ids`` already here (lock held): no lock, waiter count and flag
+        per id. The last reader forgets them."""
         out: dict[str, HeardArrival] = {}
         arrived, waiters, events, watched = self._arrived, self._waiters, self._events, self._watched_at
-        with self._lock:
-            for jid in ids:
-                arrival = arrived.get(jid)
-                if arrival is None or jid in evicted:
-                    continue
-                out[jid] = arrival
-                if jid not in waiters:
-                    del arrived[jid]
-                    events.pop(jid, None)
-                    watched.pop(jid, None)
+        for jid in ids:
+            arrival = arrived.get(jid)
+            if arrival is None:
+                continue
+            out[jid] = arrival
+            if jid not in waiters:
+                del arrived[jid]
+                events.pop(jid, None)
+                watched.pop(jid, None)
         return out
 
     def _reread(self, ids: list[str]) -> None:
@@ -548,9 +550,12 @@ class ResultListener:
         parse = StatusRecord.parse
         ready: list[tuple[str, Heard]] = []
         for jid, raw in zip(batch.ids, batch.records, strict=True):
-            if jid in events:  # else nobody here awaits it (any longer)
-                # A final record is kept as it came, read when taken (``heard.py``).
-                heard: Heard | None = final_raw(raw)
+            flag = events.get(jid)
+            if flag is not None:  # else nobody here awaits it (any longer)
+                # One nobody is blocked on yet (a bulk submission's) is kept as it came and
+                # read when taken (``heard.py``); a blocked waiter gets it parsed, here, as
+                # before: 64 threads that each parse their own wake-up cost more.
+                heard: Heard | None = None if flag.awaited else final_raw(raw)
                 if heard is not None:
                     ready.append((jid, heard))
                     continue

@@ -162,13 +162,14 @@ def test_the_arrival_store_counts_the_bytes_it_holds() -> None:
 def test_a_flag_set_before_anyone_waits_needs_no_event() -> None:
     flag = Flag()
     flag.set()
-    assert flag.is_set() and flag.arm() is None
-    assert Flag(is_set=True).arm() is None
+    assert flag.is_set() and flag.arm(threading.Event()) is None and not flag.awaited
+    assert Flag(is_set=True).arm(threading.Event()) is None
 
 
-def test_a_flag_wakes_the_waiter_that_armed_it() -> None:
+def test_a_flag_wakes_every_waiter_that_armed_it() -> None:
     flag = Flag()
-    event = flag.arm()
-    assert event is not None and flag.arm() is event, "one event per flag"
+    first = threading.Event()
+    assert flag.arm(first) is first and flag.awaited
+    assert flag.arm(threading.Event()) is first, "a second waiter blocks on the same event"
     threading.Timer(0.05, flag.set).start()
-    assert event.wait(5) and flag.is_set()
+    assert first.wait(5) and flag.is_set()
