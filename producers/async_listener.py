@@ -208,10 +208,14 @@ class AsyncResultListener:
                 out[jid] = fut.result()
             return out
         finally:
+            held = self._futures
             for jid in ids:
                 self._waiters[jid] -= 1
                 if self._waiters[jid] == 0:
                     del self._waiters[jid]
+                    settled = held.get(jid)
+                    if settled is not None and settled.done():
+                        self._drop(jid)  # the last reader forgets it, as in the sync listener
 
     async def _reread(self, ids: list[str], timeout: float | None) -> None:
         """Results that arrived but were not kept (``KEEP_ARRIVED_MAX``: a bulk submission's
@@ -441,7 +445,12 @@ class AsyncResultListener:
         return fut is not None and not fut.done()
 
     def _mark_done(self, jid: str, size: int) -> None:
-        """A future settled, holding ``size`` bytes (``KEEP_ARRIVED_BYTES``)."""
+        """A future settled, holding ``size`` bytes. Bounded (``KEEP_ARRIVED_MAX``,
+        ``KEEP_ARRIVED_BYTES``) only while nobody awaits it: an awaited one is the
+        waiter's, dropped when it is read (a bulk wait's, counted, filled the bound with
+        what could not be evicted, and every batch scanned them all again)."""
+        if jid in self._waiters:
+            return
         self._done_bytes += size - self._done_order.get(jid, 0)
         self._done_order[jid] = size
 

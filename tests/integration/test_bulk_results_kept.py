@@ -68,7 +68,8 @@ def test_bulk_results_heard_before_the_wait_are_kept_not_read_again_sync(
     commands = seen.close()
     check_results(xs, results, jobs)  # type: ignore[arg-type]
     assert not reads_of_results(commands) and not subscribes_to_results(commands)
-    assert not client.listener._arrived, "taken by the wait: nothing left behind"
+    assert not client.listener._arrived and not client.listener._events, "taken by the wait: nothing left"
+    assert client.listener._arrived.nbytes == 0
 
 
 def test_bulk_results_heard_before_the_wait_are_kept_not_read_again_async(
@@ -85,6 +86,10 @@ def test_bulk_results_heard_before_the_wait_are_kept_not_read_again_async(
             assert len(c.listener._done_order) == N, "every result heard before the wait"
             results = await c.wait_all(jobs, timeout=60)
             check_results(xs, results, jobs)  # type: ignore[arg-type]
+            # As the sync listener: what a wait read is forgotten (it held them until
+            # evicted, and a bulk wait's filled the bound with what it could not evict).
+            assert not c.listener._futures and not c.listener._done_order
+            assert c.listener._done_bytes == 0
 
     asyncio.run(run())
     commands = seen.close()
