@@ -111,9 +111,10 @@ def validate_rows(
         _check_shape(spec, arr.shape[1:])
         if arr.dtype.kind == "f":
             flat = arr.reshape(len(arr), -1)
-            # One pass for the common case: a sum is finite only if every value is (a
-            # float64 sum of float32s cannot overflow; if it does, the rows tell).
-            if not np.isfinite(flat.sum(dtype=np.float64)):
+            # One check of the whole block for the common case, rows only when it fails.
+            # (``isfinite(...).all()``, not a float64 sum: the sum's cast made it 2-4.5x
+            # slower, 80 against 18 µs for 256 digits inputs.)
+            if not np.isfinite(flat).all():
                 for i in np.flatnonzero(~np.isfinite(flat).all(axis=1)).tolist():
                     bad.setdefault(i, BadInput(_not_finite(spec, arr[i])))
         out[spec.name] = arr
