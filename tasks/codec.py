@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -82,22 +82,13 @@ def decode_stacked(payload: Any, rows: int, max_bytes: int) -> dict[str, np.ndar
         data = value.get("data")
         if not isinstance(data, (bytes, bytearray)):
             raise BadInput(f"input {quote(name)}: 'data' must be bytes, got {describe(data)}")
-        n = 1
-        for d in row_shape:
-            n *= d
-        per_row = n * dtype.itemsize
-        if per_row > max_bytes:
-            raise PayloadTooLarge(
-                f"input {quote(name)}: shape {list(row_shape)} of {dtype.name} needs {per_row} bytes, "
-                f"over the limit of {max_bytes} bytes"
-            )
+        per_row = _needed_bytes(name, row_shape, dtype, max_bytes)
         if len(data) != per_row * rows:
             raise BadInput(
                 f"input {quote(name)}: {rows} inputs of shape {list(row_shape)} of {dtype.name} need "
                 f"{per_row * rows} bytes, got {len(data)} bytes"
             )
-        arr = np.frombuffer(data, dtype=dtype).reshape((rows, *row_shape))
-        out[name] = arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
+        out[name] = _native(np.frombuffer(data, dtype=dtype).reshape((rows, *row_shape)))
     return out
 
 
@@ -163,24 +154,34 @@ def _decode_tagged(value: Mapping[str, Any], name: str, max_bytes: int) -> np.nd
             raise BadInput(f"input {quote(name)}: 'b64' is not valid base64") from None
     else:
         raise BadInput(f"input {quote(name)}: expected a 'data' (bytes) or 'b64' field, got neither")
-    # Compare sizes with Python ints before numpy allocates anything: a declared shape
-    # of billions of elements is refused here, not by an out-of-memory kill.
-    n = 1
-    for d in shape:
-        n *= d
-    expected = n * dtype.itemsize
-    if expected > max_bytes:
-        raise PayloadTooLarge(
-            f"input {quote(name)}: shape {list(shape)} of {dtype.name} needs {expected} bytes, "
-            f"over the limit of {max_bytes} bytes"
-        )
+    expected = _needed_bytes(name, shape, dtype, max_bytes)
     if len(data) != expected:
         raise BadInput(
             f"input {quote(name)}: shape {list(shape)} of {dtype.name} needs {expected} bytes, "
             f"got {len(data)} bytes"
         )
-    arr = np.frombuffer(bytes(data), dtype=dtype).reshape(shape)
-    return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
+    return _native(np.frombuffer(bytes(data), dtype=dtype).reshape(shape))
+
+
+def _needed_bytes(name: str, shape: Sequence[int], dtype: np.dtype[Any], max_bytes: int) -> int:
+    """Bytes an array of ``shape`` (one row, for a bulk tensor) needs; ``PayloadTooLarge``
+    over ``max_bytes``. Python ints, before numpy allocates anything: a declared shape of
+    billions of elements is refused here, not by an out-of-memory kill."""
+    n = 1
+    for d in shape:
+        n *= d
+    needed = n * dtype.itemsize
+    if needed > max_bytes:
+        raise PayloadTooLarge(
+            f"input {quote(name)}: shape {list(shape)} of {dtype.name} needs {needed} bytes, "
+            f"over the limit of {max_bytes} bytes"
+        )
+    return needed
+
+
+def _native(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in this machine's byte order (a view when it already is)."""
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
 
 
 def _decode_list(value: list[Any], name: str, max_bytes: int) -> np.ndarray:
