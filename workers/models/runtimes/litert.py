@@ -25,7 +25,8 @@ the default: padding was 17-33% slower and took 2.5x the memory.
 The batch a worker *forms* and the batch the model *runs* need not be the same size. A
 big batch amortises the worker's per-batch cost (fetch, store, ack: about a
 millisecond), but a heavy model can run slower per input at a big batch than at a
-small one (MobileNetV2 at 8 against 2: its activations no longer fit the caches).
+small one (MobileNetV2 at one thread here: 5-12% slower per input at 8 than at 1 or
+2 in some calibrations, within 5% in others).
 ``calibrate_compute_batch`` times the model at each size up to the worker's batch and
 keeps the largest one within ``COMPUTE_BATCH_TOLERANCE`` of the fastest; ``predict``
 then runs a bigger batch as consecutive calls of that size (none, where the worker's
