@@ -36,7 +36,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from producers.heard import Heard, HeardArrival, final_raw, record_of, size_of
+from producers.heard import Heard, HeardArrival, final_raw, oldest_to_drop, record_of, size_of
 from producers.listener import READ_CHUNK, Arrival, ResultListener, new_reply_channel
 from tasks.constants import CANCEL_CHANNEL, RESULT_KEY_PREFIX
 from tasks.errors import ConfigError, InferqError, Timeout
@@ -465,17 +465,12 @@ class AsyncResultListener:
 
     def _evict_unwaited(self) -> None:
         """Drop the oldest results nobody awaits, keeping their arrival times."""
-        excess = len(self._done_order) - self.KEEP_ARRIVED_MAX
-        excess_bytes = self._done_bytes - self.KEEP_ARRIVED_BYTES
-        victims: list[str] = []
-        for jid, size in self._done_order.items():  # oldest first, no copy of the keys
-            if excess <= 0 and excess_bytes <= 0:
-                break
-            if jid in self._waiters:
-                continue
-            victims.append(jid)
-            excess -= 1
-            excess_bytes -= size
+        victims = oldest_to_drop(
+            self._done_order.items(),
+            len(self._done_order) - self.KEEP_ARRIVED_MAX,
+            self._done_bytes - self.KEEP_ARRIVED_BYTES,
+            self._waiters,
+        )
         for jid in victims:
             fut = self._futures.get(jid)
             if fut is not None and fut.done() and fut.exception() is None:

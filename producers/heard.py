@@ -17,7 +17,7 @@ digits results are ~20 MB, so they need not be dropped and read again from Redis
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from typing import Any
 
 import orjson
@@ -146,13 +146,22 @@ class ArrivalStore(dict[str, HeardArrival]):
     def excess(self, max_count: int, max_bytes: int, keep: Container[str]) -> list[str]:
         """The oldest ids to drop (none of ``keep``: someone waits on them) to be back
         within ``max_count`` arrivals and ``max_bytes``."""
-        count, nbytes = len(self) - max_count, self.nbytes - max_bytes
-        out: list[str] = []
-        for jid, (heard, _) in self.items():  # oldest first, no copy of the keys
-            if count <= 0 and nbytes <= 0:
-                break
-            if jid not in keep:
-                out.append(jid)
-                count -= 1
-                nbytes -= size_of(heard)
-        return out
+        sizes = ((jid, size_of(heard)) for jid, (heard, _) in self.items())
+        return oldest_to_drop(sizes, len(self) - max_count, self.nbytes - max_bytes, keep)
+
+
+def oldest_to_drop(
+    sizes: Iterable[tuple[str, int]], count: int, nbytes: int, keep: Container[str]
+) -> list[str]:
+    """From ``sizes`` (id, bytes held; oldest first), the oldest ids whose dropping frees
+    ``count`` entries and ``nbytes`` bytes, none of ``keep``. Both listeners bound what
+    they hold with it (``ArrivalStore.excess``; the async listener's settled futures)."""
+    out: list[str] = []
+    for jid, size in sizes:
+        if count <= 0 and nbytes <= 0:
+            break
+        if jid not in keep:
+            out.append(jid)
+            count -= 1
+            nbytes -= size
+    return out
