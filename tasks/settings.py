@@ -32,6 +32,9 @@ def redact_url(url: str) -> str:
 #: The shortest heartbeat lease accepted (``lease_s``).
 MIN_LEASE_S = 1.0
 
+#: ``INFERQ_CONCURRENCY``'s value that has the worker choose its processes (``auto_concurrency``).
+AUTO_CONCURRENCY = "auto"
+
 #: Accepted values of ``redis_cert_reqs``; ``required`` is the default.
 TLS_CERT_REQS = ("required", "none")
 
@@ -49,6 +52,11 @@ class Settings:
     threads: int = 1
     #: Worker processes started by ``inferq worker``.
     concurrency: int = 1
+    #: ``INFERQ_CONCURRENCY=auto``: the worker plans processes, threads and batch size as
+    #: ``--concurrency auto`` does. A flag beside ``concurrency`` rather than ``"auto"`` in
+    #: it, so that ``concurrency`` stays an int for every reader; it holds its default
+    #: until the plan replaces it. It has no variable of its own (see ``from_env``).
+    auto_concurrency: bool = False
     max_payload_bytes: int = C.DEFAULT_MAX_PAYLOAD_BYTES
     #: A queued message bigger than this is answered ``PayloadTooLarge`` unread.
     max_message_bytes: int = C.DEFAULT_MAX_MESSAGE_BYTES
@@ -167,14 +175,23 @@ class Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in cls.__dataclass_fields__.values():
+            if f.name == "auto_concurrency":
+                continue  # set by INFERQ_CONCURRENCY=auto, below
             var = f"INFERQ_{f.name.upper()}"
             # Accept the short, conventional name too.
             if var not in env and f.name == "cache_ttl_s":
                 var = "INFERQ_CACHE_TTL"
             if var not in env:
                 continue
+            if f.name == "concurrency":
+                values.update(_coerce_concurrency(var, env[var]))
+                continue
             values[f.name] = _coerce(var, f.type, env[var])
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "concurrency" in given:
+            # A number on the command line (``--concurrency N``) wins over INFERQ_CONCURRENCY=auto.
+            values["auto_concurrency"] = False
+        values.update(given)
         return cls(**values)
 
     def with_(self, **changes: Any) -> Settings:
@@ -193,7 +210,28 @@ class Settings:
 
     def env(self) -> dict[str, str]:
         """The ``INFERQ_*`` variables that rebuild these settings in a child process."""
-        return {f"INFERQ_{k.upper()}": str(getattr(self, k)) for k in self.__dataclass_fields__}
+        out = {
+            f"INFERQ_{k.upper()}": str(getattr(self, k))
+            for k in self.__dataclass_fields__
+            if k != "auto_concurrency"
+        }
+        if self.auto_concurrency:
+            out["INFERQ_CONCURRENCY"] = AUTO_CONCURRENCY
+        return out
+
+
+def _coerce_concurrency(var: str, raw: str) -> dict[str, Any]:
+    """``INFERQ_CONCURRENCY``: ``auto`` (as ``--concurrency auto``) or a number of processes.
+
+    Its own reader because its message must say both forms it takes; a number below 1
+    is left to ``__post_init__``, which refuses it as it does every other count.
+    """
+    if raw.strip() == AUTO_CONCURRENCY:
+        return {"auto_concurrency": True}
+    try:
+        return {"concurrency": int(raw)}
+    except ValueError:
+        raise ConfigError(f"{var} must be a positive integer or {AUTO_CONCURRENCY!r}, got {raw!r}") from None
 
 
 def _coerce(var: str, typ: Any, raw: str) -> Any:

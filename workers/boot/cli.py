@@ -31,8 +31,9 @@ def add_worker_arguments(w: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--concurrency",
         action=_ConcurrencyAction,
         metavar="N|auto",
-        help="worker processes (INFERQ_CONCURRENCY); auto: processes, threads and batch size "
-        "chosen from the cores and the models' measured cost (logged with the reason)",
+        help="worker processes (INFERQ_CONCURRENCY, which takes auto too; this option wins over it); "
+        "auto: processes, threads and batch size chosen from the cores and the models' measured "
+        "cost (logged with the reason)",
     )
     w.add_argument("--hostname", help="Celery node name (default inferq-PID@host)")
     w.add_argument(
@@ -87,7 +88,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     check_worker_options(args)
     specs = [s for s in (args.models or "").split(",") if s] or None
-    if args.auto_concurrency:
+    if wants_auto_plan(args, settings):
         settings = apply_auto_plan(args, settings, specs)
     if settings.concurrency > 1:
         # Checked once here: a child that cannot find its models would be restarted forever.
@@ -106,8 +107,24 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def wants_auto_plan(args: argparse.Namespace, settings: Settings) -> bool:
+    """Whether this worker plans its processes: ``--concurrency auto``, or
+    ``INFERQ_CONCURRENCY=auto`` (``settings.auto_concurrency``) with no ``--concurrency N``.
+
+    The environment's ``auto`` reaches here through ``Settings``, not by reading the
+    variable, so that it is read once, with the other settings, and every process that
+    builds ``Settings.from_env()`` (gateway, producers, this worker's children) accepts it.
+    The option is checked here as well as in ``from_env`` (which clears the flag for an
+    override) so that the command line wins however ``settings`` was built.
+    """
+    if args.auto_concurrency:
+        return True
+    return settings.auto_concurrency and args.concurrency is None
+
+
 def apply_auto_plan(args: argparse.Namespace, settings: Settings, specs: list[str] | None) -> Settings:
-    """``--concurrency auto``: measure the models, choose, log why; the settings to run with.
+    """``--concurrency auto`` (or ``INFERQ_CONCURRENCY=auto``): measure the models,
+    choose, log why; the settings to run with (no longer ``auto``: children get numbers).
 
     ``--threads`` and ``--max-batch-size`` given beside it are kept (``args`` gets the
     chosen batch size, as if it had been given).
@@ -121,7 +138,7 @@ def apply_auto_plan(args: argparse.Namespace, settings: Settings, specs: list[st
     plan = choose_plan(cores, costs, threads=args.threads, max_batch_size=args.max_batch_size)
     logging.getLogger("inferq.worker").info("--concurrency auto: %s", plan.describe())
     args.max_batch_size = plan.max_batch_size
-    return settings.with_(concurrency=plan.processes, threads=plan.threads)
+    return settings.with_(concurrency=plan.processes, threads=plan.threads, auto_concurrency=False)
 
 
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
