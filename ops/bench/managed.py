@@ -69,6 +69,18 @@ def ensure_queue_is_ours(client: Client, model: str) -> None:
         )
 
 
+def worker_command(key: str, cfg: WorkerConfig, hostname: str) -> list[str]:
+    """``inferq worker`` for ``key`` (model:variant) with ``cfg``: always ONE process.
+
+    The worker inherits the caller's environment (its Redis, models directory, threads),
+    and ``INFERQ_CONCURRENCY`` is in it: an exported ``auto`` or a number would make each
+    configuration a fleet of processes sized by the machine, and tune would compare fleets
+    instead of the settings it varies. ``--concurrency 1`` on the command line wins.
+    """
+    return [sys.executable, "-m", "ops.cli", "worker", "--models", key, "--hostname", hostname,
+            "--concurrency", "1", "--metrics-port", "0", *cfg.args()]  # fmt: skip
+
+
 @contextmanager
 def managed_worker(
     client: Client,
@@ -87,8 +99,7 @@ def managed_worker(
     """
     hostname = f"bench-{uuid.uuid4().hex[:8]}@localhost"
     key = f"{model}:{cfg.variant}"
-    cmd = [sys.executable, "-m", "ops.cli", "worker", "--models", key, "--hostname", hostname,
-           "--metrics-port", "0", *cfg.args()]  # fmt: skip
+    cmd = worker_command(key, cfg, hostname)
     fd, name = tempfile.mkstemp(prefix="inferq-bench-worker-", suffix=".log")
     log = Path(name)
     with open(fd, "wb") as fh:
