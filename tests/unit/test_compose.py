@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from ops.cli import build_parser
+from tasks.settings import Settings
+from workers.boot.cli import wants_auto_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,8 +81,14 @@ def test_prometheus_scrapes_every_metrics_endpoint_the_stack_serves() -> None:
     targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     worker = services["worker"]
     args = build_parser().parse_args(worker["command"])
+    env = {k: str(v) for k, v in (worker.get("environment") or {}).items()}
+    settings = Settings.from_env(env, concurrency=args.concurrency)
+    # A planned process count is the host's business: the targets could not list its ports.
+    assert not wants_auto_plan(args, settings), (
+        "compose's worker plans its processes; Prometheus lists fixed ports"
+    )
     first = 9808  # INFERQ_METRICS_PORT's default; compose does not change it
-    assert {f"worker:{first + i}" for i in range(args.concurrency or 1)} <= targets
+    assert {f"worker:{first + i}" for i in range(settings.concurrency)} <= targets
     assert worker["environment"]["INFERQ_METRICS_ADDRESS"] == "0.0.0.0"
     assert "gateway:8000" in targets and "flower:5555" in targets
     mount = services["prometheus"]["volumes"][0]
