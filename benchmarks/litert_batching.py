@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workers.models.registry import Registry  # noqa: E402
-from workers.models.runtimes.litert import LiteRTRuntime, bucket_for, interpreter_class  # noqa: E402
+from workers.models.runtimes.batch_sizes import bucket_for  # noqa: E402
+from workers.models.runtimes.litert import LiteRTRuntime, interpreter_class  # noqa: E402
 
 DIGITS_SIZES = [1, 2, 4, 8, 16, 32, 64]
 MOBILENET_SIZES = [1, 2, 4, 8]

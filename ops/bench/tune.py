@@ -165,7 +165,9 @@ def auto_plans(settings: Settings, model: str, variants: list[str]) -> dict[str,
 
     Measured after tune's own workers stopped, in a child process, as a worker does.
     """
-    from workers.boot.auto_plan import available_cores, calibrate_in_child, choose_plan
+    from workers.boot.auto_plan import choose_plan
+    from workers.boot.calibrate import calibrate_in_child
+    from workers.boot.cores import available_cores
 
     cores = available_cores()
     costs = calibrate_in_child(settings, [f"{model}:{v}" for v in variants], cores)

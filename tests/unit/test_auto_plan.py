@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from workers.boot.auto_plan import (
-    BATCH_COMPUTE_BUDGET_MS,
-    ModelCost,
-    available_cores,
-    best_batch,
-    cgroup_cpu_quota,
-    choose_plan,
-)
+from workers.boot.auto_plan import BATCH_COMPUTE_BUDGET_MS, ModelCost, best_batch, choose_plan
 from workers.boot.cli import add_worker_arguments
+from workers.boot.cores import available_cores, cgroup_cpu_quota
 
 #: digits fp32 as measured on a 2-core Xeon: 0.03 ms at batch 1, 0.011 at 32.
 DIGITS = ModelCost("digits:fp32", {1: 0.030, 2: 0.022, 4: 0.017, 8: 0.014, 16: 0.012, 32: 0.011, 64: 0.0105})

@@ -16,7 +16,8 @@ from tasks.errors import BadInput, ConfigError
 from tasks.schema import ModelInfo, TensorSpec
 from workers.models.registry import ModelEntry, Registry
 from workers.models.runtimes import litert
-from workers.models.runtimes.litert import LiteRTRuntime, bucket_for, bucket_sizes
+from workers.models.runtimes.batch_sizes import bucket_for, bucket_sizes, choose_compute_batch
+from workers.models.runtimes.litert import LiteRTRuntime
 
 ROOT = Path(__file__).resolve().parents[2]
 VARIANTS = ["fp32", "int8"]
@@ -235,10 +236,10 @@ def test_multi_input_models_pad_every_input_along_the_shared_batch_axis(two_inpu
 
 def test_the_compute_batch_is_the_largest_size_within_the_tolerance_of_the_fastest():
     per_input = {1: 5.5, 2: 5.6, 4: 6.0, 8: 6.5}  # MobileNetV2-like: small calls are faster
-    assert litert.choose_compute_batch(per_input, tolerance=0.05) == 2
-    assert litert.choose_compute_batch(per_input, tolerance=0.0) == 1
+    assert choose_compute_batch(per_input, tolerance=0.05) == 2
+    assert choose_compute_batch(per_input, tolerance=0.0) == 1
     # digits-like: the whole batch is within it, so batches run whole (no extra calls)
-    assert litert.choose_compute_batch({1: 24.0, 8: 22.7, 32: 22.2, 64: 22.8}, tolerance=0.05) == 64
+    assert choose_compute_batch({1: 24.0, 8: 22.7, 32: 22.2, 64: 22.8}, tolerance=0.05) == 64
 
 
 @pytest.mark.parametrize("policy", ["resize", "pad"])
@@ -266,7 +267,7 @@ def test_calibration_times_each_size_up_to_the_workers_batch_and_keeps_one_of_th
     chosen = rt.calibrate_compute_batch(24)
     assert sorted(rt.calibration) == [1, 2, 4, 8, 16, 24]
     assert all(t > 0 for t in rt.calibration.values())
-    assert chosen == rt.compute_batch == litert.choose_compute_batch(rt.calibration)
+    assert chosen == rt.compute_batch == choose_compute_batch(rt.calibration)
     x = images(50, seed=3)
     np.testing.assert_allclose(
         rt.predict(x)["probs"], LiteRTRuntime(digits("fp32"), threads=1).predict(x)["probs"], rtol=1e-6

@@ -1,10 +1,9 @@
-"""``inferq worker --concurrency auto``: processes x threads x batch size from the machine.
+"""``inferq worker --concurrency auto``: the choice of processes x threads x batch size.
 
-Two halves. *Measuring* (``calibrate``): each served model is loaded here and timed per
-input at batch 1, 2, 4, ... (until one call passes the batch budget) on one thread and,
-for a heavy model, at batch 1 on more threads. *Choosing* (``choose_plan``, pure):
-cores x those costs → a ``Plan`` with its reason in words, so the rule is tested
-without a model and ``inferq tune`` can print it beside what it measured.
+Pure: cores (``cores.py``) x the models' measured costs (``calibrate.py``) → a ``Plan``
+with its reason in words, so the rule is tested without a model or a machine, and
+``inferq tune`` can print it beside what it measured. Kept apart from the measuring so
+that this rule, and the constants it is tuned by, import no model, runtime or numpy.
 
 The rule, from where a worker's time goes (``docs/benchmarks.md``, "Through the
 system"): besides the model call, a worker spends about ``WORKER_MS_PER_JOB`` of
@@ -16,28 +15,14 @@ cost per job is within ``BATCH_TOLERANCE`` of the best. For a *heavy* model the 
 call is the cost: threads shorten each batch (latency) and keep one copy of the model
 per process, so a heavy model gets as many XNNPACK threads as still run it at least
 ``THREAD_EFFICIENCY`` x threads faster, and fewer processes (cores / threads).
-
-``python -m workers.boot.auto_plan --models a,b:int8`` prints the measured costs as
-JSON: ``inferq worker`` and ``inferq tune`` calibrate in such a child, so that no
-model, thread pool or TensorFlow stays in the supervising process.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
-
-from tasks.errors import ConfigError
-from tasks.settings import Settings
 
 #: The worker's own CPU per job besides the model call (decode, validate, result
 #: document, events): ~0.17-0.2 ms in the py-spy profile of docs/benchmarks.md.
@@ -56,13 +41,6 @@ BATCH_TOLERANCE = 0.10
 #: More threads for a heavy model only while they run it this efficiently (speed-up
 #: over one thread / threads); below it, processes use the cores better.
 THREAD_EFFICIENCY = 0.75
-#: Batch sizes timed (powers of two up to the default ``max_batch_size`` x 2).
-CALIBRATION_BATCHES = (1, 2, 4, 8, 16, 32, 64)
-#: Thread counts tried for a heavy model (those up to the cores).
-CALIBRATION_THREADS = (2, 4, 8)
-#: Each timing repeats its call for at least this long (and 3 calls) and keeps the fastest.
-CALIBRATION_MIN_S = 0.1
-CALIBRATION_MAX_CALLS = 200
 
 
 @dataclass(frozen=True)
@@ -118,9 +96,6 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# -- choosing (pure) ---------------------------------------------------------------
 
 
 def worker_ms_per_job(cost_ms: float, batch: int) -> float:
@@ -263,175 +238,3 @@ def _choose_batch(measured: Sequence[ModelCost], speedup: float, given: int | No
 
 def _cores_text(cores: float) -> str:
     return f"{cores:g} core{'s' if cores != 1 else ''}"
-
-
-# -- the machine ------------------------------------------------------------------
-
-
-def cgroup_cpu_quota(
-    root: Path = Path("/sys/fs/cgroup"), proc_self: Path = Path("/proc/self/cgroup")
-) -> float | None:
-    """CPUs this process's cgroup may use (quota / period), or ``None`` without a quota.
-
-    cgroup v2 (``cpu.max``: ``max 100000`` or ``150000 100000``) and v1
-    (``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, -1: none), in the process's own
-    cgroup and, as containers usually see it, at the root.
-    """
-    own: dict[str, str] = {}
-    try:
-        for line in proc_self.read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            for c in controllers.split(",") if controllers else [""]:
-                own[c] = path.lstrip("/")
-    except (OSError, ValueError):
-        pass
-    for folder in _candidates(root, own.get("")):
-        try:
-            quota, period = (folder / "cpu.max").read_text().split()[:2]
-        except (OSError, ValueError):
-            continue
-        return None if quota == "max" else int(quota) / int(period)
-    for folder in _candidates(root / "cpu", own.get("cpu")) + _candidates(
-        root / "cpu,cpuacct", own.get("cpu")
-    ):
-        try:
-            quota_us = int((folder / "cpu.cfs_quota_us").read_text())
-            period_us = int((folder / "cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            continue
-        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
-    return None
-
-
-def _candidates(base: Path, own: str | None) -> list[Path]:
-    return ([base / own] if own else []) + [base]
-
-
-def available_cores(
-    affinity: Callable[[], int] | None = None, quota: Callable[[], float | None] = cgroup_cpu_quota
-) -> float:
-    """The CPUs this process may run on (``sched_getaffinity``), capped by a cgroup quota."""
-    try:
-        n = float(affinity() if affinity else len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # no sched_getaffinity (macOS)
-        n = float(os.cpu_count() or 1)
-    q = quota()
-    return max(1.0, min(n, q)) if q is not None else max(1.0, n)
-
-
-# -- measuring --------------------------------------------------------------------
-
-
-def calibrate(settings: Settings, specs: list[str] | None, cores: float) -> list[ModelCost]:
-    """Load each selected model here and time it (see the module's docstring)."""
-    import numpy as np
-
-    from workers.models.registry import Registry
-    from workers.models.runtimes import load_runtime
-
-    out: list[ModelCost] = []
-    for entry in Registry(settings.models_dir).select(specs):
-        info = entry.info
-        if any(None in s.shape for s in info.inputs):
-            out.append(ModelCost(entry.key, {}, skipped="a dynamic input shape: no input to time it on"))
-            continue
-
-        def batch_of(n: int) -> dict[str, Any]:
-            return {s.name: np.zeros((n, *s.shape), s.dtype) for s in info.inputs}  # noqa: B023
-
-        runtime = load_runtime(entry, threads=1)
-        per_input: dict[int, float] = {}
-        for b in CALIBRATION_BATCHES:
-            ms = time_call(runtime.predict, batch_of(b))
-            per_input[b] = ms / b
-            if ms > BATCH_COMPUTE_BUDGET_MS:
-                break
-        del runtime
-        cost = ModelCost(entry.key, per_input, tuned_batch=_tuned_batch(entry.path.parent / "meta.json"))
-        heavy = model_share(cost, best_batch(cost)) >= HEAVY_SHARE and cores >= 2
-        if heavy and info.runtime != "litert":
-            # TensorFlow sizes its thread pool once per process: a second load with more
-            # threads would silently run on the first's, and measure no speed-up.
-            cost = ModelCost(
-                entry.key,
-                per_input,
-                tuned_batch=cost.tuned_batch,
-                threads_skipped=f"{info.runtime} sets its threads once per process",
-            )
-        elif heavy:
-            by_threads = {1: per_input[1]}
-            for t in CALIBRATION_THREADS:
-                if t > cores:
-                    break
-                threaded = load_runtime(entry, threads=t)
-                by_threads[t] = time_call(threaded.predict, batch_of(1))
-                del threaded
-            cost = ModelCost(entry.key, per_input, by_threads, cost.tuned_batch)
-        out.append(cost)
-    return out
-
-
-def time_call(fn: Callable[[Any], Any], arg: Any) -> float:
-    """The fastest ms of ``fn(arg)`` over its repeats, after one untimed call (which
-    allocates). The fastest, as ``timeit`` advises: what the machine can do, not what
-    its neighbours of the moment left it (a worker runs for longer than they do)."""
-    fn(arg)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < 3 or (
-        time.perf_counter() - start < CALIBRATION_MIN_S and len(times) < CALIBRATION_MAX_CALLS
-    ):
-        t0 = time.perf_counter()
-        fn(arg)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return min(times)
-
-
-def _tuned_batch(meta_path: Path) -> int | None:
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return None
-    return int(meta["max_batch_size"]) if meta.get("tuned") and "max_batch_size" in meta else None
-
-
-def calibrate_in_child(
-    settings: Settings, specs: list[str] | None, cores: float, timeout: float = 300
-) -> list[ModelCost]:
-    """``calibrate`` in a child process (``python -m workers.boot.auto_plan``)."""
-    cmd = [sys.executable, "-m", "workers.boot.auto_plan", "--cores", str(cores)]
-    if specs:
-        cmd += ["--models", ",".join(specs)]
-    proc = subprocess.run(
-        cmd,
-        env={**os.environ, **settings.env()},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise ConfigError(f"--concurrency auto: calibrating the models failed: {tail}")
-    return [ModelCost.from_dict(d) for d in json.loads(proc.stdout)]
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m workers.boot.auto_plan", description=__doc__)
-    ap.add_argument("--models", help="comma list of MODEL or MODEL:VARIANT (default: all)")
-    ap.add_argument("--cores", type=float, help="cores to plan for (default: this machine's)")
-    args = ap.parse_args(argv)
-    settings = Settings.from_env()
-    specs = [s for s in (args.models or "").split(",") if s] or None
-    cores = args.cores or available_cores()
-    try:
-        costs = calibrate(settings, specs, cores)
-    except ConfigError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps([c.to_dict() for c in costs]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -129,7 +129,9 @@ def apply_auto_plan(args: argparse.Namespace, settings: Settings, specs: list[st
     ``--threads`` and ``--max-batch-size`` given beside it are kept (``args`` gets the
     chosen batch size, as if it had been given).
     """
-    from workers.boot.auto_plan import available_cores, calibrate_in_child, choose_plan
+    from workers.boot.auto_plan import choose_plan
+    from workers.boot.calibrate import calibrate_in_child
+    from workers.boot.cores import available_cores
 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     Registry(settings.models_dir).select(specs)  # a missing model is named now, not by the child
