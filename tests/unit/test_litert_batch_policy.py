@@ -1,4 +1,4 @@
-"""workers/models/runtimes/litert.py: the "pad" and "resize" batch policies, on the real example models."""
+"""workers/models/runtimes/litert.py and batch_sizes.py: the "pad" and "resize" batch policies and the compute batch, on the real example models."""
 
 from __future__ import annotations
 
