@@ -10,7 +10,7 @@ import logging
 import msgpack
 import pytest
 
-from ops.cli import short_number, timing_lines
+from ops.jobs_cmd import short_number, timing_lines
 from producers.cache_hits import RecentHits
 from producers.served import ServedWarnings, explain_timeout
 from producers.submission import JobSpec
