@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.errors import JobNotFound
-from tasks.schema import JobStatus
+from tasks.schema import JobStatus, ModelInfo
+
+if TYPE_CHECKING:  # for annotations only: importing the printers below need not load the client
+    from producers.client import Client
 
 
-def cmd_submit(args: argparse.Namespace, client: Any) -> int:
+def cmd_submit(args: argparse.Namespace, client: Client) -> int:
     """Exit 0 once sent, or with the result (``--wait``); many inputs: 1 if any job failed."""
     from ops.input_files import is_many, read_input
 
@@ -46,7 +49,7 @@ def cmd_submit(args: argparse.Namespace, client: Any) -> int:
     return 0
 
 
-def _submit_many(args: argparse.Namespace, client: Any, info: Any, xs: Any) -> int:
+def _submit_many(args: argparse.Namespace, client: Client, info: ModelInfo, xs: Any) -> int:
     """An .npy with one more leading axis than the model's input: bulk messages, progress bars."""
     from tqdm import tqdm
 
@@ -108,7 +111,7 @@ def _submit_many(args: argparse.Namespace, client: Any, info: Any, xs: Any) -> i
     return 1 if errors else 0
 
 
-def cmd_result(args: argparse.Namespace, client: Any) -> int:
+def cmd_result(args: argparse.Namespace, client: Client) -> int:
     """Exit 0 with the result (or the status of a job still queued or running); 2 for an
     unknown id, or a job that ended without a result (its error)."""
     if not args.wait:
