@@ -38,6 +38,20 @@ AUTO_CONCURRENCY = "auto"
 #: Accepted values of ``redis_cert_reqs``; ``required`` is the default.
 TLS_CERT_REQS = ("required", "none")
 
+#: Settings that must be above zero: counts, sizes and durations.
+POSITIVE_SETTINGS = (
+    "cache_ttl_s",
+    "threads",
+    "concurrency",
+    "max_payload_bytes",
+    "max_message_bytes",
+    "prefetch",
+    "client_timeout_s",
+    "wait_timeout_s",
+    "gateway_max_body_bytes",
+    "gateway_infer_timeout_s",
+)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -107,20 +121,9 @@ class Settings:
         object.__setattr__(self, "models_dir", Path(self.models_dir))
         if not self.result_backend:
             object.__setattr__(self, "result_backend", self.broker_url)
-        for name in (
-            "cache_ttl_s",
-            "threads",
-            "concurrency",
-            "max_payload_bytes",
-            "max_message_bytes",
-            "prefetch",
-            "client_timeout_s",
-            "wait_timeout_s",
-            "gateway_max_body_bytes",
-            "gateway_infer_timeout_s",
-        ):
+        for name in POSITIVE_SETTINGS:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"setting {name} must be > 0, got {getattr(self, name)}")
+                raise ConfigError(_not_positive(name, getattr(self, name)))
         for name in ("broker_url", "result_backend"):
             scheme = urlsplit(getattr(self, name)).scheme
             if scheme not in ("redis", "rediss", "unix"):
@@ -174,6 +177,7 @@ class Settings:
         """Build settings from ``INFERQ_*`` variables (``environ`` defaults to ``os.environ``)."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        read_from: dict[str, str] = {}  # field -> the variable its value came from
         for f in cls.__dataclass_fields__.values():
             if f.name == "auto_concurrency":
                 continue  # set by INFERQ_CONCURRENCY=auto, below
@@ -183,11 +187,17 @@ class Settings:
                 var = "INFERQ_CACHE_TTL"
             if var not in env:
                 continue
+            read_from[f.name] = var
             if f.name == "concurrency":
                 values.update(_coerce_concurrency(var, env[var]))
                 continue
             values[f.name] = _coerce(var, f.type, env[var])
         given = {k: v for k, v in overrides.items() if v is not None}
+        # Checked here too, where the variable is known, so that the message names it;
+        # ``__post_init__`` refuses the same values from anywhere else by field name alone.
+        for name, var in read_from.items():
+            if name in POSITIVE_SETTINGS and name not in given and name in values and values[name] <= 0:
+                raise ConfigError(_not_positive(name, values[name], var))
         if "concurrency" in given:
             # A number on the command line (``--concurrency N``) wins over INFERQ_CONCURRENCY=auto.
             values["auto_concurrency"] = False
@@ -224,7 +234,7 @@ def _coerce_concurrency(var: str, raw: str) -> dict[str, Any]:
     """``INFERQ_CONCURRENCY``: ``auto`` (as ``--concurrency auto``) or a number of processes.
 
     Its own reader because its message must say both forms it takes; a number below 1
-    is left to ``__post_init__``, which refuses it as it does every other count.
+    is left to ``from_env``, which refuses it as it does every other count.
     """
     if raw.strip() == AUTO_CONCURRENCY:
         return {"auto_concurrency": True}
@@ -232,6 +242,12 @@ def _coerce_concurrency(var: str, raw: str) -> dict[str, Any]:
         return {"concurrency": int(raw)}
     except ValueError:
         raise ConfigError(f"{var} must be a positive integer or {AUTO_CONCURRENCY!r}, got {raw!r}") from None
+
+
+def _not_positive(name: str, value: Any, var: str | None = None) -> str:
+    """The message for a setting at or below zero, naming its variable when it came from one."""
+    where = f" ({var})" if var else ""
+    return f"setting {name}{where} must be > 0, got {value}"
 
 
 def _coerce(var: str, typ: Any, raw: str) -> Any:

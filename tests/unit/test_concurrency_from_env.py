@@ -47,6 +47,16 @@ def test_env_bad_value_names_the_variable_both_forms_and_what_came(raw: str) -> 
         worker([], {"INFERQ_CONCURRENCY": raw})
 
 
+def test_zero_concurrency_from_env_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^setting concurrency \(INFERQ_CONCURRENCY\) must be > 0, got 0$"):
+        worker([], {"INFERQ_CONCURRENCY": "0"})
+
+
+def test_option_number_wins_over_env_zero() -> None:
+    _, settings = worker(["--concurrency", "2"], {"INFERQ_CONCURRENCY": "0"})
+    assert settings.concurrency == 2
+
+
 def test_option_number_wins_over_env_auto() -> None:
     args, settings = worker(["--concurrency", "2"], {"INFERQ_CONCURRENCY": "auto"})
     assert (settings.concurrency, settings.auto_concurrency) == (2, False)

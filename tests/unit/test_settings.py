@@ -8,7 +8,7 @@ import pytest
 
 from tasks import constants as C
 from tasks.errors import ConfigError
-from tasks.settings import Settings, redact_url
+from tasks.settings import POSITIVE_SETTINGS, Settings, redact_url
 
 SECRET = "s3cr3t-pa55"
 
@@ -98,9 +98,27 @@ def test_bad_short_cache_ttl_names_the_variable_that_was_set():
 
 @pytest.mark.parametrize("field", ["cache_ttl_s", "threads", "concurrency", "max_payload_bytes", "prefetch"])
 @pytest.mark.parametrize("value", ["0", "-1"])
-def test_non_positive_counts_are_refused(field, value):
-    with pytest.raises(ConfigError, match=rf"setting {field} must be > 0, got {value}"):
-        Settings.from_env({f"INFERQ_{field.upper()}": value})
+def test_non_positive_counts_are_refused_naming_the_variable(field, value):
+    var = f"INFERQ_{field.upper()}"
+    with pytest.raises(ConfigError, match=rf"^setting {field} \({var}\) must be > 0, got {value}$"):
+        Settings.from_env({var: value})
+
+
+@pytest.mark.parametrize("field", POSITIVE_SETTINGS)
+def test_every_positive_setting_read_as_zero_names_its_variable(field):
+    var = f"INFERQ_{field.upper()}"
+    with pytest.raises(ConfigError, match=rf"^setting {field} \({var}\) must be > 0, got 0"):
+        Settings.from_env({var: "0"})
+
+
+def test_non_positive_short_cache_ttl_names_the_variable_that_was_set():
+    with pytest.raises(ConfigError, match=r"^setting cache_ttl_s \(INFERQ_CACHE_TTL\) must be > 0, got 0$"):
+        Settings.from_env({"INFERQ_CACHE_TTL": "0"})
+
+
+def test_non_positive_setting_given_in_code_is_refused_by_its_name_alone():
+    with pytest.raises(ConfigError, match=r"^setting threads must be > 0, got 0$"):
+        Settings(threads=0)
 
 
 @pytest.mark.parametrize("url", ["amqp://guest@localhost//", "http://redis:6379", "localhost:6379", "sqs://"])
