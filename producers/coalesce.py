@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 import redis
 
+from producers.latch import Latch
 from producers.sender import Outgoing
 
 P = TypeVar("P")
@@ -36,7 +37,7 @@ class _Entry(Generic[P, R]):
 
     def __init__(self, item: P) -> None:
         self.item = item
-        self.wake = threading.Event()
+        self.wake = Latch()
         self.lead = False
         self.done = False
         self.out: R | None = None

@@ -51,6 +51,7 @@ import redis
 
 from producers.flag import Flag
 from producers.heard import ArrivalStore, Heard, HeardArrival, final_raw, record_of
+from producers.latch import Latch
 from producers.sender import Outgoing
 from tasks.celery_message import with_reply_to
 from tasks.constants import CANCEL_CHANNEL, REPLY_CHANNEL_PREFIX, RESULT_KEY_PREFIX
@@ -253,7 +254,7 @@ class ResultListener:
         for n, jid in enumerate(rest):
             if jid in at and jid not in self._events:
                 self._reread(evicted[at[jid] : at[jid] + REREAD_CHUNK])
-            event = threading.Event()  # made outside the lock (``Flag.arm``)
+            event = Latch()  # made outside the lock (``Flag.arm``)
             with self._lock:
                 flag = self._events.get(jid)
                 blocker = None if flag is None else flag.arm(event)

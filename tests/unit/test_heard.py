@@ -22,6 +22,7 @@ from producers.heard import (
     result_of,
     size_of,
 )
+from producers.latch import Latch
 from tasks.errors import BadInput, IncompatibleVersion, InferqError, JobCancelled
 from tasks.schema import Timing
 from tasks.wire import ReplyBatch, StatusRecord
@@ -162,14 +163,14 @@ def test_the_arrival_store_counts_the_bytes_it_holds() -> None:
 def test_a_flag_set_before_anyone_waits_needs_no_event() -> None:
     flag = Flag()
     flag.set()
-    assert flag.is_set() and flag.arm(threading.Event()) is None and not flag.awaited
-    assert Flag(is_set=True).arm(threading.Event()) is None
+    assert flag.is_set() and flag.arm(Latch()) is None and not flag.awaited
+    assert Flag(is_set=True).arm(Latch()) is None
 
 
 def test_a_flag_wakes_every_waiter_that_armed_it() -> None:
     flag = Flag()
-    first = threading.Event()
+    first = Latch()
     assert flag.arm(first) is first and flag.awaited
-    assert flag.arm(threading.Event()) is first, "a second waiter blocks on the same event"
+    assert flag.arm(Latch()) is first, "a second waiter blocks on the same latch"
     threading.Timer(0.05, flag.set).start()
     assert first.wait(5) and flag.is_set()
