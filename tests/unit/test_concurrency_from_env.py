@@ -52,6 +52,17 @@ def test_zero_concurrency_from_env_names_the_variable() -> None:
         worker([], {"INFERQ_CONCURRENCY": "0"})
 
 
+@pytest.mark.parametrize("raw", ["0", "-2", "lots", "2.5"])
+def test_option_not_a_positive_number_names_the_option_and_what_came(
+    raw: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        worker(["--concurrency", raw], {})
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --concurrency: expected a positive number or auto, got {raw!r}" in err
+
+
 def test_option_number_wins_over_env_zero() -> None:
     _, settings = worker(["--concurrency", "2"], {"INFERQ_CONCURRENCY": "0"})
     assert settings.concurrency == 2

@@ -67,7 +67,9 @@ class _ConcurrencyAction(argparse.Action):
         try:
             n = int(values)
         except ValueError:
-            parser.error(f"argument --concurrency: expected a number or auto, got {values!r}")
+            n = 0
+        if n < 1:  # here, where the option's name is known (Settings would name its field)
+            parser.error(f"argument --concurrency: expected a positive number or auto, got {values!r}")
         namespace.auto_concurrency, namespace.concurrency = False, n
 
 
