@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import redis
 import redis.asyncio
 
@@ -58,6 +59,9 @@ CLAIMED, FOUND, SHARED = 0, 1, 2
 #: The script's answer for a claim older than the visibility timeout (with the claim and
 #: its age); ``check_and_claim`` turns it into ``CLAIMED`` or ``SHARED``.
 MAYBE_STALE = 3
+#: The codes as ``check_and_claim.lua`` writes them: one ASCII digit per job.
+_ZERO = ord("0")
+_SHARED_CODE = _ZERO + SHARED
 #: Seconds added to the margin between the two servers' readings (``nothing_could_run_it``).
 CLOCK_SLACK_S = 1.0
 
@@ -79,6 +83,28 @@ def nothing_could_run_it(
     return newest_unacked < broker_now - claim_age - margin - CLOCK_SLACK_S
 
 
+def read_check_reply(reply: list[Any], n: int) -> list[list[Any]]:
+    """``check_and_claim.lua``'s answer (one code per job, then the records and stale
+    claims in order) as one entry per job: ``[FOUND, record]``, ``[CLAIMED]``,
+    ``[SHARED]`` or ``[MAYBE_STALE, claim, age]``."""
+    codes, extras = reply
+    if len(codes) != n:
+        raise TransientError(f"the cache check answered for {len(codes)} jobs, expected {n}")
+    if not extras:  # the common case: nothing stored, nothing stale
+        return [[SHARED] if c == _SHARED_CODE else [CLAIMED] for c in codes]
+    more = iter(extras)
+    out: list[list[Any]] = []
+    for c in codes:
+        code = c - _ZERO
+        if code == FOUND:
+            out.append([FOUND, next(more)])
+        elif code == MAYBE_STALE:
+            out.append([MAYBE_STALE, next(more), next(more)])
+        else:
+            out.append([code])
+    return out
+
+
 class ClaimCommands:
     """The claims' Redis commands, built without I/O (shared by both clients)."""
 
@@ -89,10 +115,17 @@ class ClaimCommands:
         self._cacheable = ",".join(cacheable_types())
 
     def check_args(self, ids: list[str], model_key: str) -> tuple[list[str], list[Any]]:
-        keys = [C.CACHE_STATS_KEY]
-        for jid in ids:
-            keys += [result_key(jid), inflight_key(jid)]
-        return keys, [self.stale_after_s, self.inflight_ttl_s, C.WIRE_VERSION, model_key, self._cacheable]
+        """``check_and_claim.lua``'s keys and arguments: the ids as one msgpack array."""
+        return [C.CACHE_STATS_KEY], [
+            self.stale_after_s,
+            self.inflight_ttl_s,
+            C.WIRE_VERSION,
+            model_key,
+            self._cacheable,
+            msgpack.packb(ids),
+            C.RESULT_KEY_PREFIX,
+            C.INFLIGHT_KEY_PREFIX,
+        ]
 
     def check_and_claim_steps(
         self, ids: list[str], model_key: str, check: Callable[..., Any], take_over: Callable[..., Any]
@@ -101,9 +134,12 @@ class ClaimCommands:
         the broker for claims that may be stale and taking over those nothing could still
         run (``take_over``: the take-over script). Per id: ``[FOUND, record]``, ``[CLAIMED]``
         or ``[SHARED]``. One round trip unless some claim is older than ``stale_after_s``."""
+        if not ids:
+            return []
         started = time.monotonic()
         keys, args = self.check_args(ids, model_key)
-        answers: list[list[Any]] = yield lambda results, broker: check(keys=keys, args=args)
+        reply: list[Any] = yield lambda results, broker: check(keys=keys, args=args)
+        answers = read_check_reply(reply, len(ids))
         maybe = [i for i, a in enumerate(answers) if int(a[0]) == MAYBE_STALE]
         if not maybe:
             return answers

@@ -10,6 +10,7 @@ import redis
 from ops.local.redis_server import LocalRedis
 from producers.claims import CLAIMED, FOUND, SHARED, Claims
 from tasks.keys import inflight_key, result_key
+from tasks.wire import Claim
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +30,27 @@ def test_an_id_is_claimed_once_then_shared_then_found(r: redis.Redis) -> None:
     assert claims.check_and_claim(["a"], "m:v") == [[SHARED]]
     r.set(result_key("a"), SUCCESS)
     assert claims.check_and_claim(["a"], "m:v") == [[FOUND, SUCCESS]]
+
+
+def test_one_call_answers_every_kind_in_the_order_of_the_ids(r: redis.Redis) -> None:
+    """Found, claimed, shared and a stale claim taken over, interleaved in one chunk: the
+    script's string of codes and its records line up with the ids they answer."""
+    claims = Claims(r, inflight_ttl_s=60, stale_after_s=10)
+    sec, _ = r.time()
+    r.set(result_key("hit-1"), SUCCESS)
+    r.set(result_key("hit-2"), TRANSIENT)
+    r.set(inflight_key("held"), Claim.encode(sec - 1))
+    r.set(inflight_key("stale"), Claim.encode(sec - 30))  # older than stale_after_s, nothing queued
+    ids = ["new-1", "hit-1", "held", "stale", "new-2", "hit-2"]
+    assert claims.check_and_claim(ids, "m:v") == [
+        [CLAIMED],
+        [FOUND, SUCCESS],
+        [SHARED],
+        [CLAIMED],
+        [CLAIMED],
+        [FOUND, TRANSIENT],
+    ]
+    assert claims.check_and_claim([], "m:v") == []
 
 
 def test_a_failure_of_the_moment_is_reclaimed_and_forgotten(r: redis.Redis) -> None:

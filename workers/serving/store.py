@@ -20,9 +20,9 @@ import msgpack
 import redis
 
 from tasks import lua
-from tasks.constants import RESULT_KEY_PREFIX
+from tasks.constants import INFLIGHT_KEY_PREFIX, RESULT_KEY_PREFIX
 from tasks.errors import InferqError
-from tasks.keys import inflight_key, result_key
+from tasks.keys import result_key
 from tasks.wire import REPLY_VERSION, StatusRecord
 
 
@@ -66,7 +66,7 @@ class ResultWriter:
         """Which of these jobs were cancelled (one round trip; only each record's first bytes)."""
         if not job_ids:
             return set()
-        found: list[int] = self._cancelled(keys=[result_key(j) for j in job_ids])
+        found: list[int] = self._cancelled(keys=[], args=[msgpack.packb(job_ids), RESULT_KEY_PREFIX])
         return {job_ids[i - 1] for i in found}
 
     def started(self, job_ids: Iterable[str]) -> None:
@@ -94,12 +94,17 @@ class ResultWriter:
         (None: none), each channel sent one ``ReplyBatch`` of its jobs' records."""
         if not job_ids:
             return
-        keys = [result_key(j) for j in job_ids] + [inflight_key(j) for j in job_ids]
-        # Records and channel numbers as one argument each (store.lua says why); msgpack's
-        # str form for bytes, the only one Redis's cmsgpack reads.
-        args: list[int | str | bytes] = [self.ttl_s, msgpack.packb(records, use_bin_type=False)]
+        # Records, ids and channel numbers as one argument each (store.lua says why);
+        # msgpack's str form for bytes, the only one Redis's cmsgpack reads.
+        args: list[int | str | bytes] = [
+            self.ttl_s,
+            msgpack.packb(records, use_bin_type=False),
+            msgpack.packb(job_ids),
+            RESULT_KEY_PREFIX,
+            INFLIGHT_KEY_PREFIX,
+        ]
         if replies is not None and any(replies):
             channels: dict[str, int] = {}
             numbers = [0 if r is None else channels.setdefault(r, len(channels) + 1) for r in replies]
-            args += [len(RESULT_KEY_PREFIX), REPLY_VERSION, msgpack.packb(numbers), *channels]
-        self._store(keys=keys, args=args)
+            args += [REPLY_VERSION, msgpack.packb(numbers), *channels]
+        self._store(keys=[], args=args)
