@@ -11,10 +11,11 @@ channel's pub/sub).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -124,3 +125,49 @@ def test_stopping_the_completer_sends_the_events_its_last_batch_left_waiting(
     completer.stop(timeout=10)
     (sent,) = event_messages(pubsub, wait_s=0.5)
     assert [(e["uuid"], e["type"]) for e in sent] == [("last", "task-failed")]
+
+
+def test_celerys_event_receiver_reads_every_event_of_a_message_sent_without_kombu(server: LocalRedis) -> None:
+    """The message is built here, not by kombu's publish: Celery's ``EventReceiver`` (what
+    Flower runs) must still take it off the fanout and hand over each event."""
+    app = create_app(server.client_settings())
+    got: list[dict[str, Any]] = []
+
+    def seen(*uuids: str) -> bool:
+        return {e.get("uuid") for e in list(got)} >= set(uuids)
+
+    def wait_for(*uuids: str, send: Callable[[], None]) -> None:
+        deadline = time.monotonic() + 10
+        while not seen(*uuids) and time.monotonic() < deadline:
+            send()
+            time.sleep(0.2)
+
+    with app.connection_for_read() as conn:
+        receiver = app.events.Receiver(conn, handlers={"*": got.append})
+
+        def drain() -> None:
+            with contextlib.suppress(Exception):  # should_stop ends it within a second
+                for _ in receiver.consume(limit=None, timeout=30, wakeup=False):
+                    pass
+
+        t = threading.Thread(target=drain, daemon=True)
+        t.start()
+        sink = EventSink(app, "receiver-test")
+        try:
+
+            def probe() -> None:  # sent again until the receiver has subscribed
+                sink.send_jobs("task-started", ["probe"])
+                sink.flush()
+
+            wait_for("probe", send=probe)
+            assert seen("probe"), "the receiver never heard a probe"
+            sink.send_jobs("task-succeeded", ["a", "b", "c"], result="<outputs>", runtime=0.01)
+            sink.flush()
+            wait_for("a", "b", "c", send=lambda: None)
+        finally:
+            receiver.should_stop = True
+            t.join(timeout=10)
+            sink.close()
+    mine = [(e["uuid"], e["type"], e["hostname"]) for e in got if e.get("uuid") != "probe"]
+    assert mine == [(u, "task-succeeded", "receiver-test") for u in "abc"]
+    assert sink._fanout is not None, "the events went through kombu's publish, not the direct one"
