@@ -49,8 +49,10 @@ def last_json(stdout: str) -> dict[str, Any]:
     """The JSON object a benchmark printed last: from the last line that starts with
     ``{`` (``json.dumps(..., indent=2)`` indents every inner one) to the end."""
     start = 0 if stdout.startswith("{") else stdout.rfind("\n{") + 1
+    if start == 0 and not stdout.startswith("{"):
+        raise ValueError("the benchmark printed no JSON object (does it take --json?)")
     try:
-        doc = json.loads(stdout[start:]) if start or stdout.startswith("{") else None
+        doc = json.loads(stdout[start:])
     except json.JSONDecodeError as exc:
         raise ValueError(f"the benchmark's last output is not JSON: {exc}") from None
     if not isinstance(doc, dict):
