@@ -36,7 +36,16 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from producers.heard import Heard, HeardArrival, final_raw, oldest_to_drop, record_of, size_of
+from producers.heard import (
+    Heard,
+    HeardArrival,
+    Row,
+    batch_items,
+    final_raw,
+    oldest_to_drop,
+    record_of,
+    size_of,
+)
 from producers.listener import READ_CHUNK, Arrival, ResultListener, new_reply_channel
 from tasks.constants import CANCEL_CHANNEL, RESULT_KEY_PREFIX
 from tasks.errors import ConfigError, InferqError, Timeout
@@ -398,17 +407,19 @@ class AsyncResultListener:
             ids = batch.ids or list(self._via_reply)
             return [j for j in ids if self._awaited(j)]
         futures, parse, now = self._futures, StatusRecord.parse, time.time()
-        for n, (jid, raw) in enumerate(zip(batch.ids, batch.records, strict=True), 1):
+        for n, (jid, raw) in enumerate(batch_items(batch), 1):
             fut = futures.get(jid)
             if fut is None or fut.done():  # nobody here awaits it (any longer)
                 continue
-            # A final record is kept as it came, read when taken (``heard.py``).
-            heard: Heard | None = final_raw(raw)
-            if heard is None:
+            # A final record (or a version 2 batch's ``Row``) is kept as it came, read
+            # when taken (``heard.py``).
+            heard: Heard | None = raw if isinstance(raw, Row) else final_raw(raw)
+            if heard is None and not isinstance(raw, Row):
                 record = parse(raw, jid)
                 if record is None or not record.ready:
                     continue
                 heard = record
+            assert heard is not None
             self._via_reply.discard(jid)
             fut.set_result((heard, self._times.pop(jid, 0.0) or now))
             self._mark_done(jid, size_of(heard))

@@ -17,19 +17,44 @@ digits results are ~20 MB, so they need not be dropped and read again from Redis
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Iterator
 from typing import Any
 
 import orjson
 
 from tasks.codec import array_from_json
 from tasks.schema import Timing
-from tasks.wire import Result, StatusRecord
+from tasks.wire import ReplyBatch, ReplyBlock, Result, StatusRecord
 from tasks.wire.version import VERSION
 
-#: A record as heard: parsed, or the text of one that says it is final (``str`` as a
-#: ``ReplyBatch`` decodes it, ``bytes`` as a key or channel gives it).
-Heard = StatusRecord | bytes | str
+
+class Row:
+    """A job's success heard in a version 2 reply batch: row ``index`` of ``block``."""
+
+    __slots__ = ("block", "index")
+
+    def __init__(self, block: ReplyBlock, index: int) -> None:
+        self.block = block
+        self.index = index
+
+    def result(self, job_id: str) -> Result:
+        """The job's ``Result``, as ``Result.from_wire`` of its status record reads it
+        (``end_to_end_ms`` not set)."""
+        b, i = self.block, self.index
+        return Result(
+            job_id,
+            b.model,
+            b.variant,
+            b.version,
+            {k: a[i] for k, a in b.outputs.items()},
+            Timing.from_dict(b.timing),
+            False,
+        )
+
+
+#: A record as heard: parsed, the text of one that says it is final (``str`` as a
+#: ``ReplyBatch`` decodes it, ``bytes`` as a key or channel gives it), or a ``Row``.
+Heard = StatusRecord | bytes | str | Row
 #: (what was heard, unix time it was seen).
 HeardArrival = tuple[Heard, float]
 
@@ -37,8 +62,10 @@ HeardArrival = tuple[Heard, float]
 #: ``encode_successes``) writes it: ``status`` is its first key.
 _FINAL_TEXT = ('{"status":"SUCCESS"', '{"status":"FAILURE"', '{"status":"REVOKED"')
 _FINAL = tuple(p.encode() for p in _FINAL_TEXT)
-#: What a parsed record is counted as against ``ArrivalStore``'s byte bound.
+#: What a parsed record is counted as against ``ArrivalStore``'s byte bound; a ``Row``,
+#: its outputs' bytes and this (its share of the block's names and timing).
 PARSED_SIZE = 4096
+ROW_SIZE = 256
 
 
 def final_raw(raw: Any) -> bytes | str | None:
@@ -48,11 +75,24 @@ def final_raw(raw: Any) -> bytes | str | None:
     return raw if isinstance(raw, bytes) and raw.startswith(_FINAL) else None
 
 
+def batch_items(batch: ReplyBatch) -> Iterator[tuple[str, bytes | str | Row]]:
+    """Each job of a readable reply batch with what was heard for it: its record
+    (version 1) or its ``Row`` (version 2)."""
+    n = 0
+    for block in batch.blocks:
+        for i, jid in enumerate(block.ids):
+            yield jid, Row(block, i)
+        n += len(block.ids)
+    yield from zip(batch.ids[n:] if n else batch.ids, batch.records, strict=True)
+
+
 def record_of(heard: Heard, job_id: str) -> StatusRecord:
     """The parsed record of what was heard (a final record's bytes that do not parse read
     as a failure, never as a job still running)."""
     if isinstance(heard, StatusRecord):
         return heard
+    if isinstance(heard, Row):
+        return StatusRecord.success(job_id, heard.result(job_id).to_wire())
     record = StatusRecord.parse(heard, job_id)
     if record is None:
         return StatusRecord(
@@ -62,6 +102,8 @@ def record_of(heard: Heard, job_id: str) -> StatusRecord:
 
 
 def size_of(heard: Heard) -> int:
+    if isinstance(heard, Row):
+        return ROW_SIZE + heard.block.row_bytes
     return PARSED_SIZE if isinstance(heard, StatusRecord) else len(heard)
 
 
@@ -82,8 +124,14 @@ def result_of(record: StatusRecord, cached: bool, asked_at: float, answered_at: 
 
 def result_from(heard: Heard, job_id: str, cached: bool, asked_at: float, answered_at: float) -> Result:
     """``result_of(record_of(heard), ...)``, the same ``Result`` (or error raised), with one
-    JSON read and no ``StatusRecord`` for a current worker's success."""
-    if not cached and not isinstance(heard, StatusRecord):
+    JSON read and no ``StatusRecord`` for a current worker's success, and none at all
+    for a ``Row``."""
+    if isinstance(heard, Row):
+        if not cached:
+            result = heard.result(job_id)
+            result.timing.end_to_end_ms = (answered_at - asked_at) * 1e3
+            return result
+    elif not cached and not isinstance(heard, StatusRecord):
         try:
             doc = orjson.loads(heard)
         except orjson.JSONDecodeError:

@@ -50,7 +50,7 @@ from typing import Any
 import redis
 
 from producers.flag import Flag
-from producers.heard import ArrivalStore, Heard, HeardArrival, final_raw, record_of
+from producers.heard import ArrivalStore, Heard, HeardArrival, Row, batch_items, final_raw, record_of
 from producers.latch import Latch
 from producers.sender import Outgoing
 from tasks.celery_message import with_reply_to
@@ -58,6 +58,7 @@ from tasks.constants import CANCEL_CHANNEL, REPLY_CHANNEL_PREFIX, RESULT_KEY_PRE
 from tasks.errors import Timeout
 from tasks.keys import result_key
 from tasks.wire import ReplyBatch, StatusRecord
+from tasks.wire.results import REPLY_COLUMNS_MARK
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ REREAD_CHUNK = 256
 
 
 def new_reply_channel() -> str:
-    """A client's reply channel: unguessable, one per client and process."""
-    return REPLY_CHANNEL_PREFIX + secrets.token_hex(16)
+    """A client's reply channel: unguessable, one per client and process, named so that
+    workers answer it with columns (``ReplyBatch`` version 2; older workers, version 1)."""
+    return REPLY_CHANNEL_PREFIX + REPLY_COLUMNS_MARK + secrets.token_hex(16)
 
 
 def name_reply_channel(outgoing: Iterable[Outgoing], channel: str) -> None:
@@ -550,12 +552,16 @@ class ResultListener:
         events = self._events
         parse = StatusRecord.parse
         ready: list[tuple[str, Heard]] = []
-        for jid, raw in zip(batch.ids, batch.records, strict=True):
+        for jid, raw in batch_items(batch):
             flag = events.get(jid)
             if flag is not None:  # else nobody here awaits it (any longer)
                 # One nobody is blocked on yet (a bulk submission's) is kept as it came and
                 # read when taken (``heard.py``); a blocked waiter gets it parsed, here, as
-                # before: 64 threads that each parse their own wake-up cost more.
+                # before: 64 threads that each parse their own wake-up cost more. A
+                # ``Row`` (a version 2 batch's) is as cheap to take as to keep.
+                if isinstance(raw, Row):
+                    ready.append((jid, raw))
+                    continue
                 heard: Heard | None = None if flag.awaited else final_raw(raw)
                 if heard is not None:
                     ready.append((jid, heard))

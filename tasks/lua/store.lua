@@ -11,44 +11,80 @@
 -- keeps its cancelled record: one final state, and no result published after it.
 -- Returns how many records were stored.
 --
--- Reply channels (optional, after the prefixes): ARGV[6] the ReplyBatch version,
--- ARGV[7] a msgpack array: per job the number of its client's reply channel (0: none),
--- then ARGV[8..] the channels. Each record stored is also published under its own key
--- as before; besides, each channel gets ONE message for the batch: a ReplyBatch
--- (tasks/wire/results.py), msgpack {v, ids, records} of the records stored for that
--- client, in order.
+-- Reply channels (optional, after the prefixes): ARGV[6] the form, ARGV[7] a msgpack
+-- array: per job the number of its client's reply channel (0: none). Each record stored
+-- is also published under its own key as before; besides, each channel gets ONE message
+-- for the batch (tasks/wire/results.py, ReplyBatch):
+--   form 1: ARGV[8..] the channels; each gets msgpack {v = 1, ids, records} of the
+--           records stored for that client, in order;
+--   form 2: ARGV[8..] pairs (channel, columns): the columns (a version 2 ReplyBatch the
+--           worker packed) are published as they are, unread here; a channel whose
+--           columns are empty (its client reads version 1 only), or one of whose jobs
+--           kept its cancelled record, gets the version 1 message instead.
 local ttl = ARGV[1]
 local records = cmsgpack.unpack(ARGV[2])
 local ids = cmsgpack.unpack(ARGV[3])
 local result_prefix, inflight_prefix = ARGV[4], ARGV[5]
 local replies = #ARGV > 5
+local columns = replies and ARGV[6] == '2'
 local numbers = nil
 local batches, order = {}, {}
+local kept = {}  -- form 2: per channel, true if one of its jobs kept a cancelled record
 if replies then
   numbers = cmsgpack.unpack(ARGV[7])
 end
+
+local function add(c, id, record)
+  local b = batches[c]
+  if not b then
+    b = {ids = {}, records = {}}
+    batches[c] = b
+    order[#order + 1] = c
+  end
+  b.ids[#b.ids + 1] = id
+  b.records[#b.records + 1] = record
+end
+
 local stored = 0
+local skipped = {}
 for i, id in ipairs(ids) do
   local key = result_prefix .. id
   if not is_revoked(redis.call('GETRANGE', key, 0, 63)) then
     redis.call('SET', key, records[i], 'EX', ttl)
     redis.call('PUBLISH', key, records[i])
     stored = stored + 1
-    if replies then
-      local c = numbers[i]
-      if c > 0 then
-        local b = batches[c]
-        if not b then
-          b = {ids = {}, records = {}}
-          batches[c] = b
-          order[#order + 1] = c
-        end
-        b.ids[#b.ids + 1] = id
-        b.records[#b.records + 1] = records[i]
-      end
+    if replies and not columns and numbers[i] > 0 then
+      add(numbers[i], id, records[i])
     end
+  else
+    skipped[i] = true
+    if columns and numbers[i] > 0 then kept[numbers[i]] = true end
   end
   redis.call('DEL', inflight_prefix .. id)
+end
+if columns then
+  -- Channels that cannot take their columns get version 1, built here (rare: a client
+  -- from before version 2, or a job cancelled while it ran).
+  local fallback = {}
+  for c = 1, (#ARGV - 7) / 2 do
+    local blob = ARGV[7 + 2 * c]
+    if blob ~= '' and not kept[c] then
+      redis.call('PUBLISH', ARGV[6 + 2 * c], blob)
+    else
+      fallback[c] = true
+    end
+  end
+  if next(fallback) then
+    for i, id in ipairs(ids) do
+      local c = numbers[i]
+      if fallback[c] and not skipped[i] then add(c, id, records[i]) end
+    end
+  end
+  for _, c in ipairs(order) do
+    local b = batches[c]
+    redis.call('PUBLISH', ARGV[6 + 2 * c], cmsgpack.pack({v = 1, ids = b.ids, records = b.records}))
+  end
+  return stored
 end
 for _, c in ipairs(order) do
   local b = batches[c]

@@ -10,7 +10,7 @@
 | ``BulkTensor``: many jobs, inputs stacked (v2) | client | worker | one kombu message, ``items`` + ``tensors`` |
 | ``Result``: a computed result | worker | client | inside a ``StatusRecord`` (SUCCESS) |
 | ``StatusRecord``: a job's state | worker | client, Lua ``status_record.lua`` | ``celery-task-meta-<id>`` |
-| ``ReplyBatch``: a batch's records for one client | worker (Lua ``store.lua``) | client | the client's reply channel |
+| ``ReplyBatch``: a batch's records for one client (v1), or its successes as columns, ``ReplyBlock``s (v2) | worker (Lua ``store.lua``; v2 packed by ``encode_columns``) | client | the client's reply channel |
 | ``Claim``: "queued by someone" | client (Lua) | client (Lua) | ``inferq:inflight:<id>`` |
 | ``ModelAnnouncement``: a served model | worker | client, ``inferq status``, Flower | ``inferq:models`` hash |
 | ``WorkerBeat``: a live worker | worker | ``inferq status``, tools | ``inferq:workers`` hash |
@@ -27,16 +27,21 @@ from tasks.wire.control import Claim, ModelAnnouncement, OversizedStub, WorkerBe
 from tasks.wire.jobs import TENSOR_VERSION, BulkItem, BulkMessage, BulkTensor, Request, is_item_id
 from tasks.wire.results import (
     READY_STATES,
+    REPLY_COLUMNS_VERSION,
     REPLY_VERSION,
     ReplyBatch,
+    ReplyBlock,
     Result,
     StatusRecord,
+    encode_columns,
     encode_successes,
+    reads_columns,
 )
 from tasks.wire.version import VERSION
 
 __all__ = [
     "READY_STATES",
+    "REPLY_COLUMNS_VERSION",
     "REPLY_VERSION",
     "TENSOR_VERSION",
     "VERSION",
@@ -47,10 +52,13 @@ __all__ = [
     "ModelAnnouncement",
     "OversizedStub",
     "ReplyBatch",
+    "ReplyBlock",
     "Request",
     "Result",
     "StatusRecord",
     "WorkerBeat",
+    "encode_columns",
     "encode_successes",
     "is_item_id",
+    "reads_columns",
 ]

@@ -89,3 +89,61 @@ def test_a_batch_without_reply_channels_is_stored_and_published_under_its_keys_o
     assert [rc.get(result_key(j)) for j in ids] == records
     assert messages(pubsub) == {result_key(j): [r] for j, r in zip(ids, records, strict=True)}
     pubsub.close()
+
+
+COLUMNS = "inferq:reply:c2." + "cd" * 16  # a client that reads version 2
+
+
+def test_a_channel_that_reads_columns_gets_its_columns_as_sent_and_an_older_client_version_1(
+    rc: redis.Redis[bytes],
+) -> None:
+    """One store call, two clients: the newer one's columns are published unread, the
+    older one (a channel without the mark) gets version 1 built from the records."""
+    ids = [f"job-{i}" for i in range(5)]
+    replies = [COLUMNS, CHANNELS[0], COLUMNS, None, CHANNELS[0]]
+    records = [StatusRecord.success(j, {"n": i}).encode() for i, j in enumerate(ids)]
+    columns = b"\x81\xa1v\x02 any bytes the worker packed"
+    pubsub = rc.pubsub()
+    pubsub.subscribe(COLUMNS, CHANNELS[0])
+    for _ in range(2):
+        pubsub.get_message(timeout=5)
+
+    ResultWriter(rc, 3600).store_encoded(ids, records, replies, {COLUMNS: columns})
+
+    assert [rc.get(result_key(j)) for j in ids] == records
+    got = messages(pubsub)
+    assert got[COLUMNS] == [columns]
+    (raw,) = got[CHANNELS[0]]
+    batch = ReplyBatch.decode(raw)
+    assert batch.readable and batch.version == 1 and batch.ids == [ids[1], ids[4]]
+    pubsub.close()
+
+
+def test_a_columns_channel_one_of_whose_jobs_was_cancelled_gets_version_1_without_it(
+    rc: redis.Redis[bytes],
+) -> None:
+    """The columns hold every row the worker computed; a job cancelled meanwhile keeps its
+    cancelled record, so its client must not hear a result for it: that channel gets the
+    stored records (version 1) instead, and another channel its columns still."""
+    other = "inferq:reply:c2." + "ef" * 16
+    ids = [f"job-{i}" for i in range(4)]
+    replies = [COLUMNS, COLUMNS, other, COLUMNS]
+    records = [StatusRecord.success(j, {"n": i}).encode() for i, j in enumerate(ids)]
+    cancelled = StatusRecord.cancelled(ids[1]).encode()
+    rc.set(result_key(ids[1]), cancelled)
+    pubsub = rc.pubsub()
+    pubsub.subscribe(COLUMNS, other)
+    for _ in range(2):
+        pubsub.get_message(timeout=5)
+
+    ResultWriter(rc, 3600).store_encoded(ids, records, replies, {COLUMNS: b"cols-a", other: b"cols-b"})
+
+    assert rc.get(result_key(ids[1])) == cancelled
+    got = messages(pubsub)
+    assert got[other] == [b"cols-b"]
+    (raw,) = got[COLUMNS]
+    batch = ReplyBatch.decode(raw)
+    assert batch.readable and batch.version == 1
+    assert batch.ids == [ids[0], ids[3]]
+    assert [r.encode() if isinstance(r, str) else r for r in batch.records] == [records[0], records[3]]
+    pubsub.close()

@@ -78,7 +78,9 @@ class RefusingWriter:
             raise redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'")
         self.stored.update({o.job_id: o.record().state for o in outcomes})
 
-    def store_encoded(self, ids: list[str], records: list[bytes], replies: object = None) -> None:
+    def store_encoded(
+        self, ids: list[str], records: list[bytes], replies: object = None, columns: object = None
+    ) -> None:
         self.store([Outcome(jid, result={"ok": 1}) for jid in ids])
 
 

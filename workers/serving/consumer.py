@@ -32,7 +32,8 @@ from typing import Any
 from tasks.codec import quote
 from tasks.constants import PREDICT_TASK
 from tasks.errors import InferqError
-from tasks.wire import BulkTensor, encode_successes
+from tasks.schema import Timing
+from tasks.wire import BulkTensor, encode_columns, encode_successes, reads_columns
 from workers.broker.envelope import Rejected, read_message
 from workers.broker.fetcher import Delivery, Fetcher
 from workers.broker.retry import GaveUp, Persistent
@@ -407,8 +408,10 @@ class WorkerCore:
                 ]
                 # Aligned with ``ids``: each job's reply channel is its message's.
                 replies = [e.msg.reply_to for e in entries for _ in e.job.ids]
+                columns = _reply_columns(entries, parts, docs, info.name, info.variant, info.version)
                 self.persist.call(
-                    f"storing a batch of {rows}", lambda: self.writer.store_encoded(ids, docs, replies)
+                    f"storing a batch of {rows}",
+                    lambda: self.writer.store_encoded(ids, docs, replies, columns),
                 )
             else:
                 assert error is not None
@@ -454,6 +457,34 @@ class WorkerCore:
             self.events.send("task-succeeded", o.job_id, result="<outputs>", runtime=runtime_s)
         else:
             self.events.send("task-failed", o.job_id, exception=_exception(o.error), traceback=None)
+
+
+def _reply_columns(
+    entries: list[_Entry],
+    parts: list[tuple[Block, dict[str, Any], Timing]],
+    docs: list[bytes],
+    model: str,
+    variant: str,
+    version: str,
+) -> dict[str, bytes]:
+    """Each reply channel that reads columns and was sent a block of several jobs, and its
+    version 2 ``ReplyBatch``: those blocks as columns, its lone jobs by their records
+    (``docs``, aligned with the blocks' ids; ``parts`` is in ``entries``' order). A
+    channel of lone jobs only is left to ``store.lua``'s version 1, as cheap to read."""
+    blocks: dict[str, list[tuple[list[str], dict[str, Any], Timing]]] = {}
+    singles: dict[str, list[tuple[str, bytes]]] = {}
+    at = 0
+    for e, (block, outputs, timing) in zip(entries, parts, strict=True):
+        channel = e.msg.reply_to
+        if channel is not None and reads_columns(channel):
+            if block.rows > 1:
+                blocks.setdefault(channel, []).append((block.ids, outputs, timing))
+            else:
+                singles.setdefault(channel, []).extend(
+                    zip(block.ids, docs[at : at + block.rows], strict=True)
+                )
+        at += block.rows
+    return {ch: encode_columns(model, variant, version, bs, singles.get(ch, ())) for ch, bs in blocks.items()}
 
 
 def _exception(error: InferqError) -> str:

@@ -6,13 +6,14 @@ out in one Lua call (one round trip, ``tasks/lua/store.lua``) instead of one ``S
 + ``PUBLISH`` per job. Each record is published under its own key (whoever watches the
 job: producers sharing it, ``AsyncResult``, older clients) and, for a job whose message
 named an inferq reply channel (``reply_to``), in that client's one ``ReplyBatch`` for
-the batch: one pub/sub message per client per batch.
+the batch: one pub/sub message per client per batch, its successes as columns when the
+client reads them (``encode_columns``, packed by the caller, passed through unread).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from tasks import lua
 from tasks.constants import INFLIGHT_KEY_PREFIX, RESULT_KEY_PREFIX
 from tasks.errors import InferqError
 from tasks.keys import result_key
-from tasks.wire import REPLY_VERSION, StatusRecord
+from tasks.wire import REPLY_COLUMNS_VERSION, REPLY_VERSION, StatusRecord
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,16 @@ class ResultWriter:
             )
 
     def store_encoded(
-        self, job_ids: list[str], records: list[bytes], replies: Sequence[str | None] | None = None
+        self,
+        job_ids: list[str],
+        records: list[bytes],
+        replies: Sequence[str | None] | None = None,
+        columns: Mapping[str, bytes] | None = None,
     ) -> None:
         """Store encoded status records (``StatusRecord.encode``, or ``encode_successes``
         for a batch), one per job, in one Lua call; ``replies``: each job's reply channel
-        (None: none), each channel sent one ``ReplyBatch`` of its jobs' records."""
+        (None: none), each channel sent one ``ReplyBatch`` of its jobs' records, or
+        ``columns[channel]`` (a version 2 batch, ``encode_columns``) where given."""
         if not job_ids:
             return
         # Records, ids and channel numbers as one argument each (store.lua says why);
@@ -106,5 +112,10 @@ class ResultWriter:
         if replies is not None and any(replies):
             channels: dict[str, int] = {}
             numbers = [0 if r is None else channels.setdefault(r, len(channels) + 1) for r in replies]
-            args += [REPLY_VERSION, msgpack.packb(numbers), *channels]
+            if columns:
+                args += [REPLY_COLUMNS_VERSION, msgpack.packb(numbers)]
+                for channel in channels:
+                    args += [channel, columns.get(channel, b"")]
+            else:
+                args += [REPLY_VERSION, msgpack.packb(numbers), *channels]
         self._store(keys=[], args=args)
