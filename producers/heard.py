@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import orjson
 
 from tasks.codec import array_from_json
@@ -39,17 +40,26 @@ class Row:
 
     def result(self, job_id: str) -> Result:
         """The job's ``Result``, as ``Result.from_wire`` of its status record reads it
-        (``end_to_end_ms`` not set)."""
+        (``end_to_end_ms`` not set): read-only arrays, views of the block's rows, or
+        copies of them for rows of ``OWN_ROW_BYTES`` or more."""
         b, i = self.block, self.index
-        return Result(
-            job_id,
-            b.model,
-            b.variant,
-            b.version,
-            {k: a[i] for k, a in b.outputs.items()},
-            Timing.from_dict(b.timing),
-            False,
-        )
+        if b.row_bytes < OWN_ROW_BYTES:
+            outputs = {k: a[i] for k, a in b.outputs.items()}
+        else:
+            outputs = {k: _own(a[i]) for k, a in b.outputs.items()}
+        return Result(job_id, b.model, b.variant, b.version, outputs, Timing.from_dict(b.timing), False)
+
+
+#: A ``Row`` result of this many bytes or more gets its own copy of its arrays: a view
+#: would keep its whole block (up to a batch of rows) alive while the caller holds any
+#: one result of it. Below it, the block is a few KB and a copy costs more than it saves.
+OWN_ROW_BYTES = 16 * 1024
+
+
+def _own(row: np.ndarray) -> np.ndarray:
+    out = row.copy()
+    out.flags.writeable = False  # as a record's arrays (``np.frombuffer`` of bytes) are
+    return out
 
 
 #: A record as heard: parsed, the text of one that says it is final (``str`` as a

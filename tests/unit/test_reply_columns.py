@@ -176,3 +176,22 @@ def test_a_columns_batch_whose_records_do_not_match_their_ids_is_unreadable(ids:
     )
     assert not batch.readable and batch.records == [] and batch.blocks == []
     assert batch.ids[:2] == ["x", "y"]
+
+
+def test_a_big_rows_result_owns_its_arrays_so_holding_it_does_not_hold_its_block() -> None:
+    big = {"maps": np.random.default_rng(5).random((4, 64, 64), dtype=np.float32)}  # 16 KiB a row
+    small = block_outputs(4)
+    batch = ReplyBatch.decode(
+        encode_columns(
+            "m",
+            "fp32",
+            "1",
+            [(["b1", "b2", "b3", "b4"], big, TIMING), (["s1", "s2", "s3", "s4"], small, TIMING)],
+        )
+    )
+    items = dict(batch_items(batch))
+    mine = result_from(items["b2"], "b2", False, NOW - 1.0, NOW).outputs["maps"]
+    np.testing.assert_array_equal(mine, big["maps"][1])
+    assert not np.shares_memory(mine, batch.blocks[0].outputs["maps"]) and not mine.flags.writeable
+    view = result_from(items["s2"], "s2", False, NOW - 1.0, NOW).outputs["probs"]
+    assert np.shares_memory(view, batch.blocks[1].outputs["probs"]) and not view.flags.writeable
