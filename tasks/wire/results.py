@@ -1,5 +1,6 @@
 """Results, worker -> producer: a computed ``Result``, inside the job's ``StatusRecord``;
-a batch's records for one client, in one ``ReplyBatch``.
+a batch's records for one client, in one ``ReplyBatch`` (or, in its version 2, the
+batch's blocks of jobs as columns: ``ReplyBlock``).
 
 The status record is Celery's own result document (so ``AsyncResult`` reads it) plus
 ``v``; ``StatusRecord.parse`` is its one reader in Python, and
