@@ -414,12 +414,11 @@ class AsyncResultListener:
             # A final record (or a version 2 batch's ``Row``) is kept as it came, read
             # when taken (``heard.py``).
             heard: Heard | None = raw if isinstance(raw, Row) else final_raw(raw)
-            if heard is None and not isinstance(raw, Row):
-                record = parse(raw, jid)
+            if heard is None:
+                record = parse(raw, jid)  # type: ignore[arg-type]  # not a Row: final_raw's None
                 if record is None or not record.ready:
                     continue
                 heard = record
-            assert heard is not None
             self._via_reply.discard(jid)
             fut.set_result((heard, self._times.pop(jid, 0.0) or now))
             self._mark_done(jid, size_of(heard))

@@ -45,6 +45,12 @@ local function add(c, id, record)
   b.records[#b.records + 1] = record
 end
 
+-- Channel c's name: form 1 lists the channels, form 2 pairs each with its columns.
+local function channel(c)
+  if columns then return ARGV[6 + 2 * c] end
+  return ARGV[7 + c]
+end
+
 local stored = 0
 local skipped = {}
 for i, id in ipairs(ids) do
@@ -69,7 +75,7 @@ if columns then
   for c = 1, (#ARGV - 7) / 2 do
     local blob = ARGV[7 + 2 * c]
     if blob ~= '' and not kept[c] then
-      redis.call('PUBLISH', ARGV[6 + 2 * c], blob)
+      redis.call('PUBLISH', channel(c), blob)
     else
       fallback[c] = true
     end
@@ -80,15 +86,9 @@ if columns then
       if fallback[c] and not skipped[i] then add(c, id, records[i]) end
     end
   end
-  for _, c in ipairs(order) do
-    local b = batches[c]
-    redis.call('PUBLISH', ARGV[6 + 2 * c], cmsgpack.pack({v = 1, ids = b.ids, records = b.records}))
-  end
-  return stored
 end
-for _, c in ipairs(order) do
+for _, c in ipairs(order) do  -- version 1 messages, of either form
   local b = batches[c]
-  redis.call('PUBLISH', ARGV[7 + c],
-    cmsgpack.pack({v = tonumber(ARGV[6]), ids = b.ids, records = b.records}))
+  redis.call('PUBLISH', channel(c), cmsgpack.pack({v = 1, ids = b.ids, records = b.records}))
 end
 return stored

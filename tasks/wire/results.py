@@ -181,8 +181,9 @@ class ReplyBlock:
     timing: dict[str, Any]
     #: name -> array of shape ``(len(ids), *row shape)``, read-only.
     outputs: dict[str, np.ndarray]
-    #: One row's bytes, all outputs (a listener counts what it holds by it).
-    row_bytes: int = 0
+    #: One row's bytes, all outputs, worked out once by ``decode`` (a listener counts
+    #: what it holds by it, twice per result).
+    row_bytes: int
 
 
 def encode_columns(
