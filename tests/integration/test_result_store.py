@@ -91,6 +91,32 @@ def test_a_batch_without_reply_channels_is_stored_and_published_under_its_keys_o
     pubsub.close()
 
 
+def test_a_record_is_published_under_its_key_only_to_a_subscriber_across_slices_of_jobs(
+    rc: redis.Redis[bytes],
+) -> None:
+    """store.lua asks who listens (PUBSUB NUMSUB, per slice of 1,000 jobs) and publishes a
+    record under its key only where someone does: here one job in the third slice, of
+    2,500, whose claims and records are all handled. Counting PUBLISH calls shows the
+    others were skipped, not merely unheard."""
+    ids = [f"many-{i}" for i in range(2500)]
+    records = [StatusRecord.success(j, {"n": i}).encode() for i, j in enumerate(ids)]
+    for j in ids:
+        rc.set(inflight_key(j), b"1")
+    heard = ids[2100]
+    pubsub = rc.pubsub()
+    pubsub.subscribe(result_key(heard))
+    pubsub.get_message(timeout=5)
+    rc.config_resetstat()
+
+    ResultWriter(rc, 60).store_encoded(ids, records)
+
+    assert rc.mget([result_key(j) for j in ids]) == records
+    assert rc.exists(*(inflight_key(j) for j in ids)) == 0
+    assert messages(pubsub) == {result_key(heard): [records[2100]]}
+    assert rc.info("commandstats")["cmdstat_publish"]["calls"] == 1
+    pubsub.close()
+
+
 COLUMNS = "inferq:reply:c2." + "cd" * 16  # a client that reads version 2
 
 
