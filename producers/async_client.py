@@ -30,6 +30,7 @@ from producers.cache_hits import RecentHits
 from producers.catalog import AsyncModelCatalog
 from producers.claims import AsyncClaims
 from producers.health import live_beats, read_model_stats, readiness
+from producers.heard import HeardArrival
 from producers.job import AsyncJob
 from producers.limits import AsyncQueueDepthGuard
 from producers.listener import Arrival, name_reply_channel
@@ -450,18 +451,26 @@ class AsyncClient:
         """Await many jobs on the one subscription; each entry is a result or its error, in order."""
         jobs = list(jobs)
         pending = [j for j in jobs if not j.done]
+        by_id: dict[str, list[AsyncJob]] = {}
+        for j in pending:
+            by_id.setdefault(j.id, []).append(j)
+
+        def settle(jid: str, arrival: HeardArrival) -> None:
+            # As heard, from the loop, while the rest are still coming: a reply batch's
+            # records become ``Result``s straight from their text.
+            for j in by_id[jid]:
+                j._settle(*arrival)
+                j._outcome()
+
         try:
-            # As heard: a reply batch's records become ``Result``s straight from their text.
-            arrived = await self.listener.collect(
-                [j.id for j in pending], self._wait_bound(timeout), progress=progress
+            await self.listener.collect(
+                list(by_id), self._wait_bound(timeout), progress=progress, each=settle
             )
         except Timeout as exc:
             raise await self._explain(exc, {j.key for j in pending}) from None
         out: list[Result | InferqError] = []
         for n, j in enumerate(jobs, 1):
             if n % SLICE == 0:
-                await asyncio.sleep(0)  # decoding a thousand results is not one step
-            if not j.done:
-                j._settle(*arrived[j.id])
+                await asyncio.sleep(0)  # a cache hit's result is read here: not all in one step
             out.append(j._outcome())
         return out

@@ -55,6 +55,10 @@ from tasks.wire import ReplyBatch, StatusRecord
 log = logging.getLogger(__name__)
 
 
+#: ``collect`` hands this many results already here to ``each`` per turn of the loop.
+EACH_SLICE = 16
+
+
 class AsyncResultListener:
     """Watches job ids on one pub/sub connection; ``wait`` awaits their results."""
 
@@ -181,11 +185,20 @@ class AsyncResultListener:
         return {jid: (record_of(h, jid), at) for jid, (h, at) in heard.items()}
 
     async def collect(
-        self, job_ids: Iterable[str], timeout: float | None, progress: Callable[[int], None] | None = None
+        self,
+        job_ids: Iterable[str],
+        timeout: float | None,
+        progress: Callable[[int], None] | None = None,
+        each: Callable[[str, HeardArrival], None] | None = None,
     ) -> dict[str, HeardArrival]:
         """``wait``, with each record as it was heard: a reply batch's still as it came
-        (``producers/heard.py`` reads them; ``wait_all`` straight into ``Result``s)."""
+        (``producers/heard.py`` reads them; ``wait_all`` straight into ``Result``s).
+
+        ``each(job_id, arrival)`` is called from the loop as each arrives (at once for
+        those already here), so a caller reads results while the rest are coming, not
+        all after the last one (as ``ResultListener.collect``)."""
         ids = list(dict.fromkeys(job_ids))
+        hooked: list[tuple[asyncio.Future[HeardArrival], Callable[[asyncio.Future[HeardArrival]], None]]] = []
         # Counted as waited for before the watch: results arriving while it subscribes
         # must not evict (or prune) the ones this wait already has.
         for jid in ids:
@@ -197,6 +210,18 @@ class AsyncResultListener:
             await self.watch(ids)
             futures = {jid: self._futures[jid] for jid in ids}
             pending = {f for f in futures.values() if not f.done()}
+            if each is not None:
+                read = 0
+                for jid, fut in futures.items():
+                    if fut in pending:
+                        hook = _each_hook(jid, each)
+                        fut.add_done_callback(hook)
+                        hooked.append((fut, hook))
+                    elif fut.exception() is None:
+                        each(jid, fut.result())
+                        read += 1
+                        if read % EACH_SLICE == 0:
+                            await asyncio.sleep(0)  # reading a thousand results is not one step
             if progress is not None:
                 progress(len(ids) - len(pending))
                 for f in pending:  # one call per arrival, from the loop, in any order
@@ -217,6 +242,8 @@ class AsyncResultListener:
                 out[jid] = fut.result()
             return out
         finally:
+            for fut, hook in hooked:
+                fut.remove_done_callback(hook)  # a wait given up hears no more
             held = self._futures
             for jid in ids:
                 self._waiters[jid] -= 1
@@ -548,3 +575,16 @@ class AsyncResultListener:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _each_hook(
+    jid: str, each: Callable[[str, HeardArrival], None]
+) -> Callable[[asyncio.Future[HeardArrival]], None]:
+    """A done-callback handing ``jid``'s arrival to ``each`` (not a failed future's: the
+    wait raises that)."""
+
+    def hook(fut: asyncio.Future[HeardArrival]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            each(jid, fut.result())
+
+    return hook

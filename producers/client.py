@@ -24,6 +24,7 @@ from producers.catalog import ModelCatalog
 from producers.claims import Claims
 from producers.coalesce import Coalescer, queue_sends
 from producers.health import live_beats, read_model_stats, readiness
+from producers.heard import HeardArrival
 from producers.job import Job
 from producers.limits import QueueDepthGuard
 from producers.listener import Arrival, ResultListener, name_reply_channel
@@ -513,16 +514,19 @@ class Client:
         """Wait for many jobs on one subscription; each entry is a result or its error, in order."""
         jobs = list(jobs)
         pending = [j for j in jobs if not j.done]
+        by_id: dict[str, list[Job]] = {}
+        for j in pending:
+            by_id.setdefault(j.id, []).append(j)
+
+        def settle(jid: str, arrival: HeardArrival) -> None:
+            # As heard, while the rest are still coming: a reply batch's records become
+            # ``Result``s straight from their bytes.
+            for j in by_id[jid]:
+                j._settle(*arrival)
+                j._outcome()
+
         try:
-            # As heard: a reply batch's records become ``Result``s straight from their bytes.
-            heard = self.listener.collect(
-                [j.id for j in pending], self._wait_bound(timeout), progress=progress
-            )
+            self.listener.collect(list(by_id), self._wait_bound(timeout), progress=progress, each=settle)
         except Timeout as exc:
             raise self._explain(exc, {j.key for j in pending}) from None
-        out: list[Result | InferqError] = []
-        for j in jobs:
-            if not j.done:
-                j._settle(*heard[j.id])
-            out.append(j._outcome())
-        return out
+        return [j._outcome() for j in jobs]

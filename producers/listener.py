@@ -237,10 +237,20 @@ class ResultListener:
         return {jid: (record_of(h, jid), at) for jid, (h, at) in heard.items()}
 
     def collect(
-        self, job_ids: Iterable[str], timeout: float | None, progress: Callable[[int], None] | None = None
+        self,
+        job_ids: Iterable[str],
+        timeout: float | None,
+        progress: Callable[[int], None] | None = None,
+        each: Callable[[str, HeardArrival], None] | None = None,
     ) -> dict[str, HeardArrival]:
         """``wait``, with each record as it was heard: a reply batch's still as its bytes
-        (``producers/heard.py`` reads them; ``wait_all`` straight into ``Result``s)."""
+        (``producers/heard.py`` reads them; ``wait_all`` straight into ``Result``s).
+
+        ``each(job_id, arrival)`` is called (on this thread) as each arrival is taken, so a
+        caller can read results while the rest are still coming instead of all after the
+        last one (``wait_all``: reading 30,000 results took a tenth of a bulk run's time
+        after its last arrival).
+        """
         ids = list(dict.fromkeys(job_ids))
         with self._lock:
             evicted = [j for j in ids if j in self._times and j not in self._events]
@@ -251,6 +261,9 @@ class ResultListener:
         rest = [j for j in ids if j not in out] if out else ids
         self.watch([j for j in rest if j not in at] if at else rest)
         deadline = None if timeout is None else time.monotonic() + timeout
+        if out and each is not None:
+            for jid, taken in out.items():
+                each(jid, taken)
         if out and progress is not None:
             progress(len(out))
         for n, jid in enumerate(rest):
@@ -289,10 +302,12 @@ class ResultListener:
                 return {
                     **out,
                     **self.collect(
-                        rest[n:], None if deadline is None else deadline - time.monotonic(), progress
+                        rest[n:], None if deadline is None else deadline - time.monotonic(), progress, each
                     ),
                 }
             out[jid] = arrival
+            if each is not None:
+                each(jid, arrival)
             if progress is not None:
                 progress(1)
         return out

@@ -33,6 +33,7 @@ from tasks.errors import (
     JobNotFound,
     ModelNotFound,
     NotReady,
+    Timeout,
     TransientError,
 )
 from tasks.keys import queue_name, result_key
@@ -471,5 +472,54 @@ def test_a_job_watched_again_before_its_last_result_is_unsubscribed_is_still_hea
         finally:
             await listener.aclose()
             await backend.aclose()
+
+    run(main)
+
+
+def test_collect_hands_each_result_over_as_it_arrives_not_after_the_last(server: LocalRedis) -> None:
+    """As the sync listener's: ``AsyncClient.wait_all`` reads results while the rest are
+    still coming. Half the results stored: ``each`` has all of them (from the loop) while
+    ``collect`` still waits; then the rest, each id once; a wait given up hears no more."""
+    s = Settings(broker_url=server.url)
+
+    async def main() -> None:
+        backend = async_redis_client(server.url, s)
+        listener = AsyncResultListener(backend)
+        store = redis.Redis.from_url(server.url)
+        ids = [uuid.uuid4().hex for _ in range(20)]
+        seen: list[str] = []
+
+        def put(jid: str) -> None:
+            done = StatusRecord.cancelled(jid).encode()  # any ready record
+            store.set(result_key(jid), done)
+            store.publish(result_key(jid), done)
+
+        try:
+            put(ids[0])  # already here when the wait starts
+            await asyncio.sleep(0.2)
+            waiting = asyncio.ensure_future(listener.collect(ids, 10, each=lambda jid, _a: seen.append(jid)))
+            await asyncio.sleep(0.3)  # subscribed
+            for jid in ids[1:10]:
+                put(jid)
+            for _ in range(100):
+                if len(seen) == 10:
+                    break
+                await asyncio.sleep(0.05)
+            assert sorted(seen) == sorted(ids[:10]) and not waiting.done()
+            for jid in ids[10:]:
+                put(jid)
+            assert set(await waiting) == set(ids)
+            assert sorted(seen) == sorted(ids) and len(seen) == len(ids)
+
+            late = uuid.uuid4().hex
+            with pytest.raises(Timeout):
+                await listener.collect([late], 0.3, each=lambda jid, _a: seen.append(jid))
+            put(late)
+            await asyncio.sleep(0.3)
+            assert late not in seen
+        finally:
+            await listener.aclose()
+            await backend.aclose()
+            store.close()
 
     run(main)

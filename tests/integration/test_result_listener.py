@@ -426,3 +426,34 @@ def test_a_job_sent_to_an_older_worker_that_publishes_only_under_its_id_is_still
     t0 = time.monotonic()
     assert listener.wait([jid], timeout=10)[jid][0].state == "SUCCESS"
     assert time.monotonic() - t0 < 5
+
+
+def test_collect_hands_each_result_over_as_it_arrives_not_after_the_last(
+    rc: redis.Redis[bytes], listener: ResultListener
+) -> None:
+    """``wait_all`` reads results while the rest are still coming (``each``): here the
+    first half of the jobs' results are stored (ids are taken in order, as a bulk
+    submission's results arrive), and ``each`` must have had all of them while
+    ``collect`` still waits for the other half; then the rest, each id once."""
+    jids = [new_id() for _ in range(40)]
+    assert listener.watch(jids, sending=jids).wait(5)
+    seen: list[str] = []
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["out"] = listener.collect(jids, 10, each=lambda jid, arrival: seen.append(jid))
+        except BaseException as exc:  # handed to the test thread
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    first, second = jids[:20], jids[20:]
+    ResultWriter(rc, 3600).store_encoded(first, [success(j) for j in first], [listener.reply_channel] * 20)
+    until(lambda: sorted(seen) == sorted(first), what="each result of the first half handed over")
+    assert t.is_alive() and "out" not in box, "collect returned before the second half arrived"
+    ResultWriter(rc, 3600).store_encoded(second, [success(j) for j in second], [listener.reply_channel] * 20)
+    t.join(10)
+    assert "error" not in box, box.get("error")
+    assert sorted(seen) == sorted(jids) and len(seen) == len(set(seen))
+    assert set(box["out"]) == set(jids)
