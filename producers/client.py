@@ -52,6 +52,9 @@ from tasks.wire import Result, StatusRecord
 
 log = logging.getLogger(__name__)
 
+#: ``wait_all`` lets other threads run after reading this many results.
+YIELD_EVERY = 32
+
 #: How long a ``Timeout`` may spend asking which models no live worker serves.
 EXPLAIN_S = 2.0
 #: How long a send waits for the result listener to confirm its reply channel's
@@ -518,12 +521,21 @@ class Client:
         for j in pending:
             by_id.setdefault(j.id, []).append(j)
 
+        read = 0
+
         def settle(jid: str, arrival: HeardArrival) -> None:
             # As heard, while the rest are still coming: a reply batch's records become
             # ``Result``s straight from their bytes.
+            nonlocal read
             for j in by_id[jid]:
                 j._settle(*arrival)
                 j._outcome()
+            read += 1
+            if read % YIELD_EVERY == 0:
+                # Let the listener thread have the GIL if it waits for it: held through a
+                # whole batch of results, it heard the next batch up to a switch interval
+                # (5 ms) late, and bulk latency rose by a third.
+                time.sleep(0)
 
         try:
             self.listener.collect(list(by_id), self._wait_bound(timeout), progress=progress, each=settle)
