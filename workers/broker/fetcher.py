@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +66,24 @@ from workers.broker.leases import Leases
 log = logging.getLogger(__name__)
 
 _ACK_PIECE = 1000
+#: A worker holds at least this many messages however big they are: one being computed,
+#: the next one read meanwhile (with one, the model would wait for every fetch).
+MIN_MESSAGES = 2
+
+
+def message_limit(capacity: int, jobs_per_message: float | None) -> int:
+    """How many unacknowledged messages a worker holds: ``capacity`` counts jobs, and a
+    message of many jobs (a bulk message: hundreds) fills it at once, so a worker with a
+    backlog of bulk messages does not take a hundred of them (their inputs in its memory,
+    none left for other workers); never fewer than ``MIN_MESSAGES``. Until a fetch has
+    shown how many jobs a message holds (``None``), ``MIN_MESSAGES``: the next fetch
+    follows at once if more is queued."""
+    least = min(capacity, MIN_MESSAGES)
+    if jobs_per_message is None:
+        return least
+    return max(least, min(capacity, math.ceil(capacity / max(1.0, jobs_per_message))))
+
+
 #: How long a worker whose lease lapsed waits before it looks again (its beat renews it).
 LAPSED_WAIT_S = 0.2
 
@@ -80,13 +99,15 @@ class Delivery:
 
 
 class Fetcher(threading.Thread):
-    """Feeds ``on_deliveries`` with up to ``capacity`` unacknowledged messages at a time."""
+    """Feeds ``on_deliveries`` with unacknowledged messages holding up to about ``capacity``
+    jobs at a time (``message_limit``): ``on_deliveries`` returns how many jobs the
+    messages it was given held (None: one each)."""
 
     def __init__(
         self,
         client: redis.Redis[bytes],
         queues: list[str],
-        on_deliveries: Callable[[list[Delivery]], None],
+        on_deliveries: Callable[[list[Delivery]], int | None],
         *,
         capacity: int,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -130,6 +151,8 @@ class Fetcher(threading.Thread):
         self._resign_script = client.register_script(lua.source("resign"))
         self.doorbell = Doorbell(client, [lst for step in self._steps for lst in step])
         self._in_flight = 0
+        #: Jobs per message in the last fetch (None before the first).
+        self._jobs_per_message: float | None = None
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._backoff = 0.0
@@ -168,6 +191,11 @@ class Fetcher(threading.Thread):
             pipe.execute()
         self._release(deliveries)
 
+    @property
+    def limit(self) -> int:
+        """How many unacknowledged messages this worker holds at most (``message_limit``)."""
+        return message_limit(self.capacity, self._jobs_per_message)
+
     def _release(self, deliveries: list[Delivery]) -> None:
         if self.leases is not None:
             self.leases.release(d.tag for d in deliveries)
@@ -202,9 +230,9 @@ class Fetcher(threading.Thread):
     def run(self) -> None:
         while not self._stopping.is_set():
             with self._cond:
-                while self._in_flight >= self.capacity and not self._stopping.is_set():
+                while self._in_flight >= self.limit and not self._stopping.is_set():
                     self._cond.wait(0.5)
-                room = self.capacity - self._in_flight
+                room = self.limit - self._in_flight
             if self._stopping.is_set():
                 break
             try:
@@ -222,9 +250,11 @@ class Fetcher(threading.Thread):
                 with self._cond:
                     self._in_flight += len(got)
                 try:
-                    self.on_deliveries(got)
+                    jobs = self.on_deliveries(got)
                 except Exception:  # on_deliveries answers for its messages; this keeps the loop alive
                     log.exception("handing over %d message(s) failed", len(got))
+                else:
+                    self._jobs_per_message = (jobs or len(got)) / len(got)
         self._resign()
 
     def _resign(self) -> None:

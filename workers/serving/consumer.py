@@ -160,12 +160,15 @@ class WorkerCore:
 
     # --- fetcher thread -------------------------------------------------------------
 
-    def on_deliveries(self, deliveries: list[Delivery]) -> None:
-        """Answer bad jobs, hand good ones to the batcher. Never raises: each delivery ends
-        acknowledged, given up (it comes back), or held by its jobs in the batcher."""
+    def on_deliveries(self, deliveries: list[Delivery]) -> int:
+        """Answer bad jobs, hand good ones to the batcher; returns how many jobs the
+        deliveries held (one for a message not readable as jobs), which the fetcher
+        weighs its next fetch by. Never raises: each delivery ends acknowledged, given up
+        (it comes back), or held by its jobs in the batcher."""
         failures: list[tuple[Outcome, _Message]] = []
         done: list[_Message] = []
         parsed: list[_Parsed] = []
+        jobs = len(deliveries)
         for d in deliveries:
             try:
                 items, reply_to = read_message(d.raw)
@@ -186,12 +189,13 @@ class WorkerCore:
             # batch finishing on the completer thread) before its early failures are stored.
             n = len(items.ids) if isinstance(items, BulkTensor) else len(items)
             parsed.append((_Message(d, remaining=n + 1, reply_to=reply_to), items))
+            jobs += n - 1
         try:
             self._claim_inputs(parsed)
         except Exception as exc:
             log.error("%s; %d message(s) come back after the visibility timeout", _why(exc), len(deliveries))
             self.fetcher.abandon(deliveries)
-            return
+            return jobs
         parsed = self._drop_cancelled(parsed)
         for msg, items in parsed:
             if isinstance(items, BulkTensor):
@@ -213,6 +217,7 @@ class WorkerCore:
                 self.events.flush()
         done += [msg for msg, _ in parsed if msg.finish()]  # release the holds
         self._ack(done)
+        return jobs
 
     def _ack(self, messages: list[_Message]) -> None:
         """Acknowledge finished messages (and drop their stored inputs); give up the abandoned."""
