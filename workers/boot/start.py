@@ -150,7 +150,7 @@ def run_worker(
     worker_id = new_worker_id()
     # Room for one batch computing and the next one filling, and no more: a worker
     # never pulls the whole queue into memory. In jobs: the fetcher holds that many
-    # single-job messages, but only two bulk messages (``message_limit``).
+    # single-job messages, but only four bulk messages (``message_limit``).
     max_batch = max(limits.max_batch_size or i.max_batch_size for i in infos)
     capacity = max(settings.prefetch, 2 * max_batch)
     port = settings.metrics_port if metrics_port is None else metrics_port

@@ -66,9 +66,11 @@ from workers.broker.leases import Leases
 log = logging.getLogger(__name__)
 
 _ACK_PIECE = 1000
-#: A worker holds at least this many messages however big they are: one being computed,
-#: the next one read meanwhile (with one, the model would wait for every fetch).
-MIN_MESSAGES = 2
+#: A worker holds at least this many messages however big they are: one being computed
+#: and the next read meanwhile need two (with one, the model would wait for every
+#: fetch); with two, each fetch took one bulk message, and the extra fetches cost a bulk
+#: run 2-4% end to end (docs/benchmarks.md, "Seventh session"); four let a fetch take a few.
+MIN_MESSAGES = 4
 
 
 def message_limit(capacity: int, jobs_per_message: float | None) -> int:
