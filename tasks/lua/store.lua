@@ -6,12 +6,10 @@
 -- ~1 us each on the worker. The keys are built here, so the script does not declare
 -- them: fine on one Redis, not on a Redis Cluster (a batch's keys lie in many slots).
 -- Publishing lets waiting clients see a result within a round trip (Celery's Redis
--- backend publishes the same way); a record is published under its key only when a
--- client subscribes to that key or any pattern subscription exists (PUBSUB NUMSUB and
--- NUMPAT, asked once per slice of jobs): inferq's own clients hear their results on
--- their reply channels, so in bulk nearly every key has no subscriber, and a PUBLISH
--- to nobody still cost a call per job. (A client subscribed through a replica is not
--- counted by the primary: subscribe on the primary, as Celery's backend does.) The claim ends with its job: if the result is
+-- backend publishes the same way). (Publishing only where PUBSUB NUMSUB saw a
+-- subscriber was tried: any pattern subscription, which a Celery worker's remote
+-- control holds on a shared Redis, would have made every publish needed again, and
+-- Redis cannot say which patterns match.) The claim ends with its job: if the result is
 -- evicted later, nothing says "queued" for a job that is not. A job cancelled meanwhile
 -- keeps its cancelled record: one final state, and no result published after it.
 -- Returns how many records were stored.
@@ -56,25 +54,20 @@ local function channel(c)
   return ARGV[7 + c]
 end
 
--- Per job one SET; the reads, the deletes and the question "is anyone subscribed?"
--- take one command per slice of jobs, not one per job: each redis.call costs the
--- script about a microsecond around the command itself. MGET reads whole values, not
+-- Per job its SET and PUBLISH; the reads and the deletes take one command per slice of
+-- jobs, not one per job: each redis.call costs the script about a microsecond around
+-- the command itself. MGET reads whole values, not
 -- the first bytes is_revoked looks at, but a job's key is nearly always empty here (a
 -- cancel's or a STARTED record, both small, or rarely the result of an earlier run).
 local n = #ids
 local keys = {}
 for i = 1, n do keys[i] = result_prefix .. ids[i] end
 local SLICE = 1000  -- unpack() puts a slice on Lua's C stack (LUAI_MAXCSTACK 8000)
-local current, heard = {}, nil  -- heard[i]: someone subscribes to job i's key
-if redis.call('PUBSUB', 'NUMPAT') == 0 then heard = {} end
+local current = {}
 for s = 1, n, SLICE do
   local e = math.min(s + SLICE - 1, n)
   local got = redis.call('MGET', unpack(keys, s, e))
   for j = 1, #got do current[s + j - 1] = got[j] end
-  if heard then
-    local counts = redis.call('PUBSUB', 'NUMSUB', unpack(keys, s, e))
-    for j = 2, #counts, 2 do heard[s + j / 2 - 1] = counts[j] > 0 end
-  end
   local inflight = {}
   for i = s, e do inflight[#inflight + 1] = inflight_prefix .. ids[i] end
   redis.call('DEL', unpack(inflight))
@@ -85,7 +78,7 @@ local skipped = {}
 for i, id in ipairs(ids) do
   if not is_revoked(current[i]) then
     redis.call('SET', keys[i], records[i], 'EX', ttl)
-    if not heard or heard[i] then redis.call('PUBLISH', keys[i], records[i]) end
+    redis.call('PUBLISH', keys[i], records[i])
     stored = stored + 1
     if replies and not columns and numbers[i] > 0 then
       add(numbers[i], id, records[i])
