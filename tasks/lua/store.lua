@@ -56,9 +56,9 @@ end
 
 -- Per job its SET and PUBLISH; the reads and the deletes take one command per slice of
 -- jobs, not one per job: each redis.call costs the script about a microsecond around
--- the command itself. MGET reads whole values, not
--- the first bytes is_revoked looks at, but a job's key is nearly always empty here (a
--- cancel's or a STARTED record, both small, or rarely the result of an earlier run).
+-- the command itself. MGET reads whole values, not the first bytes is_revoked looks at,
+-- but a job's key is nearly always empty here (or holds a cancel's or a STARTED record,
+-- both small, or rarely the result of an earlier run).
 local n = #ids
 local keys = {}
 for i = 1, n do keys[i] = result_prefix .. ids[i] end
