@@ -206,7 +206,7 @@ class ClaimCommands:
 
 
 #: The Lua sources of the claim scripts.
-CHECK_AND_CLAIM = lua.source("claim", "status_record", "check_and_claim")
+CHECK_AND_CLAIM = lua.source("claim", "status_record", "slices", "check_and_claim")
 TAKE_OVER = lua.source("claim", "take_over")
 RECLAIM = lua.source("claim", "reclaim")
 

@@ -1,8 +1,8 @@
 -- One round trip checks the cache and claims the ids of many jobs (producers/claims.py).
--- Needs claim.lua and status_record.lua. KEYS[1] is the cache-stats hash; ARGV[1..3] as
--- claim.lua, ARGV[4] model:variant, ARGV[5] the cacheable error types, comma-separated,
--- ARGV[6] the job ids (one msgpack array), ARGV[7] and ARGV[8] the prefixes of their
--- result and in-flight keys.
+-- Needs claim.lua, status_record.lua and slices.lua. KEYS[1] is the cache-stats hash;
+-- ARGV[1..3] as claim.lua, ARGV[4] model:variant, ARGV[5] the cacheable error types,
+-- comma-separated, ARGV[6] the job ids (one msgpack array), ARGV[7] and ARGV[8] the
+-- prefixes of their result and in-flight keys.
 --
 -- The ids come as one argument and the answer as one string of codes, not as two keys
 -- and a reply array per job: redis-py packs and parses those with a Python loop per item
@@ -25,17 +25,8 @@ local ids = cmsgpack.unpack(ARGV[6])
 local result_prefix, inflight_prefix = ARGV[7], ARGV[8]
 local codes, extras = {}, {}
 local hits, misses = 0, 0
--- The stored records in one MGET per slice of jobs, not a GET each: a redis.call costs
--- the script about a microsecond around its command (store.lua says more).
-local stored = {}
-local SLICE = 1000  -- unpack() puts a slice on Lua's C stack (LUAI_MAXCSTACK 8000)
-for s = 1, #ids, SLICE do
-  local e = math.min(s + SLICE - 1, #ids)
-  local keys = {}
-  for i = s, e do keys[#keys + 1] = result_prefix .. ids[i] end
-  local got = redis.call('MGET', unpack(keys))
-  for j = 1, #got do stored[s + j - 1] = got[j] end
-end
+-- The stored records in one MGET per slice of jobs, not a GET each (slices.lua).
+local stored = mget_all(prefixed(result_prefix, ids))
 for i, id in ipairs(ids) do
   local r = stored[i]
   if r then

@@ -1,6 +1,7 @@
 -- Store a batch's status records in one command (workers/serving/store.py). Needs
--- revoked.lua. ARGV[1] the TTL, ARGV[2] the records: one msgpack array (str form, the
--- one cmsgpack reads), record i for job i; ARGV[3] the job ids, one msgpack array;
+-- revoked.lua and slices.lua. ARGV[1] the TTL, ARGV[2] the records: one msgpack array
+-- (str form, the one cmsgpack reads), record i for job i; ARGV[3] the job ids, one
+-- msgpack array;
 -- ARGV[4] and ARGV[5] the prefixes of their result and in-flight keys. One argument,
 -- not one per record or key: redis-py packs a command with a Python loop per argument,
 -- ~1 us each on the worker. The keys are built here, so the script does not declare
@@ -55,23 +56,12 @@ local function channel(c)
 end
 
 -- Per job its SET and PUBLISH; the reads and the deletes take one command per slice of
--- jobs, not one per job: each redis.call costs the script about a microsecond around
--- the command itself. MGET reads whole values, not the first bytes is_revoked looks at,
+-- jobs (slices.lua). MGET reads whole values, not the first bytes is_revoked looks at,
 -- but a job's key is nearly always empty here (or holds a cancel's or a STARTED record,
 -- both small, or rarely the result of an earlier run).
-local n = #ids
-local keys = {}
-for i = 1, n do keys[i] = result_prefix .. ids[i] end
-local SLICE = 1000  -- unpack() puts a slice on Lua's C stack (LUAI_MAXCSTACK 8000)
-local current = {}
-for s = 1, n, SLICE do
-  local e = math.min(s + SLICE - 1, n)
-  local got = redis.call('MGET', unpack(keys, s, e))
-  for j = 1, #got do current[s + j - 1] = got[j] end
-  local inflight = {}
-  for i = s, e do inflight[#inflight + 1] = inflight_prefix .. ids[i] end
-  redis.call('DEL', unpack(inflight))
-end
+local keys = prefixed(result_prefix, ids)
+local current = mget_all(keys)
+del_all(prefixed(inflight_prefix, ids))
 
 local stored = 0
 local skipped = {}

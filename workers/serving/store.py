@@ -59,8 +59,8 @@ class ResultWriter:
         #: A ``STARTED`` state is not a result: if the job's message were lost, a state
         #: that lived as long as the cache would make every resubmission wait for it.
         self.started_ttl_s = min(ttl_s, started_ttl_s or ttl_s)
-        self._store = client.register_script(lua.source("revoked", "store"))
-        self._cancelled = client.register_script(lua.source("revoked", "cancelled"))
+        self._store = client.register_script(lua.source("revoked", "slices", "store"))
+        self._cancelled = client.register_script(lua.source("revoked", "slices", "cancelled"))
         self._started = client.register_script(lua.source("revoked", "mark_started"))
 
     def cancelled(self, job_ids: list[str]) -> set[str]:
