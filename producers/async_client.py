@@ -30,8 +30,7 @@ from producers.cache_hits import RecentHits
 from producers.catalog import AsyncModelCatalog
 from producers.claims import AsyncClaims
 from producers.health import live_beats, read_model_stats, readiness
-from producers.heard import HeardArrival
-from producers.job import AsyncJob
+from producers.job import AsyncJob, Settler
 from producers.limits import AsyncQueueDepthGuard
 from producers.listener import Arrival, name_reply_channel
 from producers.ownership import (
@@ -451,20 +450,11 @@ class AsyncClient:
         """Await many jobs on the one subscription; each entry is a result or its error, in order."""
         jobs = list(jobs)
         pending = [j for j in jobs if not j.done]
-        by_id: dict[str, list[AsyncJob]] = {}
-        for j in pending:
-            by_id.setdefault(j.id, []).append(j)
-
-        def settle(jid: str, arrival: HeardArrival) -> None:
-            # As heard, from the loop, while the rest are still coming: a reply batch's
-            # records become ``Result``s straight from their text.
-            for j in by_id[jid]:
-                j._settle(*arrival)
-                j._outcome()
-
+        # Settled as heard, from the loop, while the rest are still coming.
+        settler = Settler(pending)
         try:
             await self.listener.collect(
-                list(by_id), self._wait_bound(timeout), progress=progress, each=settle
+                list(settler.first), self._wait_bound(timeout), progress=progress, each=settler.settle
             )
         except Timeout as exc:
             raise await self._explain(exc, {j.key for j in pending}) from None

@@ -25,7 +25,7 @@ from producers.claims import Claims
 from producers.coalesce import Coalescer, queue_sends
 from producers.health import live_beats, read_model_stats, readiness
 from producers.heard import HeardArrival
-from producers.job import Job
+from producers.job import Job, Settler
 from producers.limits import QueueDepthGuard
 from producers.listener import Arrival, ResultListener, name_reply_channel
 from producers.ownership import (
@@ -517,19 +517,14 @@ class Client:
         """Wait for many jobs on one subscription; each entry is a result or its error, in order."""
         jobs = list(jobs)
         pending = [j for j in jobs if not j.done]
-        by_id: dict[str, list[Job]] = {}
-        for j in pending:
-            by_id.setdefault(j.id, []).append(j)
-
+        settler = Settler(pending)
         read = 0
 
         def settle(jid: str, arrival: HeardArrival) -> None:
             # As heard, while the rest are still coming: a reply batch's records become
             # ``Result``s straight from their bytes.
             nonlocal read
-            for j in by_id[jid]:
-                j._settle(*arrival)
-                j._outcome()
+            settler.settle(jid, arrival)
             read += 1
             if read % YIELD_EVERY == 0:
                 # Let the listener thread have the GIL if it waits for it: held through a
@@ -538,7 +533,9 @@ class Client:
                 time.sleep(0)
 
         try:
-            self.listener.collect(list(by_id), self._wait_bound(timeout), progress=progress, each=settle)
+            self.listener.collect(
+                list(settler.first), self._wait_bound(timeout), progress=progress, each=settle
+            )
         except Timeout as exc:
             raise self._explain(exc, {j.key for j in pending}) from None
         return [j._outcome() for j in jobs]

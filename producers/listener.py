@@ -37,6 +37,7 @@ when taken (``producers/heard.py``): ``collect`` hands them over so, ``wait`` pa
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -49,7 +50,7 @@ from typing import Any
 
 import redis
 
-from producers.flag import Flag
+from producers.flags import Flags
 from producers.heard import ArrivalStore, Heard, HeardArrival, Row, batch_items, final_raw, record_of
 from producers.latch import Latch
 from producers.sender import Outgoing
@@ -69,6 +70,8 @@ READ_CHUNK = 1000
 #: Results that arrived but were not kept, read again per ``MGET`` as a wait reaches them:
 #: well under ``KEEP_ARRIVED_MAX``, so arrivals meanwhile do not push them out again.
 REREAD_CHUNK = 256
+#: At most this many arrivals taken by ``collect`` under one hold of the lock.
+TAKE_RUN = 256
 
 
 def new_reply_channel() -> str:
@@ -133,7 +136,7 @@ class ResultListener:
         self._client = client
         self._lock = threading.Lock()
         self._arrived = ArrivalStore()
-        self._events: dict[str, Flag] = {}
+        self._events = Flags()
         self._watched_at: dict[str, float] = {}
         self._waiters: dict[str, int] = {}
         self._pruned_at = time.monotonic()
@@ -181,7 +184,7 @@ class ResultListener:
             idle = not self._to_subscribe
             for jid in job_ids:
                 if jid not in self._events and jid not in self._arrived:
-                    self._events[jid] = Flag()
+                    self._events[jid] = False
                     self._watched_at[jid] = time.monotonic()
                     if jid in mine:
                         self._via_reply.add(jid)
@@ -266,13 +269,28 @@ class ResultListener:
                 each(jid, taken)
         if out and progress is not None:
             progress(len(out))
-        for n, jid in enumerate(rest):
+        n = 0
+        while n < len(rest):
+            if n:  # (the first was looked at above)
+                # Those that came meanwhile (the rest of a reply batch, after the wait for its
+                # first), taken as a run under one lock, not a latch and three locks each.
+                with self._lock:
+                    run = self._take_arrived(itertools.islice(rest, n, n + TAKE_RUN), run=True)
+                if run:
+                    out.update(run)
+                    if each is not None:
+                        for jid, taken in run.items():
+                            each(jid, taken)
+                    if progress is not None:
+                        progress(len(run))
+                    n += len(run)
+                    continue
+            jid = rest[n]
             if jid in at and jid not in self._events:
                 self._reread(evicted[at[jid] : at[jid] + REREAD_CHUNK])
-            event = Latch()  # made outside the lock (``Flag.arm``)
+            event = Latch()  # made outside the lock (``Flags.arm``)
             with self._lock:
-                flag = self._events.get(jid)
-                blocker = None if flag is None else flag.arm(event)
+                blocker = self._events.arm(jid, event)
                 self._waiters[jid] = self._waiters.get(jid, 0) + 1
             try:
                 while blocker is not None and not blocker.is_set():
@@ -310,16 +328,20 @@ class ResultListener:
                 each(jid, arrival)
             if progress is not None:
                 progress(1)
+            n += 1
         return out
 
-    def _take_arrived(self, ids: list[str]) -> dict[str, HeardArrival]:
-        """The arrivals of ``ids`` already here (lock held): no lock, waiter count and flag
-        per id. The last reader forgets them."""
+    def _take_arrived(self, ids: Iterable[str], run: bool = False) -> dict[str, HeardArrival]:
+        """The arrivals of ``ids`` already here (lock held): no lock, latch and waiter count
+        per id. ``run``: only those up to the first not here yet. The last reader forgets
+        them."""
         out: dict[str, HeardArrival] = {}
         arrived, waiters, events, watched = self._arrived, self._waiters, self._events, self._watched_at
         for jid in ids:
             arrival = arrived.get(jid)
             if arrival is None:
+                if run:
+                    break
                 continue
             out[jid] = arrival
             if jid not in waiters:
@@ -344,15 +366,14 @@ class ResultListener:
                 if record is None or not record.ready:
                     missing.append(jid)
                     continue
-                self._events[jid] = Flag(is_set=True)
+                self._events[jid] = True
                 self._arrived[jid] = (record, self._times.pop(jid, 0.0) or time.time())
         if missing:
             self.watch(missing)
 
     def _ready(self, jid: str) -> bool:
         with self._lock:
-            event = self._events.get(jid)
-            return jid in self._arrived or event is None or event.is_set()
+            return jid in self._arrived or jid not in self._events or self._events.is_set(jid)
 
     def close(self) -> None:
         self._stop.set()
@@ -439,8 +460,7 @@ class ResultListener:
         with self._lock:
             self._reply_ready = False
             pending, self._reply_pending = self._reply_pending, []
-            for event in self._events.values():
-                event.set()
+            self._events.wake_all()
         for subscribed in pending:  # they send, and their waiters meet the error
             subscribed.done.set()
 
@@ -568,8 +588,7 @@ class ResultListener:
         parse = StatusRecord.parse
         ready: list[tuple[str, Heard]] = []
         for jid, raw in batch_items(batch):
-            flag = events.get(jid)
-            if flag is not None:  # else nobody here awaits it (any longer)
+            if jid in events:  # else nobody here awaits it (any longer)
                 # One nobody is blocked on yet (a bulk submission's) is kept as it came and
                 # read when taken (``heard.py``); a blocked waiter gets it parsed, here, as
                 # before: 64 threads that each parse their own wake-up cost more. A
@@ -577,7 +596,7 @@ class ResultListener:
                 if isinstance(raw, Row):
                     ready.append((jid, raw))
                     continue
-                heard: Heard | None = None if flag.awaited else final_raw(raw)
+                heard: Heard | None = None if events.awaited(jid) else final_raw(raw)
                 if heard is not None:
                     ready.append((jid, heard))
                     continue
@@ -591,11 +610,8 @@ class ResultListener:
         with self._lock:
             for jid, heard in ready:
                 via_reply.discard(jid)
-                event = events.get(jid)
-                if event is None or event.is_set():
-                    continue
-                arrived[jid] = (heard, times.pop(jid, 0.0) or now) if times else (heard, now)
-                event.set()
+                if events.arrive(jid):
+                    arrived[jid] = (heard, times.pop(jid, 0.0) or now) if times else (heard, now)
             if arrived.over(self.KEEP_ARRIVED_MAX, self.KEEP_ARRIVED_BYTES):
                 self._evict_unwaited()
 
@@ -660,9 +676,7 @@ class ResultListener:
                     else:
                         stale.append(jid)
                     self._watched_at.pop(jid)
-                    event = self._events.pop(jid, None)
-                    if event is not None:
-                        event.set()  # a waiter (if any) re-reads the key
+                    self._events.drop(jid)  # a waiter (if any) re-reads the key
         if stale:
             pubsub.unsubscribe(*[result_key(j) for j in stale])
 
@@ -676,11 +690,9 @@ class ResultListener:
             return False
         with self._lock:
             self._via_reply.discard(jid)
-            event = self._events.get(jid)
-            if event is None or event.is_set():
+            if not self._events.arrive(jid):
                 return True
             self._arrived[jid] = (record, self._times.pop(jid, 0.0) or time.time())
-            event.set()
             if self._arrived.over(self.KEEP_ARRIVED_MAX, self.KEEP_ARRIVED_BYTES):
                 self._evict_unwaited()
         return True

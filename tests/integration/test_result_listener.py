@@ -457,3 +457,46 @@ def test_collect_hands_each_result_over_as_it_arrives_not_after_the_last(
     assert "error" not in box, box.get("error")
     assert sorted(seen) == sorted(jids) and len(seen) == len(set(seen))
     assert set(box["out"]) == set(jids)
+
+
+def test_collect_blocks_once_per_arriving_batch_not_once_per_job(
+    rc: redis.Redis[bytes], listener: ResultListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The results of a batch arrive together: once ``collect`` has waited for a batch's
+    first job, it takes the rest of the batch as a run under one lock, with no wake-up
+    (``Latch``) made per job. Four batches of 100 here: a latch per job was 400."""
+    import producers.listener as listener_module
+    from producers.latch import Latch
+
+    made: list[int] = []
+
+    class CountedLatch(Latch):
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            made.append(1)
+            super().__init__()
+
+    monkeypatch.setattr(listener_module, "Latch", CountedLatch)
+    jids = [new_id() for _ in range(400)]
+    assert listener.watch(jids, sending=jids).wait(5)
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["out"] = listener.collect(jids, 20)
+        except BaseException as exc:  # handed to the test thread
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    writer = ResultWriter(rc, 3600)
+    for start in range(0, 400, 100):
+        blocked = start // 100 + 1
+        until(lambda blocked=blocked: len(made) >= blocked, what="collect blocked on the next batch")
+        part = jids[start : start + 100]
+        writer.store_encoded(part, [success(j) for j in part], [listener.reply_channel] * 100)
+    t.join(20)
+    assert "error" not in box, box.get("error")
+    assert set(box["out"]) == set(jids)
+    assert len(made) <= 8, f"{len(made)} latches for 4 batches"

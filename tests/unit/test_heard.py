@@ -6,13 +6,10 @@ and the sync listener's ``Flag``."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import orjson
 import pytest
 
-from producers.flag import Flag
 from producers.heard import (
     PARSED_SIZE,
     ArrivalStore,
@@ -22,7 +19,6 @@ from producers.heard import (
     result_of,
     size_of,
 )
-from producers.latch import Latch
 from tasks.errors import BadInput, IncompatibleVersion, InferqError, JobCancelled
 from tasks.schema import Timing
 from tasks.wire import ReplyBatch, StatusRecord
@@ -158,19 +154,3 @@ def test_the_arrival_store_counts_the_bytes_it_holds() -> None:
     del store["d"]
     store.clear()
     assert store.nbytes == 0 and not store
-
-
-def test_a_flag_set_before_anyone_waits_needs_no_event() -> None:
-    flag = Flag()
-    flag.set()
-    assert flag.is_set() and flag.arm(Latch()) is None and not flag.awaited
-    assert Flag(is_set=True).arm(Latch()) is None
-
-
-def test_a_flag_wakes_every_waiter_that_armed_it() -> None:
-    flag = Flag()
-    first = Latch()
-    assert flag.arm(first) is first and flag.awaited
-    assert flag.arm(Latch()) is first, "a second waiter blocks on the same latch"
-    threading.Timer(0.05, flag.set).start()
-    assert first.wait(5) and flag.is_set()
