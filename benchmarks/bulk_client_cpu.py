@@ -136,7 +136,18 @@ def main() -> None:
         finally:
             stop(w)
     if args.json:
-        print(json.dumps({"inputs": args.inputs, "chunk": args.chunk, "runs": rows}, indent=2))
+        print(json.dumps({"inputs": args.inputs, "chunk": args.chunk, **means(rows), "runs": rows}, indent=2))
+
+
+def means(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per client, the mean over rounds of each figure, as top-level fields
+    (``sync_client_us``, ...): what ``benchmarks/alternate.py`` compares."""
+    out: dict[str, float] = {}
+    for kind in dict.fromkeys(r["client"] for r in rows):
+        mine = [r for r in rows if r["client"] == kind]
+        for field in ("client_us", "worker_us", "redis_us", "inputs_s", "e2e_s"):
+            out[f"{kind}_{field}"] = sum(r[field] for r in mine) / len(mine)
+    return out
 
 
 if __name__ == "__main__":

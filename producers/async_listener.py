@@ -542,25 +542,32 @@ class AsyncResultListener:
         if now - self._pruned_at < 5.0:
             return
         self._pruned_at = now
-        wall = time.time()
-        for jid in list(self._done_order):
+        # Both are kept oldest first, so only the stale are visited (as the sync
+        # listener's ``_prune``): walking all of them blocked the loop for tens of ms
+        # every five seconds during a bulk wait.
+        oldest_kept = time.time() - self.KEEP_ARRIVED_S
+        old: list[str] = []
+        for jid in self._done_order:
             fut = self._futures.get(jid)
-            if fut is None or jid in self._waiters:
+            if fut is None or jid in self._waiters or fut.exception() is not None:
                 continue
-            if fut.exception() is None and wall - fut.result()[1] > self.KEEP_ARRIVED_S:
-                self._drop(jid)
+            if fut.result()[1] >= oldest_kept:
+                break
+            old.append(jid)
+        for jid in old:
+            self._drop(jid)
         stale: list[str] = []
-        for jid, since in list(self._watched_at.items()):
+        lapsed: list[str] = []
+        for jid, since in self._watched_at.items():
+            if now - since <= self.KEEP_WATCH_S:
+                break
             fut = self._futures.get(jid)
-            if (
-                fut is not None
-                and not fut.done()
-                and jid not in self._waiters
-                and now - since > self.KEEP_WATCH_S
-            ):
-                if jid not in self._via_reply:
-                    stale.append(result_key(jid))
-                self._drop(jid)  # a later wait watches it anew (and reads the key)
+            if fut is not None and not fut.done() and jid not in self._waiters:
+                lapsed.append(jid)
+        for jid in lapsed:
+            if jid not in self._via_reply:
+                stale.append(result_key(jid))
+            self._drop(jid)  # a later wait watches it anew (and reads the key)
         if stale and self._pubsub is not None:
             async with self._lock:
                 stale = [c for c in stale if self._unneeded(c)]

@@ -660,23 +660,39 @@ class ResultListener:
         self._selector, self._selected = None, None
 
     def _prune(self, pubsub: Any) -> None:
+        """Drop results kept past ``KEEP_ARRIVED_S`` and watches past ``KEEP_WATCH_S``.
+
+        Both are kept oldest first (arrivals as they came, watches as they were made), so
+        only the stale are visited: walking all of them, under the lock, took 86 ms in a
+        30,000-input bulk wait (34,000 entries), every five seconds, while results waited.
+        """
         now = time.monotonic()
         self._pruned_at = now
         stale: list[str] = []
         with self._lock:
-            for jid, (_, arrived) in list(self._arrived.items()):
-                if time.time() - arrived > self.KEEP_ARRIVED_S:
-                    del self._arrived[jid]
-                    self._events.pop(jid, None)
-                    self._watched_at.pop(jid, None)
-            for jid, since in list(self._watched_at.items()):
-                if jid not in self._arrived and now - since > self.KEEP_WATCH_S:
-                    if jid in self._via_reply:
-                        self._via_reply.discard(jid)
-                    else:
-                        stale.append(jid)
-                    self._watched_at.pop(jid)
-                    self._events.drop(jid)  # a waiter (if any) re-reads the key
+            old: list[str] = []
+            oldest_kept = time.time() - self.KEEP_ARRIVED_S
+            for jid, (_, arrived) in self._arrived.items():
+                if arrived >= oldest_kept:
+                    break
+                old.append(jid)
+            for jid in old:
+                del self._arrived[jid]
+                self._events.pop(jid, None)
+                self._watched_at.pop(jid, None)
+            lapsed: list[str] = []
+            for jid, since in self._watched_at.items():
+                if now - since <= self.KEEP_WATCH_S:
+                    break
+                if jid not in self._arrived:
+                    lapsed.append(jid)
+            for jid in lapsed:
+                if jid in self._via_reply:
+                    self._via_reply.discard(jid)
+                else:
+                    stale.append(jid)
+                del self._watched_at[jid]
+                self._events.drop(jid)  # a waiter (if any) re-reads the key
         if stale:
             pubsub.unsubscribe(*[result_key(j) for j in stale])
 

@@ -523,3 +523,45 @@ def test_collect_hands_each_result_over_as_it_arrives_not_after_the_last(server:
             store.close()
 
     run(main)
+
+
+def test_the_async_prune_drops_only_what_is_past_its_keep_time(server: LocalRedis, tmp_path: Path) -> None:
+    """Arrivals nobody awaited and watches that heard nothing are kept oldest first; the
+    prune drops those past ``KEEP_ARRIVED_S`` / ``KEEP_WATCH_S`` and stops at the first
+    young one (walking all of them blocked the loop during a bulk wait). What it dropped
+    is still there for a later wait, read from Redis."""
+    s = Settings(broker_url=server.url, models_dir=tmp_path)
+    info = announce(redis.Redis.from_url(server.url), tiny_model("prune"))
+
+    async def main() -> None:
+        async with AsyncClient(s) as client:
+            listener = client.listener
+            listener.KEEP_ARRIVED_S = 1.0
+            listener.KEEP_WATCH_S = 1.0
+            old_arrival, old_watch = f"old-a-{uuid.uuid4().hex}", f"old-w-{uuid.uuid4().hex}"
+            await listener.watch([old_arrival, old_watch])
+            store_result(server.url, old_arrival, info)
+            await until_async(lambda: listener._futures[old_arrival].done())
+            await asyncio.sleep(1.3)  # both older than their keep times now
+            young_arrival, young_watch = f"young-a-{uuid.uuid4().hex}", f"young-w-{uuid.uuid4().hex}"
+            await listener.watch([young_arrival, young_watch])
+            store_result(server.url, young_arrival, info)
+            await until_async(lambda: listener._futures[young_arrival].done())
+            listener._pruned_at = time.monotonic() - 60  # due (every 5 s otherwise)
+            await listener.watch([f"poke-{uuid.uuid4().hex}"])  # a turn of the listener's loop
+            await until_async(
+                lambda: old_arrival not in listener._futures and old_watch not in listener._futures
+            )
+            assert young_arrival in listener._futures and young_watch in listener._futures
+            store_result(server.url, old_watch, info)
+            heard = await listener.wait([old_arrival, old_watch], timeout=5)
+            assert {heard[j][0].state for j in heard} == {"SUCCESS"}
+
+    run(main)
+
+
+async def until_async(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)

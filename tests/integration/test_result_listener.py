@@ -500,3 +500,26 @@ def test_collect_blocks_once_per_arriving_batch_not_once_per_job(
     assert "error" not in box, box.get("error")
     assert set(box["out"]) == set(jids)
     assert len(made) <= 8, f"{len(made)} latches for 4 batches"
+
+
+def test_a_watch_that_hears_nothing_lapses_after_keep_watch_s_and_a_younger_one_stays(
+    rc: redis.Redis[bytes], listener: ResultListener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Watches are kept oldest first and the prune stops at the first young one (it used
+    to walk all of them under the lock): the lapsed one is dropped and unsubscribed, the
+    younger ones stay, and a later wait on the lapsed one still gets its result."""
+    monkeypatch.setattr(ResultListener, "KEEP_WATCH_S", 1.0)
+    old = [new_id() for _ in range(3)]
+    listener.watch(old)
+    until(lambda: all(subscribers(rc, j) == 1 for j in old), what="the old watches subscribed")
+    time.sleep(1.3)  # older than KEEP_WATCH_S now
+    young = new_id()
+    listener.watch([young])
+    until(lambda: subscribers(rc, young) == 1, what="the young watch subscribed")
+    listener._pruned_at = time.monotonic() - 60  # the prune is due (every 5 s otherwise)
+    listener.watch([new_id()])  # a turn of the listener's loop
+    until(lambda: all(j not in listener._events for j in old), what="the lapsed watches dropped")
+    until(lambda: all(subscribers(rc, j) == 0 for j in old), what="the lapsed watches unsubscribed")
+    assert young in listener._events and subscribers(rc, young) == 1, "a young watch was dropped"
+    store(rc, old[0], success(old[0]))
+    assert listener.wait([old[0]], timeout=5)[old[0]][0].state == "SUCCESS"
