@@ -59,7 +59,7 @@ from tasks.constants import CANCEL_CHANNEL, REPLY_CHANNEL_PREFIX, RESULT_KEY_PRE
 from tasks.errors import Timeout
 from tasks.keys import result_key
 from tasks.wire import ReplyBatch, StatusRecord
-from tasks.wire.results import REPLY_COLUMNS_MARK
+from tasks.wire.replies import REPLY_COLUMNS_MARK
 
 log = logging.getLogger(__name__)
 

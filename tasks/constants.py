@@ -32,7 +32,7 @@ RESULT_KEY_PREFIX = "celery-task-meta-"
 
 #: Each client's one reply channel is ``REPLY_CHANNEL_PREFIX + <random client id>``, named
 #: in its messages' ``reply_to``: a worker publishes there one ``ReplyBatch`` per batch
-#: (``tasks/wire/results.py``). Only channels with this prefix are honoured (a plain
+#: (``tasks/wire/replies.py``). Only channels with this prefix are honoured (a plain
 #: Celery client's ``reply_to`` is its RPC queue). A cancel (``cancel.lua``) is also
 #: published on ``CANCEL_CHANNEL``, which every client's listener subscribes to beside
 #: its reply channel, so a job awaited only on a reply channel still wakes at once.

@@ -18,7 +18,7 @@
 -- Reply channels (optional, after the prefixes): ARGV[6] the form, ARGV[7] a msgpack
 -- array: per job the number of its client's reply channel (0: none). Each record stored
 -- is also published under its own key as before; besides, each channel gets ONE message
--- for the batch (tasks/wire/results.py, ReplyBatch):
+-- for the batch (tasks/wire/replies.py, ReplyBatch):
 --   form 1: ARGV[8..] the channels; each gets msgpack {v = 1, ids, records} of the
 --           records stored for that client, in order;
 --   form 2: ARGV[8..] pairs (channel, columns): the columns (a version 2 ReplyBatch the

@@ -1,6 +1,7 @@
 """Every form that crosses Redis, defined once: producers and workers build and parse here.
 
-``jobs.py`` (producer -> worker), ``results.py`` (worker -> producer), ``control.py``
+``jobs.py`` (producer -> worker), ``results.py`` (worker -> producer: a job's record),
+``replies.py`` (worker -> one producer: a batch's records on its reply channel), ``control.py``
 (claims, announcements, heartbeats, the oversized stub), ``version.py``.
 
 | form | written by | read by | where it lives |
@@ -10,7 +11,7 @@
 | ``BulkTensor``: many jobs, inputs stacked (v2) | client | worker | one kombu message, ``items`` + ``tensors`` |
 | ``Result``: a computed result | worker | client | inside a ``StatusRecord`` (SUCCESS) |
 | ``StatusRecord``: a job's state | worker | client, Lua ``status_record.lua`` | ``celery-task-meta-<id>`` |
-| ``ReplyBatch``: a batch's records for one client (v1), or its successes as columns, ``ReplyBlock``s (v2) | worker (Lua ``store.lua``; v2 packed by ``encode_columns``) | client | the client's reply channel |
+| ``ReplyBatch``: a batch's records for one client (v1), or its successes as columns, ``ReplyBlock``s (v2) | worker (Lua ``store.lua``; v2 packed by ``encode_columns``, ``replies.py``) | client | the client's reply channel |
 | ``Claim``: "queued by someone" | client (Lua) | client (Lua) | ``inferq:inflight:<id>`` |
 | ``ModelAnnouncement``: a served model | worker | client, ``inferq status``, Flower | ``inferq:models`` hash |
 | ``WorkerBeat``: a live worker | worker | ``inferq status``, tools | ``inferq:workers`` hash |
@@ -25,18 +26,15 @@ result document (so ``AsyncResult`` reads it) plus ``v``.
 
 from tasks.wire.control import Claim, ModelAnnouncement, OversizedStub, WorkerBeat
 from tasks.wire.jobs import TENSOR_VERSION, BulkItem, BulkMessage, BulkTensor, Request, is_item_id
-from tasks.wire.results import (
-    READY_STATES,
+from tasks.wire.replies import (
     REPLY_COLUMNS_VERSION,
     REPLY_VERSION,
     ReplyBatch,
     ReplyBlock,
-    Result,
-    StatusRecord,
     encode_columns,
-    encode_successes,
     reads_columns,
 )
+from tasks.wire.results import READY_STATES, Result, StatusRecord, encode_successes
 from tasks.wire.version import VERSION
 
 __all__ = [
