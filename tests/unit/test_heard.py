@@ -154,3 +154,40 @@ def test_the_arrival_store_counts_the_bytes_it_holds() -> None:
     del store["d"]
     store.clear()
     assert store.nbytes == 0 and not store
+
+
+def test_a_held_row_is_counted_near_what_it_really_holds_and_bytes_bind_before_the_count() -> None:
+    """The listener's bound on results nobody waits for yet is in bytes (``ROW_SIZE`` plus
+    a row's outputs): it must be near what holding a row really costs, and for a small
+    model's rows it, not ``KEEP_ARRIVED_MAX``, must bind (a count bound of 65,536 evicted
+    most of a 120,000-input bulk submission's results before its wait began)."""
+    import time
+    import tracemalloc
+    import uuid
+
+    from producers.heard import ArrivalStore, batch_items
+    from producers.listener import ResultListener
+    from tasks.wire import encode_columns
+
+    now = time.time()
+    timing = Timing.build(
+        enqueued_at=now, received_at=now, started_at=now, compute_done_at=now, finished_at=now, batch_size=64
+    )
+    blobs = []
+    for _ in range(160):  # 10,240 rows, 10 float32 outputs each (the digits model's)
+        ids = [uuid.uuid4().hex * 2 for _ in range(64)]
+        outputs = {"probs": np.random.default_rng(0).random((64, 10), dtype=np.float32)}
+        blobs.append(encode_columns("digits", "fp32", "1", [(ids, outputs, timing)]))
+    tracemalloc.start()
+    try:
+        store = ArrivalStore()
+        for blob in blobs:
+            for jid, row in batch_items(ReplyBatch.decode(blob)):
+                store[jid] = (row, now)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    per_row, counted = held / len(store), store.nbytes / len(store)
+    assert 0.7 * per_row <= counted <= 1.3 * per_row, f"{per_row:.0f} B held per row, {counted:.0f} counted"
+    rows_by_bytes = ResultListener.KEEP_ARRIVED_BYTES / counted
+    assert rows_by_bytes < ResultListener.KEEP_ARRIVED_MAX, "the count, not the bytes, bounds small rows"
