@@ -204,7 +204,10 @@ class AsyncResultListener:
         for jid in ids:
             self._waiters[jid] = self._waiters.get(jid, 0) + 1
         try:
-            evicted = [j for j in ids if j in self._times and j not in self._futures]
+            # As the sync listener: for a bulk wait, any id not watched here is read first
+            # (one MGET per READ_CHUNK), and only those not stored yet are watched.
+            bulk = len(ids) > 1
+            evicted = [j for j in ids if j not in self._futures and (bulk or j in self._times)]
             if evicted:
                 await self._reread(evicted, timeout)
             await self.watch(ids)

@@ -260,7 +260,14 @@ class ResultListener:
         """
         ids = list(dict.fromkeys(job_ids))
         with self._lock:
-            evicted = [j for j in ids if j in self._times and j not in self._events]
+            # Results that arrived but were not kept (their arrival time kept, or for a bulk
+            # wait any id not watched here: its time was let go too, or another process
+            # sent it) are read as the wait reaches them, REREAD_CHUNK per MGET; only
+            # those not stored yet are then watched, on their own channels. Watching each
+            # first (a SUBSCRIBE per job, then a read) cost a bulk wait past the bound
+            # several times its reading.
+            bulk = len(ids) > 1
+            evicted = [j for j in ids if j not in self._events and (bulk or j in self._times)]
             # A bulk wait finds most of its results here: taken under this one lock. A
             # single id goes the way below (no second pass, no extra lock).
             out = self._take_arrived(ids) if len(ids) > 1 else {}

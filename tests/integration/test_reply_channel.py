@@ -165,6 +165,40 @@ def test_the_async_client_is_answered_on_its_reply_channel(
     assert 1 <= len(publishes_to(commands, channel)) <= len(ids) // 2
 
 
+def test_bulk_results_not_kept_and_their_times_let_go_are_still_read_not_subscribed(
+    digits_worker: WorkerProcess, client: Client, settings: Settings, monitor: Monitor, models_dir: Path
+) -> None:
+    """Past ``KEEP_ARRIVED_MAX`` with their arrival times let go too (``KEEP_TIMES_MAX``):
+    the listener no longer knows these ids, yet a bulk wait reads them with an MGET per
+    chunk; it used to watch each anew, a SUBSCRIBE per job, then read it."""
+    r = redis.Redis.from_url(settings.result_backend)
+    client.listener.KEEP_ARRIVED_MAX = 10
+    client.listener.KEEP_TIMES_MAX = 10
+    jobs = client.submit_many("digits", fresh(models_dir, 200), variant="fp32", chunk_size=100)
+    deadline = time.monotonic() + 60
+    while r.exists(*[result_key(j.id) for j in jobs]) < len(jobs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(client.listener._times) <= 10
+    results = client.wait_all(jobs, timeout=60)
+    assert all(not isinstance(r, Exception) for r in results)
+
+    async def run() -> None:
+        async with AsyncClient(settings) as c:
+            c.listener.KEEP_ARRIVED_MAX = 10
+            c.listener.KEEP_TIMES_MAX = 10
+            ajobs = await c.submit_many("digits", fresh(models_dir, 200), variant="fp32", chunk_size=100)
+            until = time.monotonic() + 60
+            while r.exists(*[result_key(j.id) for j in ajobs]) < len(ajobs) and time.monotonic() < until:
+                await asyncio.sleep(0.05)
+            out = await c.wait_all(ajobs, timeout=60)
+            assert all(not isinstance(r, Exception) for r in out)
+
+    asyncio.run(run())
+    monitor.close()
+    assert not [c for c in monitor.sent if c.upper().startswith("SUBSCRIBE") and C.RESULT_KEY_PREFIX in c]
+    assert [c for c in monitor.sent if c.upper().startswith("MGET") and C.RESULT_KEY_PREFIX in c]
+
+
 def test_bulk_results_not_kept_while_sending_are_read_again_not_subscribed(
     digits_worker: WorkerProcess, client: Client, settings: Settings, monitor: Monitor, models_dir: Path
 ) -> None:
