@@ -1,6 +1,6 @@
 """What inferq costs per input outside the model, for bulk submissions (issue 18, item 1).
 
-    .venv/bin/python benchmarks/bulk_overhead.py [--inputs 30000] [--chunk 256] [--models-dir models]
+    .venv/bin/python benchmarks/bulk_overhead.py [--inputs 30000] [--chunk 256] [--models-dir models] [--gc-freeze]
 
 One run on one machine: a private redis-server, one worker process (digits fp32, one
 thread, started and warmed up first), then ``submit_many`` of ``--inputs`` unique
@@ -15,12 +15,18 @@ inputs in messages of ``--chunk`` and ``wait_all``. Reported:
 - CPU per input of the client (this process), the worker (its process tree) and
   ``redis-server`` over the same stretch (``/proc/<pid>/stat``), and outside the model
   by CPU: (their sum - model time) / inputs. On a shared machine wall-clock figures
-  move with the neighbours' load; CPU per input moves much less.
+  move with the neighbours' load; CPU per input moves much less;
+- the client's garbage collector over the same stretch (``gc.callbacks``): its time,
+  and how many full collections (each walks everything the process holds).
+
+``--inputs 120000`` is a submission whose results mostly arrive before its
+``wait_all`` begins: what the client keeps meanwhile, and how, shows there.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -62,7 +68,12 @@ def raw_litert(models_dir: Path, threads: int, budget_s: float = 0.5) -> dict[in
 
 
 def through_inferq(
-    settings: Settings, xs: np.ndarray, chunk: int, logdir: Path, redis_pid: int | None
+    settings: Settings,
+    xs: np.ndarray,
+    chunk: int,
+    logdir: Path,
+    redis_pid: int | None,
+    gc_freeze: bool = False,
 ) -> dict[str, float]:
     w = spawn(worker_cmd("digits:fp32", "--threads", "1"), settings.env(), logdir / "bulk_overhead.log")
     try:
@@ -72,12 +83,20 @@ def through_inferq(
             c.wait_all(c.submit_many("digits", warm, chunk_size=chunk, no_cache=True), timeout=120)
             wpids = process_tree(w.pid)
             rpids = {redis_pid} if redis_pid else set()
+            if gc_freeze:  # what the README advises a bulk producer: start-up heap out of sight
+                gc.collect()
+                gc.freeze()
             cpu0, w0, r0 = time.process_time(), cpu_s(wpids), cpu_s(rpids)
+            gc_clock = CollectorClock()
+            gc.callbacks.append(gc_clock)
             t0 = time.perf_counter()
-            jobs = c.submit_many("digits", xs, variant="fp32", chunk_size=chunk)
-            submitted = time.perf_counter() - t0
-            results = c.wait_all(jobs, timeout=900)
-            e2e = time.perf_counter() - t0
+            try:
+                jobs = c.submit_many("digits", xs, variant="fp32", chunk_size=chunk)
+                submitted = time.perf_counter() - t0
+                results = c.wait_all(jobs, timeout=900)
+                e2e = time.perf_counter() - t0
+            finally:
+                gc.callbacks.remove(gc_clock)
             cpu = {
                 "client": time.process_time() - cpu0,
                 "worker": cpu_s(wpids) - w0,
@@ -112,7 +131,26 @@ def through_inferq(
         "mean_batch": n / len(batches),
         "e2e_p50_ms": float(np.percentile(e2e_ms, 50)),
         "e2e_p99_ms": float(np.percentile(e2e_ms, 99)),
+        "client_gc_ms": gc_clock.total_s * 1e3,
+        "client_full_collections": gc_clock.full,
     }
+
+
+class CollectorClock:
+    """A ``gc.callbacks`` hook: how long the client's garbage collector ran, and how many
+    full (generation 2) collections, while it is installed."""
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self.full = 0
+        self._began = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        self.total_s += time.perf_counter() - self._began
+        self.full += info["generation"] == 2
 
 
 def main() -> None:
@@ -120,6 +158,11 @@ def main() -> None:
     ap.add_argument("--inputs", type=int, default=30_000)
     ap.add_argument("--chunk", type=int, default=256, help="inputs per message (submit_many's chunk_size)")
     ap.add_argument("--models-dir", type=Path, default=ROOT / "models")
+    ap.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() in the client before the run, as the README advises a bulk producer",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     logdir = ROOT / ".run" / "bench"
@@ -129,12 +172,21 @@ def main() -> None:
     with LocalRedis() as rs:
         settings = Settings(broker_url=rs.url, models_dir=args.models_dir, log_level="WARNING")
         xs = inputs(args.models_dir, args.inputs, time.time() % 1000)
-        r = through_inferq(settings, xs, args.chunk, logdir, rs.proc.pid if rs.proc else None)
-    out = {"machine": f"{cpu_name()}, {os.cpu_count()} cores", "chunk": args.chunk, "raw": raw, **r}
+        r = through_inferq(settings, xs, args.chunk, logdir, rs.proc.pid if rs.proc else None, args.gc_freeze)
+    out = {
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores",
+        "chunk": args.chunk,
+        "gc_freeze": args.gc_freeze,
+        "raw": raw,
+        **r,
+    }
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"machine: {out['machine']}; digits fp32, 1 thread, {r['inputs']} inputs, {args.chunk} per message")
+    frozen = "; the client's start-up heap frozen (gc.freeze)" if args.gc_freeze else ""
+    print(
+        f"machine: {out['machine']}; digits fp32, 1 thread, {r['inputs']} inputs, {args.chunk} per message{frozen}"
+    )
     print("raw LiteRT inferences/s: " + ", ".join(f"b={b}: {v:,.0f}" for b, v in raw.items()))
     print(
         f"inferq end to end: {r['inferences_s']:,.0f} inferences/s ({r['e2e_s']:.2f} s; submit_many "
@@ -150,6 +202,10 @@ def main() -> None:
         f"redis {r['cpu_redis_us_per_input']:.1f} µs; outside the model {r['outside_cpu_us_per_input']:.1f} µs"
     )
     print(f"end-to-end latency per job: p50 {r['e2e_p50_ms']:.0f} ms, p99 {r['e2e_p99_ms']:.0f} ms")
+    print(
+        f"the client's garbage collector: {r['client_gc_ms']:.0f} ms, "
+        f"{r['client_full_collections']} full collection(s)"
+    )
 
 
 if __name__ == "__main__":
