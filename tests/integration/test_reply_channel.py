@@ -11,13 +11,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
 
 from producers.async_client import AsyncClient
+from producers.async_listener import AsyncResultListener
 from producers.client import Client
+from producers.listener import ResultListener
 from tasks import constants as C
 from tasks.celery_message import encode_task_message
 from tasks.codec import encode_inputs
@@ -165,60 +168,47 @@ def test_the_async_client_is_answered_on_its_reply_channel(
     assert 1 <= len(publishes_to(commands, channel)) <= len(ids) // 2
 
 
-def test_bulk_results_not_kept_and_their_times_let_go_are_still_read_not_subscribed(
-    digits_worker: WorkerProcess, client: Client, settings: Settings, monitor: Monitor, models_dir: Path
-) -> None:
-    """Past ``KEEP_ARRIVED_MAX`` with their arrival times let go too (``KEEP_TIMES_MAX``):
-    the listener no longer knows these ids, yet a bulk wait reads them with an MGET per
-    chunk; it used to watch each anew, a SUBSCRIBE per job, then read it."""
-    r = redis.Redis.from_url(settings.result_backend)
-    client.listener.KEEP_ARRIVED_MAX = 10
-    client.listener.KEEP_TIMES_MAX = 10
-    jobs = client.submit_many("digits", fresh(models_dir, 200), variant="fp32", chunk_size=100)
-    deadline = time.monotonic() + 60
-    while r.exists(*[result_key(j.id) for j in jobs]) < len(jobs) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(client.listener._times) <= 10
-    results = client.wait_all(jobs, timeout=60)
-    assert all(not isinstance(r, Exception) for r in results)
-
-    async def run() -> None:
-        async with AsyncClient(settings) as c:
-            c.listener.KEEP_ARRIVED_MAX = 10
-            c.listener.KEEP_TIMES_MAX = 10
-            ajobs = await c.submit_many("digits", fresh(models_dir, 200), variant="fp32", chunk_size=100)
-            until = time.monotonic() + 60
-            while r.exists(*[result_key(j.id) for j in ajobs]) < len(ajobs) and time.monotonic() < until:
-                await asyncio.sleep(0.05)
-            out = await c.wait_all(ajobs, timeout=60)
-            assert all(not isinstance(r, Exception) for r in out)
-
-    asyncio.run(run())
-    monitor.close()
-    assert not [c for c in monitor.sent if c.upper().startswith("SUBSCRIBE") and C.RESULT_KEY_PREFIX in c]
-    assert [c for c in monitor.sent if c.upper().startswith("MGET") and C.RESULT_KEY_PREFIX in c]
-
-
+@pytest.mark.parametrize("times_kept", [True, False], ids=["times kept", "times let go"])
 def test_bulk_results_not_kept_while_sending_are_read_again_not_subscribed(
-    digits_worker: WorkerProcess, client: Client, settings: Settings, monitor: Monitor, models_dir: Path
+    digits_worker: WorkerProcess,
+    client: Client,
+    settings: Settings,
+    monitor: Monitor,
+    models_dir: Path,
+    times_kept: bool,
 ) -> None:
-    """Past ``KEEP_ARRIVED_MAX`` an arrival nobody waits for yet is dropped (its time
-    kept); the later wait reads it again with an MGET per chunk, never a SUBSCRIBE."""
-    client.listener.KEEP_ARRIVED_MAX = 10
+    """Past ``KEEP_ARRIVED_MAX`` an arrival nobody waits for yet is dropped, its arrival
+    time kept (up to ``KEEP_TIMES_MAX``: here, or not, all let go too, and the listener no
+    longer knows these ids); the later bulk wait reads them with an MGET per chunk, never
+    a SUBSCRIBE (ids it no longer knew were watched anew, a SUBSCRIBE each)."""
+    r = redis.Redis.from_url(settings.result_backend)
+
+    def bound(listener: ResultListener | AsyncResultListener) -> None:
+        listener.KEEP_ARRIVED_MAX = 10
+        if not times_kept:
+            listener.KEEP_TIMES_MAX = 10
+
+    def stored(jobs: list[Any]) -> bool:
+        return int(r.exists(*[result_key(j.id) for j in jobs])) == len(jobs)
+
+    bound(client.listener)
     jobs = client.submit_many("digits", fresh(models_dir, 200), variant="fp32", chunk_size=100)
     deadline = time.monotonic() + 60
-    while len(client.listener._times) < 150 and time.monotonic() < deadline:
+    while not stored(jobs) and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(0.2)  # heard (and most of them evicted) by the listener
+    assert len(client.listener._times) >= 150 if times_kept else len(client.listener._times) <= 10
     results = client.wait_all(jobs, timeout=60)
     assert all(not isinstance(r, Exception) for r in results)
 
     async def run() -> None:
         async with AsyncClient(settings) as c:
-            c.listener.KEEP_ARRIVED_MAX = 10
+            bound(c.listener)
             ajobs = await c.submit_many("digits", fresh(models_dir, 200), variant="fp32", chunk_size=100)
             until = time.monotonic() + 60
-            while len(c.listener._times) < 150 and time.monotonic() < until:
+            while not stored(ajobs) and time.monotonic() < until:
                 await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
             out = await c.wait_all(ajobs, timeout=60)
             assert all(not isinstance(r, Exception) for r in out)
 

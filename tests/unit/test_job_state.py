@@ -15,20 +15,11 @@ from tasks.wire import Result, StatusRecord
 
 
 def result_doc() -> dict[str, Any]:
-    now = time.time()
-    timing = Timing(
-        enqueued_at=now,
-        received_at=now,
-        started_at=now,
-        finished_at=now,
-        queue_ms=0.0,
-        batch_wait_ms=0.0,
-        compute_ms=1.0,
-        processing_ms=1.0,
-        batch_size=1,
+    t = time.time()
+    timing = Timing.build(
+        enqueued_at=t, received_at=t, started_at=t, compute_done_at=t, finished_at=t, batch_size=1
     )
-    out = {"probs": np.arange(3, dtype=np.float32)}
-    return Result("j", "digits", "fp32", "1", out, timing).to_wire()
+    return Result("j", "digits", "fp32", "1", {"probs": np.arange(3, dtype=np.float32)}, timing).to_wire()
 
 
 class NoOwner:

@@ -11,7 +11,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from producers.heard import Row, batch_items, record_of, result_from, size_of
+from producers.heard import ROW_SIZE, Row, batch_items, record_of, result_from, size_of
 from tasks.errors import BadInput
 from tasks.schema import Timing
 from tasks.wire import (
@@ -106,7 +106,7 @@ def test_rows_share_no_timing_and_cannot_change_the_block() -> None:
 def test_a_row_is_counted_by_its_bytes_against_the_listeners_bound() -> None:
     batch = ReplyBatch.decode(encode_columns("m", "fp32", "1", [(["x"], block_outputs(1), TIMING)]))
     ((_, heard),) = batch_items(batch)
-    assert size_of(heard) == 256 + 10 * 4 + 8 + 6
+    assert size_of(heard) == ROW_SIZE + 10 * 4 + 8 + 6  # what holding a row costs, and its outputs
 
 
 def test_only_a_channel_with_the_columns_mark_is_sent_columns() -> None:
