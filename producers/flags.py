@@ -6,7 +6,7 @@ it arrives. Most of a bulk submission's results arrive before anyone waits on th
 a wake-up made up front for each id was waste: an ``Event`` each cost ~2 µs (a tenth of
 the client's GIL time for 30,000 inputs), and a small object each was still one more for
 the garbage collector to walk, as long as the id was watched (full collections took a
-quarter of a bulk client's CPU). A bool costs nothing; the ``Latch`` is made only for a
+fifth of a bulk client's CPU). A bool costs nothing; the ``Latch`` is made only for a
 waiter that has to block. The listener reads and changes entries only under its lock,
 so a wake-up is never lost between a waiter's look and its sleep.
 """

@@ -84,10 +84,9 @@ class JobState:
         cache hit's timing is its own: ``Timing.served_from_cache``).
 
         The record is let go once read into a ``Result``: a job of a bulk submission lives
-        as long as its caller holds it, and one more object each for the garbage collector
-        to walk (with a ``Row``, its whole reply block kept alive) cost a bulk client a
-        tenth of its CPU in full collections. An error's record stays: it is raised again
-        on every read."""
+        as long as its caller holds it, and its record was one more object per job for
+        every full collection to walk (a ``Row`` kept its whole reply block alive, ids
+        included). An error's record stays: it is raised again on every read."""
         if self._result is None:
             assert self._record is not None
             arrived = self._arrived or time.time()

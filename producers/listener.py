@@ -122,7 +122,7 @@ class ResultListener:
     #: the bytes bound is the one that binds (~150,000 digits results). A count of 65,536
     #: bound first: past it, a 120,000-input ``submit_many`` evicted 86,000 results before
     #: its ``wait_all`` began, then read or watched each of them again (the client's CPU
-    #: per input 41 µs; 20 µs with none evicted).
+    #: 7.95 s against 4.05 s with none evicted, in one probe run).
     KEEP_ARRIVED_MAX = 262_144
     KEEP_ARRIVED_BYTES = 48 << 20
     KEEP_TIMES_MAX = 20_000
