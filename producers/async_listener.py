@@ -257,9 +257,10 @@ class AsyncResultListener:
                         self._drop(jid)  # the last reader forgets it, as in the sync listener
 
     async def _reread(self, ids: list[str], timeout: float | None) -> None:
-        """Results that arrived but were not kept (``KEEP_ARRIVED_MAX``: a bulk submission's
-        arrive while it is still sending), read again (``READ_CHUNK`` keys per ``MGET``)
-        instead of watched anew; any not found ready are watched as usual."""
+        """Ids whose results are not held here (arrivals not kept: ``KEEP_ARRIVED_MAX``, a
+        bulk submission's arrive while it is still sending; or a bulk wait's ids not
+        watched here), read (``READ_CHUNK`` keys per ``MGET``) instead of watched anew;
+        any not found ready are watched as usual."""
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):

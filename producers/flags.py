@@ -25,7 +25,7 @@ class Flags(dict[str, "bool | Latch"]):
 
     def awaited(self, job_id: str) -> bool:
         """Whether a waiter is blocked on it (``arm`` installed its ``Latch``)."""
-        return self.get(job_id).__class__ is Latch
+        return isinstance(self.get(job_id), Latch)
 
     def arrive(self, job_id: str) -> bool:
         """Mark a watched id arrived and wake its waiter; False when it is not watched or
@@ -54,12 +54,12 @@ class Flags(dict[str, "bool | Latch"]):
     def drop(self, job_id: str) -> None:
         """Stop watching it; a blocked waiter wakes (and finds nothing arrived)."""
         flag = self.pop(job_id, None)
-        if flag is not None and flag is not True and flag is not False:
+        if isinstance(flag, Latch):
             flag.set()
 
     def wake_all(self) -> None:
         """Mark every id arrived and wake every waiter (the listener failed: they look)."""
         for job_id, flag in self.items():
-            if flag is not True and flag is not False:
+            if isinstance(flag, Latch):
                 flag.set()
             self[job_id] = True

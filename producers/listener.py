@@ -270,7 +270,7 @@ class ResultListener:
             evicted = [j for j in ids if j not in self._events and (bulk or j in self._times)]
             # A bulk wait finds most of its results here: taken under this one lock. A
             # single id goes the way below (no second pass, no extra lock).
-            out = self._take_arrived(ids) if len(ids) > 1 else {}
+            out = self._take_arrived(ids) if bulk else {}
         at = {j: i for i, j in enumerate(evicted)}
         rest = [j for j in ids if j not in out] if out else ids
         self.watch([j for j in rest if j not in at] if at else rest)
@@ -362,8 +362,9 @@ class ResultListener:
         return out
 
     def _reread(self, ids: list[str]) -> None:
-        """Arrivals that were not kept, read again (on the caller's thread); any not found
-        ready (expired meanwhile, or Redis failing) are watched as usual."""
+        """Ids whose results are not held here (arrivals not kept, or a bulk wait's ids not
+        watched here), read (on the caller's thread); any not found ready (not stored
+        yet, expired meanwhile, or Redis failing) are watched as usual."""
         try:
             raws = self._read([result_key(j) for j in ids])
         except redis.RedisError:
