@@ -1,6 +1,6 @@
 """What inferq costs per input outside the model, for bulk submissions (issue 18, item 1).
 
-    .venv/bin/python benchmarks/bulk_overhead.py [--inputs 30000] [--chunk 256] [--models-dir models] [--gc-freeze]
+    .venv/bin/python benchmarks/bulk_overhead.py [--inputs 30000] [--chunk 256] [--models-dir models] [--gc-freeze] [--perf FILE]
 
 One run on one machine: a private redis-server, one worker process (digits fp32, one
 thread, started and warmed up first), then ``submit_many`` of ``--inputs`` unique
@@ -17,7 +17,12 @@ inputs in messages of ``--chunk`` and ``wait_all``. Reported:
   by CPU: (their sum - model time) / inputs. On a shared machine wall-clock figures
   move with the neighbours' load; CPU per input moves much less;
 - the client's garbage collector over the same stretch (``gc.callbacks``): its time,
-  and how many full collections (each walks everything the process holds).
+  and how many full collections (each walks everything the process holds);
+- the machine over the same stretch (``/proc/stat``): how busy it was (near 100%: the
+  rate is set by CPU per input alone) and its CPU per input, neighbours included;
+- with ``--perf FILE``: ``perf record -a`` over the run, its busy samples summed per
+  role (client, worker, redis, other) and library: what the model's code ran, apart
+  from the wall time its thread was stamped with while descheduled.
 
 ``--inputs 120000`` is a submission whose results mostly arrive before its
 ``wait_all`` begins: what the client keeps meanwhile, and how, shows there.
@@ -32,6 +37,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.client_cpu import cpu_s  # noqa: E402
+from benchmarks.cpu_window import MachineClock, PerfWindow, threads_of  # noqa: E402
 from benchmarks.redis_commands import process_tree  # noqa: E402
 from benchmarks.system_bench import cpu_name, inputs, spawn, stop, worker_cmd  # noqa: E402
 from ops.local.redis_server import LocalRedis  # noqa: E402
@@ -74,7 +81,8 @@ def through_inferq(
     logdir: Path,
     redis_pid: int | None,
     gc_freeze: bool = False,
-) -> dict[str, float]:
+    perf: PerfWindow | None = None,
+) -> dict[str, Any]:
     w = spawn(worker_cmd("digits:fp32", "--threads", "1"), settings.env(), logdir / "bulk_overhead.log")
     try:
         with Client(settings) as c:
@@ -86,9 +94,13 @@ def through_inferq(
             if gc_freeze:  # what the README advises a bulk producer: start-up heap out of sight
                 gc.collect()
                 gc.freeze()
+            if perf is not None:
+                perf.start()
+            machine = MachineClock()
             cpu0, w0, r0 = time.process_time(), cpu_s(wpids), cpu_s(rpids)
             gc_clock = CollectorClock()
             gc.callbacks.append(gc_clock)
+            machine.start()
             t0 = time.perf_counter()
             try:
                 jobs = c.submit_many("digits", xs, variant="fp32", chunk_size=chunk)
@@ -96,7 +108,13 @@ def through_inferq(
                 results = c.wait_all(jobs, timeout=900)
                 e2e = time.perf_counter() - t0
             finally:
+                machine.stop()
                 gc.callbacks.remove(gc_clock)
+                if perf is not None:
+                    perf.stop()
+            roles = {t: "client" for t in threads_of({os.getpid()})}
+            roles.update({t: "worker" for t in threads_of(wpids)})
+            roles.update({t: "redis" for t in threads_of(rpids)})
             cpu = {
                 "client": time.process_time() - cpu0,
                 "worker": cpu_s(wpids) - w0,
@@ -116,6 +134,7 @@ def through_inferq(
     n = len(xs)
     e2e_ms = sorted(r.timing.end_to_end_ms or 0.0 for r in results)  # type: ignore[union-attr]
     cpu_total = sum(cpu.values())
+    profile = perf.report(roles) if perf is not None else []
     return {
         **{f"cpu_{k}_us_per_input": v / n * 1e6 for k, v in cpu.items()},
         "cpu_total_us_per_input": cpu_total / n * 1e6,
@@ -133,6 +152,9 @@ def through_inferq(
         "e2e_p99_ms": float(np.percentile(e2e_ms, 99)),
         "client_gc_ms": gc_clock.total_s * 1e3,
         "client_full_collections": gc_clock.full,
+        "machine_busy_share": machine.busy_share,
+        "machine_cpu_us_per_input": machine.busy_s / n * 1e6,
+        "profile": [{"share": share, "role": role, "object": dso} for share, role, dso in profile],
     }
 
 
@@ -163,8 +185,15 @@ def main() -> None:
         action="store_true",
         help="gc.freeze() in the client before the run, as the README advises a bulk producer",
     )
+    ap.add_argument(
+        "--perf",
+        type=Path,
+        metavar="FILE",
+        help="record the whole machine with perf over the run into FILE and report its CPU per process role and library",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    perf = PerfWindow(args.perf) if args.perf else None
     logdir = ROOT / ".run" / "bench"
     logdir.mkdir(parents=True, exist_ok=True)
     raw = raw_litert(args.models_dir, threads=1)
@@ -172,7 +201,9 @@ def main() -> None:
     with LocalRedis() as rs:
         settings = Settings(broker_url=rs.url, models_dir=args.models_dir, log_level="WARNING")
         xs = inputs(args.models_dir, args.inputs, time.time() % 1000)
-        r = through_inferq(settings, xs, args.chunk, logdir, rs.proc.pid if rs.proc else None, args.gc_freeze)
+        r = through_inferq(
+            settings, xs, args.chunk, logdir, rs.proc.pid if rs.proc else None, args.gc_freeze, perf
+        )
     out = {
         "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "chunk": args.chunk,
@@ -206,6 +237,12 @@ def main() -> None:
         f"the client's garbage collector: {r['client_gc_ms']:.0f} ms, "
         f"{r['client_full_collections']} full collection(s)"
     )
+    print(
+        f"the machine: busy {r['machine_busy_share']:.0%} of the run ({os.cpu_count()} cores), "
+        f"{r['machine_cpu_us_per_input']:.1f} µs of CPU per input by everything on it"
+    )
+    for row in r["profile"]:
+        print(f"  perf, of the busy samples: {row['share']:5.1f}% {row['role']:<6} {row['object']}")
 
 
 if __name__ == "__main__":
