@@ -160,11 +160,15 @@ def test_a_busy_worker_drains_a_deep_queue_without_waiting_on_its_doorbell(own_r
         r.lpush(QUEUE, message())
     got: list[Delivery] = []
     done = threading.Event()
+    fetches_when_drained: list[int] = []
 
     def deliver(d: list[Delivery]) -> None:
         got.extend(d)
         f.ack(d)
         if len(got) >= 200:
+            # Counted here, in the fetcher's thread: read after ``done``, the count also
+            # held the idle looks a loaded machine let it make before the test read it.
+            fetches_when_drained.append(f.fetches)
             done.set()
 
     r.set(alive_key("solo"), 1, px=60_000)
@@ -172,8 +176,9 @@ def test_a_busy_worker_drains_a_deep_queue_without_waiting_on_its_doorbell(own_r
     f.start()
     try:
         assert done.wait(10)
-        # 25 full fetches; at most a couple of looks besides.
-        assert f.fetches <= 28, f.fetches
+        # 25 full fetches and a look or two besides to drain 200 messages (26 here, with
+        # the machine loaded or not).
+        assert fetches_when_drained[0] <= 27, fetches_when_drained
     finally:
         f.stop()
 
