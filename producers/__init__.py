@@ -20,6 +20,7 @@ from producers.tasks_check import check_tasks_package
 check_tasks_package()
 
 from producers.async_client import AsyncClient  # noqa: E402
+from producers.bulk import BulkResult  # noqa: E402
 from producers.client import Client  # noqa: E402
 from producers.job import AsyncJob, Job  # noqa: E402
 from tasks.errors import (  # noqa: E402
@@ -45,6 +46,7 @@ __all__ = [
     "AsyncJob",
     "BadInput",
     "BrokerUnavailable",
+    "BulkResult",
     "CancelOutcome",
     "Client",
     "Expired",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from producers.async_listener import AsyncResultListener
 from producers.bounded import AsyncCallBound
+from producers.bulk import BulkResult, Gather
 from producers.cache_hits import RecentHits
 from producers.catalog import AsyncModelCatalog
 from producers.claims import AsyncClaims
@@ -85,7 +87,7 @@ class AsyncClient:
         self.depth_guard = AsyncQueueDepthGuard(self.broker, settings.max_queue_depth)
         self._cancel = self.backend.register_script(CANCEL_SCRIPT)
         #: Submissions between their first claim and their send, run to the end on their own.
-        self._sending: set[asyncio.Future[list[AsyncJob]]] = set()
+        self._sending: set[asyncio.Future[ChunkPlan]] = set()
 
     @classmethod
     def from_env(cls) -> AsyncClient:
@@ -227,6 +229,46 @@ class AsyncClient:
                 progress(len(plan.chunk))
         return jobs
 
+    async def infer_many(
+        self,
+        model: str,
+        xs: Iterable[Any] | np.ndarray,
+        *,
+        variant: str | None = None,
+        chunk_size: int = 256,
+        no_cache: bool = False,
+        validate: bool = True,
+        progress: Callable[[int], None] | None = None,
+        deadline_ms: float | None = None,
+        priority: str = C.DEFAULT_PRIORITY,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        """``Client.infer_many``, awaited: one array per output back, row ``i`` input ``i``'s."""
+        check_options(chunk_size, priority, deadline_ms)
+        deadline = None if timeout is None else self.bound.deadline(timeout)
+        info = await self._model_info(model, variant, deadline or self.bound.deadline(None))
+        self.served_warnings.check(info.key, self.catalog.served)
+        prepared = await self._prepare(info, xs, validate)
+        gather = Gather(info.name, info.variant, len(prepared))
+        for start in range(0, len(prepared), chunk_size):
+            plan = ChunkPlan(
+                self.settings,
+                info,
+                prepared[start : start + chunk_size],
+                no_cache=no_cache,
+                deadline_ms=deadline_ms,
+                priority=priority,
+            )
+            gather.add_plan(await self._send_chunk(plan, deadline or self.bound.deadline(None)))
+            if progress is not None:
+                progress(len(plan.chunk))
+        wait = self._wait_bound(None) if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await self.listener.collect(gather.pending, wait, progress=progress, each=gather.settle)
+        except Timeout as exc:
+            raise await self._explain(exc, [info.key]) from None
+        return gather.result()
+
     async def _prepare(
         self, info: ModelInfo, xs: Iterable[Any] | np.ndarray, validate: bool
     ) -> Sequence[Prepared]:
@@ -248,6 +290,26 @@ class AsyncClient:
         return out
 
     async def _submit_chunk(self, plan: ChunkPlan, deadline: float) -> list[AsyncJob]:
+        plan = await self._send_chunk(plan, deadline)
+        info = plan.info
+        return [
+            AsyncJob(
+                s.id,
+                info.name,
+                info.variant,
+                plan.t0,
+                s.cached,
+                s.enqueued,
+                s.record,
+                None,
+                s.arrived,
+                owner=self,
+            )
+            for s in plan.specs
+        ]
+
+    async def _send_chunk(self, plan: ChunkPlan, deadline: float) -> ChunkPlan:
+        """Claim and send one chunk; the plan as sent (its specs say what each input became)."""
         info, what = plan.info, f"submitting {len(plan.chunk)} input(s) to {plan.info.key}"
         # Before claiming any id: a refused job must not leave an in-flight claim behind.
         await self.bound.run(
@@ -262,12 +324,12 @@ class AsyncClient:
         sending.add_done_callback(self._sent)
         return await asyncio.shield(sending)
 
-    def _sent(self, task: asyncio.Future[list[AsyncJob]]) -> None:
+    def _sent(self, task: asyncio.Future[ChunkPlan]) -> None:
         self._sending.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved: a caller that was cancelled never reads it
 
-    async def _claim_and_send(self, plan: ChunkPlan, deadline: float) -> list[AsyncJob]:
+    async def _claim_and_send(self, plan: ChunkPlan, deadline: float) -> ChunkPlan:
         info, what = plan.info, f"submitting {len(plan.chunk)} input(s) to {plan.info.key}"
         if plan.no_cache:
             await self.bound.run(what, self.claims.claim_fresh(plan.ids, info.key), deadline)
@@ -298,21 +360,7 @@ class AsyncClient:
                 await self._release_claims(plan.send_ids, f"{type(exc).__name__}: {exc}")
                 raise
         self.hits.remember_hits(plan.specs, plan.t0)
-        return [
-            AsyncJob(
-                s.id,
-                info.name,
-                info.variant,
-                plan.t0,
-                s.cached,
-                s.enqueued,
-                s.record,
-                None,
-                s.arrived,
-                owner=self,
-            )
-            for s in plan.specs
-        ]
+        return plan
 
     async def _release_claims(self, ids: list[str], reason: str) -> None:
         try:

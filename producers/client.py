@@ -19,6 +19,7 @@ import numpy as np
 from celery import Celery
 
 from producers.bounded import CallBound, bounded_redis
+from producers.bulk import BulkResult, Gather
 from producers.cache_hits import RecentHits
 from producers.catalog import ModelCatalog
 from producers.claims import Claims
@@ -245,6 +246,72 @@ class Client:
                 progress(len(plan.chunk))
         return jobs
 
+    def infer_many(
+        self,
+        model: str,
+        xs: Iterable[Any] | np.ndarray,
+        *,
+        variant: str | None = None,
+        chunk_size: int = 256,
+        no_cache: bool = False,
+        validate: bool = True,
+        progress: Callable[[int], None] | None = None,
+        deadline_ms: float | None = None,
+        priority: str = C.DEFAULT_PRIORITY,
+        timeout: float | None = None,
+    ) -> BulkResult:
+        """Send many inputs and wait for them all: one array per output back, row ``i``
+        input ``i``'s (``producers/bulk.py``).
+
+        Sent as ``submit_many`` sends them (each input its own job id and cache entry,
+        ``chunk_size`` per message), and awaited as ``wait_all`` awaits them, without a
+        ``Job`` or a ``Result`` per input. A failed input is in ``errors`` (by row), not
+        raised: ``raise_for_errors()`` raises the first. ``progress(n)`` is called as
+        inputs are sent and as results arrive. ``timeout`` bounds the whole call (sending
+        and waiting); without it, each message gets the client's default bound and the
+        wait the settings' ``wait_timeout_s``.
+        """
+        check_options(chunk_size, priority, deadline_ms)
+        deadline = None if timeout is None else self.bound.deadline(timeout)
+        info = self._model_info(model, variant, deadline or self.bound.deadline(None))
+        self.served_warnings.check(info.key, self.catalog.served)
+        prepared = prepare(self.settings, info, xs, validate=validate)
+        gather = Gather(info.name, info.variant, len(prepared))
+        for start in range(0, len(prepared), chunk_size):
+            plan = ChunkPlan(
+                self.settings,
+                info,
+                prepared[start : start + chunk_size],
+                no_cache=no_cache,
+                deadline_ms=deadline_ms,
+                priority=priority,
+            )
+            answer = self.bound.run(
+                f"submitting {len(plan.chunk)} input(s) to {info.key}",
+                lambda plan=plan: self._send_plans([plan])[0],  # type: ignore[misc]
+                deadline or self.bound.deadline(None),
+            )
+            if isinstance(answer, BaseException):
+                raise answer
+            gather.add_plan(answer)
+            if progress is not None:
+                progress(len(plan.chunk))
+        read = 0
+
+        def settle(jid: str, arrival: HeardArrival) -> None:
+            nonlocal read
+            gather.settle(jid, arrival)
+            read += 1
+            if read % YIELD_EVERY == 0:
+                time.sleep(0)  # the listener thread's turn at the GIL (``wait_all``: why)
+
+        wait = self._wait_bound(None) if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            self.listener.collect(gather.pending, wait, progress=progress, each=settle)
+        except Timeout as exc:
+            raise self._explain(exc, [info.key]) from None
+        return gather.result()
+
     def _submit_chunk(self, plan: ChunkPlan) -> list[Job]:
         """One message's worth of jobs (inside the call's bound). A single input joins the
         submissions other threads have in flight (``producers/coalesce.py``)."""
@@ -256,10 +323,14 @@ class Client:
         return answer
 
     def _submit_plans(self, plans: list[ChunkPlan]) -> list[list[Job] | BaseException]:
+        """``_send_plans``, each chunk sent as its jobs."""
+        return [a if isinstance(a, BaseException) else self._jobs_of(a) for a in self._send_plans(plans)]
+
+    def _send_plans(self, plans: list[ChunkPlan]) -> list[ChunkPlan | BaseException]:
         """Chunks of jobs with one claim call per model variant and one send pipeline for
-        all; per chunk its jobs, or the error that refused it (``producers/submission.py``
-        decides what each claim answer means)."""
-        out: list[list[Job] | BaseException] = []
+        all; per chunk the plan as sent, or the error that refused it
+        (``producers/submission.py`` decides what each claim answer means)."""
+        out: list[ChunkPlan | BaseException] = []
         live: list[ChunkPlan] = []
         for plan in plans:
             try:
@@ -268,7 +339,7 @@ class Client:
             except InferqError as exc:
                 out.append(exc)
                 continue
-            out.append([])
+            out.append(plan)
             live.append(plan)
         claimed: list[str] = []
         try:
@@ -297,8 +368,9 @@ class Client:
             if claimed:
                 self._release_claims(claimed, f"{type(exc).__name__}: {exc}")
             raise
-        jobs = iter(self._jobs_of(plan) for plan in live)
-        return [answer if isinstance(answer, BaseException) else next(jobs) for answer in out]
+        for plan in live:
+            self.hits.remember_hits(plan.specs, plan.t0)
+        return out
 
     def _claim(self, plans: list[ChunkPlan], claimed: list[str]) -> None:
         """Check and claim the plans' ids, one script call per model variant; ``claimed``
@@ -322,7 +394,6 @@ class Client:
                 claimed.extend(plan.send_ids)
 
     def _jobs_of(self, plan: ChunkPlan) -> list[Job]:
-        self.hits.remember_hits(plan.specs, plan.t0)
         info = plan.info
         return [
             Job(

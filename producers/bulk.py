@@ -1,0 +1,188 @@
+"""Many inputs in, stacked outputs out: ``Client.infer_many`` and ``AsyncClient.infer_many``.
+
+Why besides ``submit_many`` + ``wait_all``: a caller holding one array of inputs usually
+wants one array of outputs back, and building a ``Job``, a ``Result`` and a ``Timing``
+per input only to stack them again cost a bulk client a third of its CPU (the objects,
+and the full garbage collections that walk them while the caller holds them). Here a
+reply block's rows are copied straight into the output arrays as they arrive, and each
+input's timing is a row of a few float arrays. Every input keeps its own job id and
+cache entry, exactly as ``submit_many`` sends it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from producers.heard import Heard, HeardArrival, Row, result_from
+from producers.submission import ChunkPlan
+from tasks.errors import InferqError
+from tasks.wire import Result
+
+#: The per-input timing ``BulkResult.timing`` holds, as ``Timing``'s fields of the same names.
+TIMING_FIELDS = ("queue_ms", "batch_wait_ms", "compute_ms", "processing_ms", "end_to_end_ms", "batch_size")
+_FROM_WORKER = TIMING_FIELDS[:4]
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """Row ``i`` of every array is input ``i``'s.
+
+    ``errors`` holds the inputs that failed, by row: their outputs are zeros and their
+    timing NaN. ``cached`` is True where the result came from the cache for this call.
+    """
+
+    model: str
+    variant: str
+    job_ids: list[str]
+    outputs: dict[str, np.ndarray]
+    #: name (``TIMING_FIELDS``) -> float64 array, ms (``batch_size``: the batch it ran in).
+    timing: dict[str, np.ndarray]
+    cached: np.ndarray
+    errors: dict[int, InferqError] = field(default_factory=dict)
+    #: The model versions that answered, in the order first seen (one, unless it changed).
+    versions: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.job_ids)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def raise_for_errors(self) -> None:
+        """Raise the first failed input's error (its row named), if any failed."""
+        if self.errors:
+            row = min(self.errors)
+            exc = self.errors[row]
+            raise type(exc)(f"input {row} of {len(self)} ({len(self.errors)} failed): {exc}") from exc
+
+
+class Gather:
+    """Fills a ``BulkResult`` as each input's record arrives.
+
+    Plans are added as they are sent (their cache hits settled at once); ``settle`` takes
+    each arrival the listener hands over, on the waiting thread or loop."""
+
+    def __init__(self, model: str, variant: str, n: int) -> None:
+        self.model = model
+        self.variant = variant
+        self.n = n
+        self.job_ids: list[str] = []
+        #: id -> its row; an id given more than once in the call (the same input twice)
+        #: keeps its further rows in ``more``.
+        self.rows: dict[str, int] = {}
+        self.more: dict[str, list[int]] = {}
+        self.pending: list[str] = []
+        self._waiting: set[str] = set()
+        self._fitted: object = None  # the reply block whose rows were last found to fit
+        self.outputs: dict[str, np.ndarray] = {}
+        self.timing = {name: np.full(n, np.nan) for name in TIMING_FIELDS}
+        self.asked_at = np.zeros(n)
+        self.arrived_at = np.full(n, np.nan)
+        self.cached = np.zeros(n, dtype=bool)
+        self.errors: dict[int, InferqError] = {}
+        self.versions: dict[str, None] = {}
+
+    def add_plan(self, plan: ChunkPlan) -> None:
+        """A sent chunk's inputs, in order: cache hits (and records already stored) settle
+        now; the rest are to be waited for."""
+        start = len(self.job_ids)
+        self.asked_at[start : start + len(plan.specs)] = plan.t0
+        for i, spec in enumerate(plan.specs, start):
+            self.job_ids.append(spec.id)
+            if spec.id in self.rows:
+                self.more.setdefault(spec.id, []).append(i)
+            else:
+                self.rows[spec.id] = i
+            if spec.record is not None:
+                self._settle_row(i, spec.id, spec.record, spec.arrived or plan.t0, spec.cached)
+            elif spec.id not in self._waiting:
+                self._waiting.add(spec.id)
+                self.pending.append(spec.id)
+
+    def settle(self, job_id: str, arrival: HeardArrival) -> None:
+        """``job_id``'s record, as the listener heard it, into its row(s) not settled yet."""
+        heard, at = arrival
+        first = self.rows[job_id]
+        for i in (first, *self.more[job_id]) if job_id in self.more else (first,):
+            if np.isnan(self.arrived_at[i]) and i not in self.errors:
+                self._settle_row(i, job_id, heard, at, False)
+
+    def _settle_row(self, i: int, job_id: str, heard: Heard, at: float, cached: bool) -> None:
+        if heard.__class__ is Row and not cached:
+            # A current worker's success in a reply block: its rows copied, no Result.
+            block, k = heard.block, heard.index
+            if block is not self._fitted:  # a block's rows share their shapes: checked once
+                if not self._fits(i, {n: (c.shape[1:], c.dtype) for n, c in block.outputs.items()}):
+                    return
+                self._fitted = block
+                self.versions.setdefault(block.version, None)
+            for name, column in block.outputs.items():
+                self.outputs[name][i] = column[k]
+            for name in _FROM_WORKER:
+                self.timing[name][i] = block.timing[name]
+            self.timing["batch_size"][i] = block.timing["batch_size"]
+        else:
+            try:
+                result = result_from(heard, job_id, cached, float(self.asked_at[i]), at)
+            except InferqError as exc:
+                self.errors[i] = exc
+                return
+            self._put_result(i, result)
+            if cached:
+                self.cached[i] = True
+                self.timing["end_to_end_ms"][i] = result.timing.end_to_end_ms
+        self.arrived_at[i] = at
+
+    def _put_result(self, i: int, result: Result) -> None:
+        arrays = {name: np.asarray(v) for name, v in result.outputs.items()}
+        if not self._fits(i, {name: (a.shape, a.dtype) for name, a in arrays.items()}):
+            return
+        for name, a in arrays.items():
+            self.outputs[name][i] = a
+        t = result.timing
+        for name in _FROM_WORKER:
+            self.timing[name][i] = getattr(t, name)
+        self.timing["batch_size"][i] = t.batch_size
+        self.versions.setdefault(result.version, None)
+
+    def _fits(self, i: int, rows: dict[str, tuple[tuple[int, ...], np.dtype[Any]]]) -> bool:
+        """Make the output arrays from the first row settled (each output's row shape and
+        dtype); refuse a row that differs from them (a model whose version changed during
+        the call, or one whose output shapes vary with the input)."""
+        if not self.outputs:
+            self.outputs = {name: np.zeros((self.n, *shape), dtype) for name, (shape, dtype) in rows.items()}
+            return True
+        have = {name: (a.shape[1:], a.dtype) for name, a in self.outputs.items()}
+        if rows == have:
+            return True
+        self.errors[i] = InferqError(
+            f"job {self.job_ids[i]}: outputs {_show(rows)} differ from the earlier inputs' {_show(have)}"
+        )
+        return False
+
+    def result(self) -> BulkResult:
+        """The call's answer, once every row is settled."""
+        fresh = ~self.cached & ~np.isnan(self.arrived_at)
+        e2e = self.timing["end_to_end_ms"]
+        e2e[fresh] = np.maximum(0.0, (self.arrived_at[fresh] - self.asked_at[fresh]) * 1e3)
+        for i in self.errors:
+            for column in self.timing.values():
+                column[i] = np.nan
+        return BulkResult(
+            model=self.model,
+            variant=self.variant,
+            job_ids=self.job_ids,
+            outputs=self.outputs,
+            timing=self.timing,
+            cached=self.cached,
+            errors=self.errors,
+            versions=tuple(self.versions),
+        )
+
+
+def _show(rows: dict[str, tuple[tuple[int, ...], np.dtype[Any]]]) -> str:
+    return ", ".join(f"{name} {dtype.name}{list(shape)}" for name, (shape, dtype) in sorted(rows.items()))

@@ -1,0 +1,99 @@
+"""``Gather``: arrivals into stacked rows (producers/bulk.py), row by row, without Redis."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from producers.bulk import Gather
+from producers.heard import Row
+from producers.submission import JobSpec
+from tasks.errors import BadInput, InferqError
+from tasks.schema import Timing
+from tasks.wire import ReplyBlock, Result, StatusRecord
+
+TIMING = {
+    "enqueued_at": 100.0,
+    "received_at": 100.5,
+    "started_at": 100.6,
+    "finished_at": 100.7,
+    "queue_ms": 500.0,
+    "batch_wait_ms": 100.0,
+    "compute_ms": 80.0,
+    "processing_ms": 200.0,
+    "batch_size": 3,
+}
+
+
+def block(ids: list[str], probs: np.ndarray, version: str = "1") -> ReplyBlock:
+    return ReplyBlock(ids, "digits", "fp32", version, dict(TIMING), {"probs": probs}, probs[0].nbytes)
+
+
+def plan(t0: float, *specs: JobSpec) -> Any:
+    return SimpleNamespace(t0=t0, specs=list(specs))
+
+
+def stored(jid: str, probs: np.ndarray) -> StatusRecord:
+    t = Timing.from_dict(TIMING)
+    return StatusRecord.success(jid, Result(jid, "digits", "fp32", "1", {"probs": probs}, t).to_wire())
+
+
+def test_rows_of_a_reply_block_land_in_their_inputs_rows_with_their_timing() -> None:
+    g = Gather("digits", "fp32", 3)
+    g.add_plan(plan(99.0, JobSpec("a"), JobSpec("b"), JobSpec("c")))
+    assert g.pending == ["a", "b", "c"]
+    probs = np.arange(30, dtype=np.float32).reshape(3, 10)
+    b = block(["c", "a", "b"], probs[[2, 0, 1]])  # the worker's order is not the caller's
+    for k, jid in enumerate(b.ids):
+        g.settle(jid, (Row(b, k), 101.0))
+    got = g.result()
+    np.testing.assert_array_equal(got.outputs["probs"], probs)
+    assert got.ok and got.versions == ("1",) and not got.cached.any()
+    np.testing.assert_array_equal(got.timing["queue_ms"], [500.0] * 3)
+    np.testing.assert_array_equal(got.timing["batch_size"], [3] * 3)
+    np.testing.assert_allclose(got.timing["end_to_end_ms"], [2000.0] * 3)  # 101.0 - 99.0
+
+
+def test_a_cache_hit_settles_at_once_with_its_own_timing_and_a_repeat_shares_its_answer() -> None:
+    g = Gather("digits", "fp32", 3)
+    hit = np.full(10, 0.5, np.float32)
+    g.add_plan(
+        plan(200.0, JobSpec("h", cached=True, enqueued=False, record=stored("h", hit), arrived=200.01))
+    )
+    g.add_plan(plan(200.1, JobSpec("x"), JobSpec("x", enqueued=False)))  # the same input twice
+    assert g.pending == ["x"]  # waited for once
+    b = block(["x"], np.ones((1, 10), np.float32))
+    g.settle("x", (Row(b, 0), 200.5))
+    got = g.result()
+    assert got.cached.tolist() == [True, False, False]
+    np.testing.assert_array_equal(got.outputs["probs"][0], hit)
+    np.testing.assert_array_equal(got.outputs["probs"][1:], np.ones((2, 10)))
+    assert got.timing["compute_ms"][0] == 0.0 and got.timing["end_to_end_ms"][0] == pytest.approx(10.0)
+    np.testing.assert_allclose(got.timing["end_to_end_ms"][1:], [400.0, 400.0])
+
+
+def test_a_failed_input_is_kept_by_row_with_zeros_and_nan_timing() -> None:
+    g = Gather("digits", "fp32", 2)
+    g.add_plan(plan(1.0, JobSpec("ok"), JobSpec("bad")))
+    g.settle("ok", (Row(block(["ok"], np.ones((1, 10), np.float32)), 0), 2.0))
+    failure = StatusRecord.failure("bad", BadInput("input 'image': expected finite values")).encode()
+    g.settle("bad", (failure, 2.0))
+    got = g.result()
+    assert list(got.errors) == [1] and isinstance(got.errors[1], BadInput)
+    assert (got.outputs["probs"][1] == 0).all() and np.isnan(got.timing["end_to_end_ms"][1])
+    with pytest.raises(BadInput, match=r"input 1 of 2 \(1 failed\): input 'image'"):
+        got.raise_for_errors()
+
+
+def test_a_row_whose_outputs_differ_from_the_first_ones_is_refused_naming_both() -> None:
+    g = Gather("digits", "fp32", 2)
+    g.add_plan(plan(1.0, JobSpec("p"), JobSpec("q")))
+    g.settle("p", (Row(block(["p"], np.ones((1, 10), np.float32)), 0), 2.0))
+    g.settle("q", (Row(block(["q"], np.ones((1, 12), np.float32), version="2"), 0), 2.0))
+    got = g.result()
+    assert list(got.errors) == [1] and type(got.errors[1]) is InferqError
+    assert "outputs probs float32[12] differ from the earlier inputs' probs float32[10]" in str(got.errors[1])
+    assert got.versions == ("1",)
