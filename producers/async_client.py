@@ -47,7 +47,7 @@ from producers.ownership import (
 )
 from producers.served import ServedWarnings, explain_timeout, served_by
 from producers.status import read_state, ready_record, run_steps_async
-from producers.submission import ChunkPlan, Prepared, check_options, prepare
+from producers.submission import ChunkPlan, Prepared, check_options, chunk_plans, prepare
 from tasks import constants as C
 from tasks.connections import async_redis_client
 from tasks.errors import InferqError, Timeout
@@ -210,20 +210,18 @@ class AsyncClient:
     ) -> list[AsyncJob]:
         """``Client.submit_many``, awaited: ``chunk_size`` inputs per message."""
         check_options(chunk_size, priority, deadline_ms)
-        deadline = None if timeout is None else self.bound.deadline(timeout)
-        info = await self._model_info(model, variant, deadline or self.bound.deadline(None))
-        self.served_warnings.check(info.key, self.catalog.served)
-        prepared = await self._prepare(info, xs, validate)
+        deadline, info, prepared = await self._bulk_inputs(model, variant, xs, validate, timeout)
         jobs: list[AsyncJob] = []
-        for start in range(0, len(prepared), chunk_size):
-            plan = ChunkPlan(
-                self.settings,
-                info,
-                prepared[start : start + chunk_size],
-                no_cache=no_cache,
-                deadline_ms=deadline_ms,
-                priority=priority,
-            )
+        plans = chunk_plans(
+            self.settings,
+            info,
+            prepared,
+            chunk_size,
+            no_cache=no_cache,
+            deadline_ms=deadline_ms,
+            priority=priority,
+        )
+        for plan in plans:
             jobs.extend(await self._submit_chunk(plan, deadline or self.bound.deadline(None)))
             if progress is not None:
                 progress(len(plan.chunk))
@@ -245,20 +243,18 @@ class AsyncClient:
     ) -> BulkResult:
         """``Client.infer_many``, awaited: one array per output back, row ``i`` input ``i``'s."""
         check_options(chunk_size, priority, deadline_ms)
-        deadline = None if timeout is None else self.bound.deadline(timeout)
-        info = await self._model_info(model, variant, deadline or self.bound.deadline(None))
-        self.served_warnings.check(info.key, self.catalog.served)
-        prepared = await self._prepare(info, xs, validate)
+        deadline, info, prepared = await self._bulk_inputs(model, variant, xs, validate, timeout)
         gather = Gather(info.name, info.variant, len(prepared))
-        for start in range(0, len(prepared), chunk_size):
-            plan = ChunkPlan(
-                self.settings,
-                info,
-                prepared[start : start + chunk_size],
-                no_cache=no_cache,
-                deadline_ms=deadline_ms,
-                priority=priority,
-            )
+        plans = chunk_plans(
+            self.settings,
+            info,
+            prepared,
+            chunk_size,
+            no_cache=no_cache,
+            deadline_ms=deadline_ms,
+            priority=priority,
+        )
+        for plan in plans:
             gather.add_plan(await self._send_chunk(plan, deadline or self.bound.deadline(None)))
             if progress is not None:
                 progress(len(plan.chunk))
@@ -268,6 +264,20 @@ class AsyncClient:
         except Timeout as exc:
             raise await self._explain(exc, [info.key]) from None
         return gather.result()
+
+    async def _bulk_inputs(
+        self,
+        model: str,
+        variant: str | None,
+        xs: Iterable[Any] | np.ndarray,
+        validate: bool,
+        timeout: float | None,
+    ) -> tuple[float | None, ModelInfo, Sequence[Prepared]]:
+        """``Client._bulk_inputs``, awaited."""
+        deadline = None if timeout is None else self.bound.deadline(timeout)
+        info = await self._model_info(model, variant, deadline or self.bound.deadline(None))
+        self.served_warnings.check(info.key, self.catalog.served)
+        return deadline, info, await self._prepare(info, xs, validate)
 
     async def _prepare(
         self, info: ModelInfo, xs: Iterable[Any] | np.ndarray, validate: bool

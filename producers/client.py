@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ from producers.ownership import (
 )
 from producers.served import ServedWarnings, explain_timeout, served_by
 from producers.status import read_state, ready_record, run_steps
-from producers.submission import ChunkPlan, check_options, named_inputs, prepare
+from producers.submission import ChunkPlan, Prepared, check_options, chunk_plans, named_inputs, prepare
 from tasks import constants as C
 from tasks.app import create_app
 from tasks.errors import InferqError, Timeout
@@ -221,20 +221,18 @@ class Client:
         it, each message of ``chunk_size`` inputs gets the client's default bound.
         """
         check_options(chunk_size, priority, deadline_ms)
-        deadline = None if timeout is None else self.bound.deadline(timeout)
-        info = self._model_info(model, variant, deadline or self.bound.deadline(None))
-        self.served_warnings.check(info.key, self.catalog.served)
-        prepared = prepare(self.settings, info, xs, validate=validate)
+        deadline, info, prepared = self._bulk_inputs(model, variant, xs, validate, timeout)
         jobs: list[Job] = []
-        for start in range(0, len(prepared), chunk_size):
-            plan = ChunkPlan(
-                self.settings,
-                info,
-                prepared[start : start + chunk_size],
-                no_cache=no_cache,
-                deadline_ms=deadline_ms,
-                priority=priority,
-            )
+        plans = chunk_plans(
+            self.settings,
+            info,
+            prepared,
+            chunk_size,
+            no_cache=no_cache,
+            deadline_ms=deadline_ms,
+            priority=priority,
+        )
+        for plan in plans:
             jobs.extend(
                 self.bound.run(
                     f"submitting {len(plan.chunk)} input(s) to {info.key}",
@@ -272,20 +270,18 @@ class Client:
         wait the settings' ``wait_timeout_s``.
         """
         check_options(chunk_size, priority, deadline_ms)
-        deadline = None if timeout is None else self.bound.deadline(timeout)
-        info = self._model_info(model, variant, deadline or self.bound.deadline(None))
-        self.served_warnings.check(info.key, self.catalog.served)
-        prepared = prepare(self.settings, info, xs, validate=validate)
+        deadline, info, prepared = self._bulk_inputs(model, variant, xs, validate, timeout)
         gather = Gather(info.name, info.variant, len(prepared))
-        for start in range(0, len(prepared), chunk_size):
-            plan = ChunkPlan(
-                self.settings,
-                info,
-                prepared[start : start + chunk_size],
-                no_cache=no_cache,
-                deadline_ms=deadline_ms,
-                priority=priority,
-            )
+        plans = chunk_plans(
+            self.settings,
+            info,
+            prepared,
+            chunk_size,
+            no_cache=no_cache,
+            deadline_ms=deadline_ms,
+            priority=priority,
+        )
+        for plan in plans:
             answer = self.bound.run(
                 f"submitting {len(plan.chunk)} input(s) to {info.key}",
                 lambda plan=plan: self._send_plans([plan])[0],  # type: ignore[misc]
@@ -311,6 +307,21 @@ class Client:
         except Timeout as exc:
             raise self._explain(exc, [info.key]) from None
         return gather.result()
+
+    def _bulk_inputs(
+        self,
+        model: str,
+        variant: str | None,
+        xs: Iterable[Any] | np.ndarray,
+        validate: bool,
+        timeout: float | None,
+    ) -> tuple[float | None, ModelInfo, Sequence[Prepared]]:
+        """A bulk call's deadline (None: each message its own), its model and its inputs
+        checked, before anything is sent."""
+        deadline = None if timeout is None else self.bound.deadline(timeout)
+        info = self._model_info(model, variant, deadline or self.bound.deadline(None))
+        self.served_warnings.check(info.key, self.catalog.served)
+        return deadline, info, prepare(self.settings, info, xs, validate=validate)
 
     def _submit_chunk(self, plan: ChunkPlan) -> list[Job]:
         """One message's worth of jobs (inside the call's bound). A single input joins the

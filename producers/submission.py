@@ -179,6 +179,29 @@ class JobSpec:
     arrived: float | None = None
 
 
+def chunk_plans(
+    settings: Settings,
+    info: ModelInfo,
+    prepared: Sequence[Prepared],
+    chunk_size: int,
+    *,
+    no_cache: bool,
+    deadline_ms: float | None,
+    priority: str,
+) -> Iterator[ChunkPlan]:
+    """A bulk submission's chunks (``submit_many``, ``infer_many``), each made as it is
+    about to be sent: a plan's ``t0`` is its inputs' enqueue time."""
+    for start in range(0, len(prepared), chunk_size):
+        yield ChunkPlan(
+            settings,
+            info,
+            prepared[start : start + chunk_size],
+            no_cache=no_cache,
+            deadline_ms=deadline_ms,
+            priority=priority,
+        )
+
+
 class ChunkPlan:
     """One chunk of a submission (one message at most), decided between round trips."""
 
