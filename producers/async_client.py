@@ -256,11 +256,16 @@ class AsyncClient:
         )
         for plan in plans:
             gather.add_plan(await self._send_chunk(plan, deadline or self.bound.deadline(None)))
-            if progress is not None:
-                progress(len(plan.chunk))
+            if progress is not None and (done := gather.take_done()):
+                progress(done)
         wait = self._wait_bound(None) if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            await self.listener.collect(gather.pending, wait, progress=progress, each=gather.settle)
+            await self.listener.collect(
+                gather.pending,
+                wait,
+                progress=None if progress is None else lambda _: progress(gather.take_done()),
+                each=gather.settle,
+            )
         except Timeout as exc:
             raise await self._explain(exc, [info.key]) from None
         return gather.result()

@@ -78,6 +78,7 @@ class Gather:
         self.pending: list[str] = []
         self._waiting: set[str] = set()
         self._fitted: object = None  # the reply block whose rows were last found to fit
+        self._done = 0  # rows answered (a result or an error) since ``take_done`` last asked
         self.outputs: dict[str, np.ndarray] = {}
         self.timing = {name: np.full(n, np.nan) for name in TIMING_FIELDS}
         self.asked_at = np.zeros(n)
@@ -130,12 +131,19 @@ class Gather:
                 result = result_from(heard, job_id, cached, float(self.asked_at[i]), at)
             except InferqError as exc:
                 self.errors[i] = exc
+                self._done += 1
                 return
             self._put_result(i, result)
             if cached:
                 self.cached[i] = True
                 self.timing["end_to_end_ms"][i] = result.timing.end_to_end_ms
         self.arrived_at[i] = at
+        self._done += 1
+
+    def take_done(self) -> int:
+        """Rows answered since the last call (``infer_many``'s ``progress``)."""
+        done, self._done = self._done, 0
+        return done
 
     def _put_result(self, i: int, result: Result) -> None:
         arrays = {name: np.asarray(v) for name, v in result.outputs.items()}
@@ -162,6 +170,7 @@ class Gather:
         self.errors[i] = InferqError(
             f"job {self.job_ids[i]}: outputs {_show(rows)} differ from the earlier inputs' {_show(have)}"
         )
+        self._done += 1
         return False
 
     def result(self) -> BulkResult:

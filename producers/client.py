@@ -265,9 +265,10 @@ class Client:
         ``chunk_size`` per message), and awaited as ``wait_all`` awaits them, without a
         ``Job`` or a ``Result`` per input. A failed input is in ``errors`` (by row), not
         raised: ``raise_for_errors()`` raises the first. ``progress(n)`` is called as
-        inputs are sent and as results arrive. ``timeout`` bounds the whole call (sending
-        and waiting); without it, each message gets the client's default bound and the
-        wait the settings' ``wait_timeout_s``.
+        ``n`` more inputs are answered (cache hits as their chunk is sent, the rest as
+        their results arrive): ``len(xs)`` in all. ``timeout`` bounds the whole call
+        (sending and waiting); without it, each message gets the client's default bound
+        and the wait the settings' ``wait_timeout_s``.
         """
         check_options(chunk_size, priority, deadline_ms)
         deadline, info, prepared = self._bulk_inputs(model, variant, xs, validate, timeout)
@@ -290,8 +291,8 @@ class Client:
             if isinstance(answer, BaseException):
                 raise answer
             gather.add_plan(answer)
-            if progress is not None:
-                progress(len(plan.chunk))
+            if progress is not None and (done := gather.take_done()):
+                progress(done)
         read = 0
 
         def settle(jid: str, arrival: HeardArrival) -> None:
@@ -303,7 +304,12 @@ class Client:
 
         wait = self._wait_bound(None) if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            self.listener.collect(gather.pending, wait, progress=progress, each=settle)
+            self.listener.collect(
+                gather.pending,
+                wait,
+                progress=None if progress is None else lambda _: progress(gather.take_done()),
+                each=settle,
+            )
         except Timeout as exc:
             raise self._explain(exc, [info.key]) from None
         return gather.result()

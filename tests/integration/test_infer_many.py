@@ -49,8 +49,10 @@ def test_infer_many_mixes_cache_hits_repeats_and_fresh_inputs_row_by_row(
     xs = inputs(models_dir, 120)
     xs[100] = xs[7]  # the same input twice in one call
     first = client.wait_all(client.submit_many("digits", xs[:50], variant="fp32"), timeout=60)
-    got = client.infer_many("digits", xs, variant="fp32", chunk_size=32, timeout=60)
+    answered: list[int] = []
+    got = client.infer_many("digits", xs, variant="fp32", chunk_size=32, progress=answered.append, timeout=60)
     assert got.ok
+    assert sum(answered) == 120 and answered[0] == 32  # every row once; the first chunk all hits
     assert got.cached[:50].all() and not got.cached[50:100].any()
     for i in (0, 7, 49):
         np.testing.assert_array_equal(got.outputs["probs"][i], first[i].outputs["probs"])  # type: ignore[union-attr]
@@ -83,8 +85,11 @@ def test_the_async_infer_many_gives_the_same_rows_as_the_sync_one(
 
     async def main() -> tuple[np.ndarray, np.ndarray, list[str]]:
         async with AsyncClient(settings) as ac:
-            got = await ac.infer_many("digits", xs, variant="fp32", chunk_size=64, timeout=60)
-            assert got.ok and not got.cached.any()
+            answered: list[int] = []
+            got = await ac.infer_many(
+                "digits", xs, variant="fp32", chunk_size=64, progress=answered.append, timeout=60
+            )
+            assert got.ok and not got.cached.any() and sum(answered) == 200
             assert np.isfinite(got.timing["end_to_end_ms"]).all()
             return got.outputs["probs"], got.cached, got.job_ids
 

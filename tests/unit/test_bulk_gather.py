@@ -49,6 +49,7 @@ def test_rows_of_a_reply_block_land_in_their_inputs_rows_with_their_timing() -> 
     b = block(["c", "a", "b"], probs[[2, 0, 1]])  # the worker's order is not the caller's
     for k, jid in enumerate(b.ids):
         g.settle(jid, (Row(b, k), 101.0))
+    assert g.take_done() == 3 and g.take_done() == 0  # answered rows, each counted once
     got = g.result()
     np.testing.assert_array_equal(got.outputs["probs"], probs)
     assert got.ok and got.versions == ("1",) and not got.cached.any()
@@ -63,10 +64,12 @@ def test_a_cache_hit_settles_at_once_with_its_own_timing_and_a_repeat_shares_its
     g.add_plan(
         plan(200.0, JobSpec("h", cached=True, enqueued=False, record=stored("h", hit), arrived=200.01))
     )
+    assert g.take_done() == 1  # the hit: answered as its chunk is sent
     g.add_plan(plan(200.1, JobSpec("x"), JobSpec("x", enqueued=False)))  # the same input twice
     assert g.pending == ["x"]  # waited for once
     b = block(["x"], np.ones((1, 10), np.float32))
     g.settle("x", (Row(b, 0), 200.5))
+    assert g.take_done() == 2  # one arrival answers both rows
     got = g.result()
     assert got.cached.tolist() == [True, False, False]
     np.testing.assert_array_equal(got.outputs["probs"][0], hit)
