@@ -5,8 +5,8 @@ wants one array of outputs back, and a ``Job``, a ``Result`` and a ``Timing`` pe
 only to be stacked again, cost the client their making and the full garbage collections
 that walk them while the caller holds them. Here a reply block's rows are copied
 straight into the output arrays as they arrive, and each input's timing is a row of a
-few float arrays (30,000 digits inputs: the client's CPU per input 12% lower, its
-collector's time halved; docs/benchmarks.md "Ninth session"). Every input keeps its own
+few float arrays (30,000 digits inputs: the client's CPU per input 10-21% lower, its
+collector's time about halved; docs/benchmarks.md "Ninth session"). Every input keeps its own
 job id and cache entry, exactly as ``submit_many`` sends it.
 """
 
