@@ -20,7 +20,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -209,18 +209,10 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> list[AsyncJob]:
         """``Client.submit_many``, awaited: ``chunk_size`` inputs per message."""
-        check_options(chunk_size, priority, deadline_ms)
-        deadline, info, prepared = await self._bulk_inputs(model, variant, xs, validate, timeout)
-        jobs: list[AsyncJob] = []
-        plans = chunk_plans(
-            self.settings,
-            info,
-            prepared,
-            chunk_size,
-            no_cache=no_cache,
-            deadline_ms=deadline_ms,
-            priority=priority,
+        deadline, _, _, plans = await self._bulk_plans(
+            model, xs, variant, chunk_size, no_cache, validate, deadline_ms, priority, timeout
         )
+        jobs: list[AsyncJob] = []
         for plan in plans:
             jobs.extend(await self._submit_chunk(plan, deadline or self.bound.deadline(None)))
             if progress is not None:
@@ -242,9 +234,42 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> BulkResult:
         """``Client.infer_many``, awaited: one array per output back, row ``i`` input ``i``'s."""
+        deadline, info, n, plans = await self._bulk_plans(
+            model, xs, variant, chunk_size, no_cache, validate, deadline_ms, priority, timeout
+        )
+        gather = Gather(info.name, info.variant, n, progress)
+        for plan in plans:
+            gather.add_plan(await self._send_chunk(plan, deadline or self.bound.deadline(None)))
+        wait = self._wait_bound(None) if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await self.listener.collect(
+                gather.pending,
+                wait,
+                progress=None if progress is None else gather.report,
+                each=gather.settle,
+            )
+        except Timeout as exc:
+            raise await self._explain(exc, [info.key]) from None
+        return gather.result()
+
+    async def _bulk_plans(
+        self,
+        model: str,
+        xs: Iterable[Any] | np.ndarray,
+        variant: str | None,
+        chunk_size: int,
+        no_cache: bool,
+        validate: bool,
+        deadline_ms: float | None,
+        priority: str,
+        timeout: float | None,
+    ) -> tuple[float | None, ModelInfo, int, Iterator[ChunkPlan]]:
+        """``Client._bulk_plans``, awaited."""
         check_options(chunk_size, priority, deadline_ms)
-        deadline, info, prepared = await self._bulk_inputs(model, variant, xs, validate, timeout)
-        gather = Gather(info.name, info.variant, len(prepared))
+        deadline = None if timeout is None else self.bound.deadline(timeout)
+        info = await self._model_info(model, variant, deadline or self.bound.deadline(None))
+        self.served_warnings.check(info.key, self.catalog.served)
+        prepared = await self._prepare(info, xs, validate)
         plans = chunk_plans(
             self.settings,
             info,
@@ -254,35 +279,7 @@ class AsyncClient:
             deadline_ms=deadline_ms,
             priority=priority,
         )
-        for plan in plans:
-            gather.add_plan(await self._send_chunk(plan, deadline or self.bound.deadline(None)))
-            if progress is not None and (done := gather.take_done()):
-                progress(done)
-        wait = self._wait_bound(None) if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            await self.listener.collect(
-                gather.pending,
-                wait,
-                progress=None if progress is None else lambda _: progress(gather.take_done()),
-                each=gather.settle,
-            )
-        except Timeout as exc:
-            raise await self._explain(exc, [info.key]) from None
-        return gather.result()
-
-    async def _bulk_inputs(
-        self,
-        model: str,
-        variant: str | None,
-        xs: Iterable[Any] | np.ndarray,
-        validate: bool,
-        timeout: float | None,
-    ) -> tuple[float | None, ModelInfo, Sequence[Prepared]]:
-        """``Client._bulk_inputs``, awaited."""
-        deadline = None if timeout is None else self.bound.deadline(timeout)
-        info = await self._model_info(model, variant, deadline or self.bound.deadline(None))
-        self.served_warnings.check(info.key, self.catalog.served)
-        return deadline, info, await self._prepare(info, xs, validate)
+        return deadline, info, len(prepared), plans
 
     async def _prepare(
         self, info: ModelInfo, xs: Iterable[Any] | np.ndarray, validate: bool

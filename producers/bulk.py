@@ -12,6 +12,7 @@ job id and cache entry, exactly as ``submit_many`` sends it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,8 @@ from tasks.wire import Result
 
 #: The per-input timing ``BulkResult.timing`` holds, as ``Timing``'s fields of the same names.
 TIMING_FIELDS = ("queue_ms", "batch_wait_ms", "compute_ms", "processing_ms", "end_to_end_ms", "batch_size")
-_FROM_WORKER = TIMING_FIELDS[:4]
+#: Those the computing worker stamped (``end_to_end_ms`` is the caller's own).
+_FROM_WORKER = ("queue_ms", "batch_wait_ms", "compute_ms", "processing_ms", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,13 @@ class Gather:
     """Fills a ``BulkResult`` as each input's record arrives.
 
     Plans are added as they are sent (their cache hits settled at once); ``settle`` takes
-    each arrival the listener hands over, on the waiting thread or loop."""
+    each arrival the listener hands over, on the waiting thread or loop. ``progress(k)``
+    is told of rows answered (``report``): the listener counts ids, and a repeated input
+    is one id for several rows."""
 
-    def __init__(self, model: str, variant: str, n: int) -> None:
+    def __init__(
+        self, model: str, variant: str, n: int, progress: Callable[[int], None] | None = None
+    ) -> None:
         self.model = model
         self.variant = variant
         self.n = n
@@ -76,10 +82,11 @@ class Gather:
         #: keeps its further rows in ``more``.
         self.rows: dict[str, int] = {}
         self.more: dict[str, list[int]] = {}
-        self.pending: list[str] = []
-        self._waiting: set[str] = set()
+        #: The ids to wait for, each once, in order.
+        self.pending: dict[str, None] = {}
         self._fitted: object = None  # the reply block whose rows were last found to fit
-        self._done = 0  # rows answered (a result or an error) since ``take_done`` last asked
+        self._progress = progress
+        self._done = 0  # rows answered (a result or an error) since ``report`` last told
         self.outputs: dict[str, np.ndarray] = {}
         self.timing = {name: np.full(n, np.nan) for name in TIMING_FIELDS}
         self.asked_at = np.zeros(n)
@@ -101,9 +108,9 @@ class Gather:
                 self.rows[spec.id] = i
             if spec.record is not None:
                 self._settle_row(i, spec.id, spec.record, spec.arrived or plan.t0, spec.cached)
-            elif spec.id not in self._waiting:
-                self._waiting.add(spec.id)
-                self.pending.append(spec.id)
+            else:
+                self.pending[spec.id] = None
+        self.report()
 
     def settle(self, job_id: str, arrival: HeardArrival) -> None:
         """``job_id``'s record, as the listener heard it, into its row(s) not settled yet."""
@@ -114,6 +121,8 @@ class Gather:
                 self._settle_row(i, job_id, heard, at, False)
 
     def _settle_row(self, i: int, job_id: str, heard: Heard, at: float, cached: bool) -> None:
+        """Row ``i`` answered: its result, or its error kept."""
+        self._done += 1
         if heard.__class__ is Row and not cached:
             # A current worker's success in a reply block: its rows copied, no Result.
             block, k = heard.block, heard.index
@@ -126,37 +135,37 @@ class Gather:
                 self.outputs[name][i] = column[k]
             for name in _FROM_WORKER:
                 self.timing[name][i] = block.timing[name]
-            self.timing["batch_size"][i] = block.timing["batch_size"]
         else:
             try:
                 result = result_from(heard, job_id, cached, float(self.asked_at[i]), at)
             except InferqError as exc:
                 self.errors[i] = exc
-                self._done += 1
                 return
-            self._put_result(i, result)
+            if not self._put_result(i, result):
+                return
             if cached:
                 self.cached[i] = True
                 self.timing["end_to_end_ms"][i] = result.timing.end_to_end_ms
         self.arrived_at[i] = at
-        self._done += 1
 
-    def take_done(self) -> int:
-        """Rows answered since the last call (``infer_many``'s ``progress``)."""
-        done, self._done = self._done, 0
-        return done
+    def report(self, _ids: int = 0) -> None:
+        """Tell ``progress`` of the rows answered since it was last told (the listener's
+        ``progress`` hook: the count of ids it passes is not the count of rows)."""
+        if self._progress is not None and self._done:
+            done, self._done = self._done, 0
+            self._progress(done)
 
-    def _put_result(self, i: int, result: Result) -> None:
+    def _put_result(self, i: int, result: Result) -> bool:
         arrays = {name: np.asarray(v) for name, v in result.outputs.items()}
         if not self._fits(i, {name: (a.shape, a.dtype) for name, a in arrays.items()}):
-            return
+            return False
         for name, a in arrays.items():
             self.outputs[name][i] = a
         t = result.timing
         for name in _FROM_WORKER:
             self.timing[name][i] = getattr(t, name)
-        self.timing["batch_size"][i] = t.batch_size
         self.versions.setdefault(result.version, None)
+        return True
 
     def _fits(self, i: int, rows: dict[str, tuple[tuple[int, ...], np.dtype[Any]]]) -> bool:
         """Make the output arrays from the first row settled (each output's row shape and
@@ -171,7 +180,6 @@ class Gather:
         self.errors[i] = InferqError(
             f"job {self.job_ids[i]}: outputs {_show(rows)} differ from the earlier inputs' {_show(have)}"
         )
-        self._done += 1
         return False
 
     def result(self) -> BulkResult:

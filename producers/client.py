@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,7 @@ from producers.ownership import (
 )
 from producers.served import ServedWarnings, explain_timeout, served_by
 from producers.status import read_state, ready_record, run_steps
-from producers.submission import ChunkPlan, Prepared, check_options, chunk_plans, named_inputs, prepare
+from producers.submission import ChunkPlan, check_options, chunk_plans, named_inputs, prepare
 from tasks import constants as C
 from tasks.app import create_app
 from tasks.errors import InferqError, Timeout
@@ -220,18 +220,10 @@ class Client:
         called as inputs are checked and sent. ``timeout`` bounds the whole call; without
         it, each message of ``chunk_size`` inputs gets the client's default bound.
         """
-        check_options(chunk_size, priority, deadline_ms)
-        deadline, info, prepared = self._bulk_inputs(model, variant, xs, validate, timeout)
-        jobs: list[Job] = []
-        plans = chunk_plans(
-            self.settings,
-            info,
-            prepared,
-            chunk_size,
-            no_cache=no_cache,
-            deadline_ms=deadline_ms,
-            priority=priority,
+        deadline, info, _, plans = self._bulk_plans(
+            model, xs, variant, chunk_size, no_cache, validate, deadline_ms, priority, timeout
         )
+        jobs: list[Job] = []
         for plan in plans:
             jobs.extend(
                 self.bound.run(
@@ -270,18 +262,10 @@ class Client:
         (sending and waiting); without it, each message gets the client's default bound
         and the wait the settings' ``wait_timeout_s``.
         """
-        check_options(chunk_size, priority, deadline_ms)
-        deadline, info, prepared = self._bulk_inputs(model, variant, xs, validate, timeout)
-        gather = Gather(info.name, info.variant, len(prepared))
-        plans = chunk_plans(
-            self.settings,
-            info,
-            prepared,
-            chunk_size,
-            no_cache=no_cache,
-            deadline_ms=deadline_ms,
-            priority=priority,
+        deadline, info, n, plans = self._bulk_plans(
+            model, xs, variant, chunk_size, no_cache, validate, deadline_ms, priority, timeout
         )
+        gather = Gather(info.name, info.variant, n, progress)
         for plan in plans:
             answer = self.bound.run(
                 f"submitting {len(plan.chunk)} input(s) to {info.key}",
@@ -291,8 +275,6 @@ class Client:
             if isinstance(answer, BaseException):
                 raise answer
             gather.add_plan(answer)
-            if progress is not None and (done := gather.take_done()):
-                progress(done)
         read = 0
 
         def settle(jid: str, arrival: HeardArrival) -> None:
@@ -307,27 +289,43 @@ class Client:
             self.listener.collect(
                 gather.pending,
                 wait,
-                progress=None if progress is None else lambda _: progress(gather.take_done()),
+                progress=None if progress is None else gather.report,
                 each=settle,
             )
         except Timeout as exc:
             raise self._explain(exc, [info.key]) from None
         return gather.result()
 
-    def _bulk_inputs(
+    def _bulk_plans(
         self,
         model: str,
-        variant: str | None,
         xs: Iterable[Any] | np.ndarray,
+        variant: str | None,
+        chunk_size: int,
+        no_cache: bool,
         validate: bool,
+        deadline_ms: float | None,
+        priority: str,
         timeout: float | None,
-    ) -> tuple[float | None, ModelInfo, Sequence[Prepared]]:
-        """A bulk call's deadline (None: each message its own), its model and its inputs
-        checked, before anything is sent."""
+    ) -> tuple[float | None, ModelInfo, int, Iterator[ChunkPlan]]:
+        """A bulk call's options and inputs checked before anything is sent: its deadline
+        (None: each message its own), its model, how many inputs, and its chunks to send
+        (each made as it is sent: ``submission.chunk_plans``)."""
+        check_options(chunk_size, priority, deadline_ms)
         deadline = None if timeout is None else self.bound.deadline(timeout)
         info = self._model_info(model, variant, deadline or self.bound.deadline(None))
         self.served_warnings.check(info.key, self.catalog.served)
-        return deadline, info, prepare(self.settings, info, xs, validate=validate)
+        prepared = prepare(self.settings, info, xs, validate=validate)
+        plans = chunk_plans(
+            self.settings,
+            info,
+            prepared,
+            chunk_size,
+            no_cache=no_cache,
+            deadline_ms=deadline_ms,
+            priority=priority,
+        )
+        return deadline, info, len(prepared), plans
 
     def _submit_chunk(self, plan: ChunkPlan) -> list[Job]:
         """One message's worth of jobs (inside the call's bound). A single input joins the

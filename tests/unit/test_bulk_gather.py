@@ -42,14 +42,17 @@ def stored(jid: str, probs: np.ndarray) -> StatusRecord:
 
 
 def test_rows_of_a_reply_block_land_in_their_inputs_rows_with_their_timing() -> None:
-    g = Gather("digits", "fp32", 3)
+    told: list[int] = []
+    g = Gather("digits", "fp32", 3, told.append)
     g.add_plan(plan(99.0, JobSpec("a"), JobSpec("b"), JobSpec("c")))
-    assert g.pending == ["a", "b", "c"]
+    assert list(g.pending) == ["a", "b", "c"] and told == []
     probs = np.arange(30, dtype=np.float32).reshape(3, 10)
     b = block(["c", "a", "b"], probs[[2, 0, 1]])  # the worker's order is not the caller's
     for k, jid in enumerate(b.ids):
         g.settle(jid, (Row(b, k), 101.0))
-    assert g.take_done() == 3 and g.take_done() == 0  # answered rows, each counted once
+    g.report(3)
+    g.report(0)
+    assert told == [3]  # answered rows, each told once
     got = g.result()
     np.testing.assert_array_equal(got.outputs["probs"], probs)
     assert got.ok and got.versions == ("1",) and not got.cached.any()
@@ -59,17 +62,19 @@ def test_rows_of_a_reply_block_land_in_their_inputs_rows_with_their_timing() -> 
 
 
 def test_a_cache_hit_settles_at_once_with_its_own_timing_and_a_repeat_shares_its_answer() -> None:
-    g = Gather("digits", "fp32", 3)
+    told: list[int] = []
+    g = Gather("digits", "fp32", 3, told.append)
     hit = np.full(10, 0.5, np.float32)
     g.add_plan(
         plan(200.0, JobSpec("h", cached=True, enqueued=False, record=stored("h", hit), arrived=200.01))
     )
-    assert g.take_done() == 1  # the hit: answered as its chunk is sent
+    assert told == [1]  # the hit: answered as its chunk is sent
     g.add_plan(plan(200.1, JobSpec("x"), JobSpec("x", enqueued=False)))  # the same input twice
-    assert g.pending == ["x"]  # waited for once
+    assert list(g.pending) == ["x"]  # waited for once
     b = block(["x"], np.ones((1, 10), np.float32))
     g.settle("x", (Row(b, 0), 200.5))
-    assert g.take_done() == 2  # one arrival answers both rows
+    g.report(1)
+    assert told == [1, 2]  # one id arrived, two rows answered
     got = g.result()
     assert got.cached.tolist() == [True, False, False]
     np.testing.assert_array_equal(got.outputs["probs"][0], hit)
@@ -92,10 +97,13 @@ def test_a_failed_input_is_kept_by_row_with_zeros_and_nan_timing() -> None:
 
 
 def test_a_row_whose_outputs_differ_from_the_first_ones_is_refused_naming_both() -> None:
-    g = Gather("digits", "fp32", 2)
+    told: list[int] = []
+    g = Gather("digits", "fp32", 2, told.append)
     g.add_plan(plan(1.0, JobSpec("p"), JobSpec("q")))
     g.settle("p", (Row(block(["p"], np.ones((1, 10), np.float32)), 0), 2.0))
     g.settle("q", (Row(block(["q"], np.ones((1, 12), np.float32), version="2"), 0), 2.0))
+    g.report(2)
+    assert told == [2]  # the refused row counted once, as answered
     got = g.result()
     assert list(got.errors) == [1] and type(got.errors[1]) is InferqError
     assert "outputs probs float32[12] differ from the earlier inputs' probs float32[10]" in str(got.errors[1])
