@@ -20,7 +20,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -214,7 +214,7 @@ class AsyncClient:
         )
         jobs: list[AsyncJob] = []
         for plan in plans:
-            jobs.extend(await self._submit_chunk(plan, deadline or self.bound.deadline(None)))
+            jobs.extend(await self._submit_chunk(plan, self.bound.step(deadline)))
             if progress is not None:
                 progress(len(plan.chunk))
         return jobs
@@ -239,7 +239,7 @@ class AsyncClient:
         )
         gather = Gather(info.name, info.variant, n, progress)
         for plan in plans:
-            gather.add_plan(await self._send_chunk(plan, deadline or self.bound.deadline(None)))
+            gather.add_plan(await self._send_chunk(plan, self.bound.step(deadline)))
         wait = self._wait_bound(None) if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             await self.listener.collect(
@@ -267,7 +267,7 @@ class AsyncClient:
         """``Client._bulk_plans``, awaited."""
         check_options(chunk_size, priority, deadline_ms)
         deadline = None if timeout is None else self.bound.deadline(timeout)
-        info = await self._model_info(model, variant, deadline or self.bound.deadline(None))
+        info = await self._model_info(model, variant, self.bound.step(deadline))
         self.served_warnings.check(info.key, self.catalog.served)
         prepared = await self._prepare(info, xs, validate)
         plans = chunk_plans(
@@ -287,11 +287,12 @@ class AsyncClient:
         """Every input checked and encoded before any is sent, ``SLICE`` per turn of the
         loop: checking a thousand inputs in one step would hold every other request back.
 
-        An array of inputs is checked in one step, as the sync client does: cast and
-        checked once for all rows (under a microsecond per input), it stays one ``Stacked``
-        that the chunks slice and send as tensors; sliced here, each input was encoded
-        alone and stacked again for the message."""
-        if isinstance(xs, np.ndarray):
+        An array of inputs (or a mapping of input name -> array of inputs) is checked in
+        one step, as the sync client does: cast and checked once for all rows (under a
+        microsecond per input), it stays one ``Stacked`` that the chunks slice and send as
+        tensors; sliced here, each input was encoded alone and stacked again for the
+        message."""
+        if isinstance(xs, (np.ndarray, Mapping)):
             return prepare(self.settings, info, xs, validate=validate)
         items = list(xs)
         out: list[Prepared] = []

@@ -226,6 +226,14 @@ class CallBound:
         """The monotonic time a call given ``timeout`` (None: the default) must end by."""
         return time.monotonic() + (self.default_s if timeout is None else timeout)
 
+    def step(self, deadline: float | None) -> float:
+        """The deadline of one step (a message sent) of a call that must end by
+        ``deadline`` (None: no bound for the whole call): the earlier of it and the
+        default bound from now, so a hung Redis is reported after the default bound even
+        inside a bulk call given a long ``timeout``."""
+        step = self.deadline(None)
+        return step if deadline is None else min(deadline, step)
+
     def current(self) -> float:
         """The deadline of the call running on this thread (outside one: the default from now)."""
         deadline: float | None = getattr(_call, "deadline", None)
@@ -276,6 +284,11 @@ class AsyncCallBound:
 
     def deadline(self, timeout: float | None) -> float:
         return time.monotonic() + (self.default_s if timeout is None else timeout)
+
+    def step(self, deadline: float | None) -> float:
+        """``CallBound.step``: one step's deadline within a call that must end by ``deadline``."""
+        step = self.deadline(None)
+        return step if deadline is None else min(deadline, step)
 
     async def run(self, what: str, call: Awaitable[T], deadline: float) -> T:
         """``await call``, or ``BrokerUnavailable`` naming ``what`` once ``deadline`` passes

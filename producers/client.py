@@ -214,11 +214,13 @@ class Client:
     ) -> list[Job]:
         """Send many inputs, ``chunk_size`` per message; returns one ``Job`` per input, in order.
 
-        ``xs`` is an array with a leading axis over inputs, or an iterable of inputs
-        (arrays or ``{name: array}``). Each input keeps its own job id and cache entry;
+        ``xs`` is an array with a leading axis over inputs, a mapping of input name ->
+        such an array (a model of several inputs: row ``i`` of each is input ``i``), or an
+        iterable of inputs (arrays or ``{name: array}``). Each input keeps its own job id and cache entry;
         inputs already cached (or in flight) are not sent again. ``progress(n)`` is
-        called as inputs are checked and sent. ``timeout`` bounds the whole call; without
-        it, each message of ``chunk_size`` inputs gets the client's default bound.
+        called as inputs are checked and sent. ``timeout`` bounds the whole call; each
+        message of ``chunk_size`` inputs is bounded besides by the client's default bound
+        (a hung Redis is reported then, not at the end of a long ``timeout``).
         """
         deadline, info, _, plans = self._bulk_plans(
             model, xs, variant, chunk_size, no_cache, validate, deadline_ms, priority, timeout
@@ -229,7 +231,7 @@ class Client:
                 self.bound.run(
                     f"submitting {len(plan.chunk)} input(s) to {info.key}",
                     lambda plan=plan: self._submit_chunk(plan),  # type: ignore[misc]
-                    deadline or self.bound.deadline(None),
+                    self.bound.step(deadline),
                 )
             )
             if progress is not None:
@@ -259,8 +261,8 @@ class Client:
         raised: ``raise_for_errors()`` raises the first. ``progress(n)`` is called as
         ``n`` more inputs are answered (cache hits as their chunk is sent, the rest as
         their results arrive): ``len(xs)`` in all. ``timeout`` bounds the whole call
-        (sending and waiting); without it, each message gets the client's default bound
-        and the wait the settings' ``wait_timeout_s``.
+        (sending and waiting; without it, the wait gets the settings' ``wait_timeout_s``);
+        each message is bounded besides by the client's default bound.
         """
         deadline, info, n, plans = self._bulk_plans(
             model, xs, variant, chunk_size, no_cache, validate, deadline_ms, priority, timeout
@@ -270,7 +272,7 @@ class Client:
             answer = self.bound.run(
                 f"submitting {len(plan.chunk)} input(s) to {info.key}",
                 lambda plan=plan: self._send_plans([plan])[0],  # type: ignore[misc]
-                deadline or self.bound.deadline(None),
+                self.bound.step(deadline),
             )
             if isinstance(answer, BaseException):
                 raise answer
@@ -313,7 +315,7 @@ class Client:
         (each made as it is sent: ``submission.chunk_plans``)."""
         check_options(chunk_size, priority, deadline_ms)
         deadline = None if timeout is None else self.bound.deadline(timeout)
-        info = self._model_info(model, variant, deadline or self.bound.deadline(None))
+        info = self._model_info(model, variant, self.bound.step(deadline))
         self.served_warnings.check(info.key, self.catalog.served)
         prepared = prepare(self.settings, info, xs, validate=validate)
         plans = chunk_plans(

@@ -72,9 +72,14 @@ class Stacked(Sequence[Prepared]):
 
 def _stack(info: ModelInfo, xs: Iterable[Any] | np.ndarray) -> dict[str, np.ndarray] | list[Any]:
     """Inputs as one array per input name when they can be (an array with a leading axis
-    over inputs, or inputs that share names, shapes and dtypes); else the inputs as a list."""
+    over inputs, a mapping of name -> such an array, or inputs that share names, shapes
+    and dtypes); else the inputs as a list."""
     if isinstance(xs, np.ndarray) and len(info.inputs) == 1 and xs.ndim >= 1:
         return {info.inputs[0].name: xs} if len(xs) >= 2 else list(xs)
+    if isinstance(xs, Mapping):
+        columns = input_columns(xs)
+        n = len(next(iter(columns.values())))
+        return columns if n >= 2 else [{k: v[i] for k, v in columns.items()} for i in range(n)]
     items = list(xs)
     if len(items) < 2:
         return items
@@ -88,6 +93,25 @@ def _stack(info: ModelInfo, xs: Iterable[Any] | np.ndarray) -> dict[str, np.ndar
     if not same or any(a.dtype.kind not in "biuf" for a in first.values()):
         return named
     return {k: np.stack([n[k] for n in named]) for k in first}
+
+
+def input_columns(xs: Mapping[Any, Any]) -> dict[str, np.ndarray]:
+    """Many inputs of a model given as name -> array, the leading axis over inputs (what a
+    model of several inputs is sent as in bulk: ``{"a": a_rows, "b": b_rows}``), checked:
+    ``BadInput`` names an input that is not an array of rows, or one whose count of rows
+    differs from the first's."""
+    if not xs:
+        raise BadInput("expected input name -> array of inputs (one row per input), got an empty mapping")
+    columns = {str(k): _as_array(v, str(k)) for k, v in xs.items()}
+    (first, a), *_ = columns.items()
+    for name, v in columns.items():
+        if v.ndim < 1:
+            raise BadInput(f"input {name!r}: expected an array with one row per input, got a scalar")
+        if len(v) != len(a):
+            raise BadInput(
+                f"input {name!r}: {len(v)} rows, but input {first!r} has {len(a)}: one row per input"
+            )
+    return columns
 
 
 def _as_array(x: Any, name: str) -> np.ndarray:

@@ -65,6 +65,7 @@ def test_a_hung_redis_gives_broker_unavailable_within_the_bound(server: LocalRed
         client.ping()
         client.models(refresh=True)
         x = a_new_input()
+        xs = np.stack([a_new_input() for _ in range(4)])
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGSTOP)
         try:
@@ -74,6 +75,18 @@ def test_a_hung_redis_gives_broker_unavailable_within_the_bound(server: LocalRed
                 ("status", lambda: client.status("0" * 32, timeout=1), 1),
                 ("result", lambda: client.result("0" * 32, timeout=1), 1),
                 ("ping", lambda: client.ping(timeout=1), 1),
+                # A bulk call's long timeout bounds the whole call; each message still gets
+                # the default bound, so a hung Redis shows after 2 s, not 30.
+                (
+                    "submit_many, long timeout",
+                    lambda: client.submit_many("faulty", xs, variant="fp32", timeout=30),
+                    2,
+                ),
+                (
+                    "infer_many, long timeout",
+                    lambda: client.infer_many("faulty", xs, variant="fp32", timeout=30),
+                    2,
+                ),
             ]:
                 t0 = time.monotonic()
                 with pytest.raises(BrokerUnavailable, match="did not answer within"):

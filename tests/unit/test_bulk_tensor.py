@@ -75,6 +75,35 @@ def test_many_inputs_are_prepared_stacked_and_cast_once():
     assert payload == prepare(Settings(), INFO, [p.arrays["x"][3]], validate=True)[0][1]
 
 
+K = TensorSpec(name="k", shape=(), dtype="int32", tensor_dtype="int32")
+TWO = ModelInfo(name="two", variant="fp32", version="1", runtime="fake", inputs=(X, K), outputs=(OUT,))
+
+
+def test_a_mapping_of_input_columns_is_prepared_stacked_row_i_input_i():
+    x, k = xs(4), np.array([1, 2, 3, 4], dtype=np.int64)  # int64 cast to the model's int32
+    p = prepare(Settings(), TWO, {"x": x, "k": k}, validate=True)
+    assert isinstance(p, Stacked) and len(p) == 4 and p.arrays["k"].dtype == np.int32
+    inputs, payload = p[2]
+    np.testing.assert_array_equal(inputs["x"], x[2])
+    assert payload == prepare(Settings(), TWO, [{"x": x[2], "k": np.int32(3)}], validate=True)[0][1]
+    (one,) = prepare(Settings(), TWO, {"x": x[:1], "k": k[:1]}, validate=True)  # one row: a single job
+    assert one[0]["k"] == 1
+
+
+@pytest.mark.parametrize(
+    ("columns", "named"),
+    [
+        ({"x": xs(3), "k": np.arange(2)}, "input 'k': 2 rows, but input 'x' has 3: one row per input"),
+        ({"x": xs(3), "k": np.int32(1)}, "input 'k': expected an array with one row per input, got a scalar"),
+        ({}, "expected input name -> array of inputs (one row per input), got an empty mapping"),
+    ],
+)
+def test_input_columns_of_different_lengths_or_none_are_refused_naming_them(columns, named):
+    with pytest.raises(BadInput) as err:
+        prepare(Settings(), TWO, columns, validate=True)
+    assert named in str(err.value)
+
+
 def test_a_bad_row_is_refused_by_the_client_naming_which_input():
     arr = xs()
     arr[7, 1, 2] = np.nan
