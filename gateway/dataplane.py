@@ -48,7 +48,7 @@ from tasks.wire import Result
 HANDLE_RE = re.compile(re.escape(C.HANDLE_PREFIX) + r"[0-9a-f]{32}")
 #: The extensions ``GET /v2`` lists (the protocol's names, then inferq's own).
 EXTENSIONS = ["binary_tensor_data", "inferq_async_jobs", "inferq_model_stats"]
-#: Request parameters passed on to ``submit_many``, and the values each takes.
+#: Request parameters passed on to ``submit_many`` and ``infer_many``, and the values each takes.
 PRIORITIES = tuple(sorted(C.PRIORITIES))
 #: Triton's integer ``priority`` (all tritonclient can send: it reserves the name), 1 the highest.
 TRITON_PRIORITIES = {0: C.DEFAULT_PRIORITY, 1: "high", 2: "normal", 3: "low"}
@@ -132,31 +132,36 @@ class DataPlane:
     # --- inference ------------------------------------------------------------------
 
     async def _submit(self, info: ModelInfo, request: DecodedRequest) -> list[AsyncJob]:
-        items = matching.split_inputs(request, info)
+        columns = matching.request_columns(request, info)
         options = _submit_options(request.parameters)
-        return await self.client.submit_many(info.name, items, variant=info.variant, **options)
+        return await self.client.submit_many(info.name, columns, variant=info.variant, **options)
 
     async def infer(self, model: str, version: str | None, request: DecodedRequest) -> EncodedResponse:
-        """Submit the request's N inputs, wait for all (up to the infer bound), stack the outputs."""
+        """Send the request's N inputs and wait for all (the infer bound covers both), stacked.
+
+        ``infer_many``: each reply block's rows are copied into the response's arrays as
+        they arrive, with no ``Job`` or ``Result`` per input for the gateway to make and
+        stack again (docs/benchmarks.md, "Tenth session"). Each input keeps its own job
+        id and cache entry, as for ``POST .../jobs``."""
         info = await self.model_info(model, version)
         names = matching.output_names(request, info)
-        jobs = await self._submit(info, request)
+        columns = matching.request_columns(request, info)
+        options = _submit_options(request.parameters)
         bound = self.settings.gateway_infer_timeout_s
         try:
-            outcomes = await self.client.wait_all(jobs, timeout=bound)
+            got = await self.client.infer_many(
+                info.name, columns, variant=info.variant, timeout=bound, **options
+            )
         except Timeout as exc:
             raise Timeout(f"no result within the gateway's infer timeout of {bound:g} s ({exc})") from None
-        results: list[Result] = []
-        for i, outcome in enumerate(outcomes):
-            if isinstance(outcome, InferqError):
-                raise _for_item(outcome, i, len(outcomes))
-            results.append(outcome)
-        outputs = matching.stack_outputs(results, names)
+        if got.errors:
+            first = min(got.errors)
+            raise _for_item(got.errors[first], first, len(got))
         head: dict[str, Any] = {"model_name": info.name, "model_version": info.variant}
         if request.id is not None:
             head["id"] = request.id
-        head["parameters"] = {"cached": sum(1 for r in results if r.cached)}
-        return encode_response(head, [(n, arr, request.wants_binary(n)) for n, arr in outputs])
+        head["parameters"] = {"cached": int(got.cached.sum())}
+        return encode_response(head, [(n, got.outputs[n], request.wants_binary(n)) for n in names])
 
     # --- asynchronous jobs ----------------------------------------------------------
 
@@ -251,7 +256,7 @@ class DataPlane:
 
 
 def _submit_options(params: Any) -> dict[str, Any]:
-    """inferq's own request parameters, checked, as ``submit_many`` keywords."""
+    """inferq's own request parameters, checked, as ``submit_many`` and ``infer_many`` keywords."""
     out: dict[str, Any] = {}
     if "priority" in params:
         p = params["priority"]

@@ -3,12 +3,11 @@
 The protocol puts a batch dimension in front of every tensor; inferq's specs describe
 one input without it (a job is one input). So a request of N is checked against
 ``[-1, *spec.shape]`` here, in the protocol's words (datatype names, -1 for any size),
-and split into N jobs; their outputs are stacked back along the same axis. Pure.
+and sent as N jobs, one row of each input per job (``infer_many`` stacks their outputs
+back along the same axis). Pure.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,7 +15,6 @@ from gateway.protocol import DecodedRequest, datatype_of, fmt_shape
 from tasks.codec import quote
 from tasks.errors import BadInput
 from tasks.schema import ModelInfo, TensorSpec
-from tasks.wire import Result
 
 #: The most inputs one request may carry (each is a job; a bigger batch should be split).
 MAX_BATCH = 4096
@@ -31,8 +29,10 @@ def expected_form(spec: TensorSpec) -> str:
     return f"datatype {datatype_of(spec.dtype)}, shape {fmt_shape(protocol_shape(spec))}"
 
 
-def split_inputs(request: DecodedRequest, info: ModelInfo) -> list[dict[str, np.ndarray]]:
-    """The request's N inputs as N ``{name: array}`` jobs; ``BadInput`` naming the expected form."""
+def request_columns(request: DecodedRequest, info: ModelInfo) -> dict[str, np.ndarray]:
+    """The request's N inputs, checked, as ``{name: array of N rows}``: row ``i`` of each
+    is job ``i`` (the clients send such columns as tensors, checked once for all rows);
+    ``BadInput`` naming the expected form."""
     given = {t.name: t for t in request.inputs}
     names = [s.name for s in info.inputs]
     if set(given) != set(names):
@@ -66,7 +66,7 @@ def split_inputs(request: DecodedRequest, info: ModelInfo) -> list[dict[str, np.
         raise BadInput("expected at least one input: the batch dimension is 0")
     if batch > MAX_BATCH:
         raise BadInput(f"expected at most {MAX_BATCH} inputs in one request, got a batch of {batch}")
-    return [{name: given[name].array[i] for name in names} for i in range(batch)]
+    return {name: given[name].array for name in names}
 
 
 def output_names(request: DecodedRequest, info: ModelInfo) -> list[str]:
@@ -82,17 +82,3 @@ def output_names(request: DecodedRequest, info: ModelInfo) -> list[str]:
             f"{', '.join(quote(n) for n in known)}; got {', '.join(quote(n) for n in unknown)}"
         )
     return list(dict.fromkeys(names))
-
-
-def stack_outputs(results: Sequence[Result], names: Sequence[str]) -> list[tuple[str, np.ndarray]]:
-    """Each named output of N results, stacked along a new leading batch axis."""
-    out = []
-    for name in names:
-        parts = [np.asarray(r.outputs[name]) for r in results]
-        if any(p.shape != parts[0].shape for p in parts):
-            raise BadInput(
-                f"output {quote(name)} has different shapes for the inputs of this batch "
-                f"({sorted({fmt_shape(p.shape) for p in parts})}); send them one per request"
-            )
-        out.append((name, np.stack(parts)))
-    return out

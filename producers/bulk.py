@@ -20,7 +20,7 @@ import numpy as np
 
 from producers.heard import Heard, HeardArrival, Row, result_from
 from producers.submission import ChunkPlan
-from tasks.errors import InferqError
+from tasks.errors import BadInput, InferqError
 from tasks.wire import Result
 
 #: The per-input timing ``BulkResult.timing`` holds, as ``Timing``'s fields of the same names.
@@ -177,8 +177,9 @@ class Gather:
         have = {name: (a.shape[1:], a.dtype) for name, a in self.outputs.items()}
         if rows == have:
             return True
-        self.errors[i] = InferqError(
-            f"job {self.job_ids[i]}: outputs {_show(rows)} differ from the earlier inputs' {_show(have)}"
+        self.errors[i] = BadInput(
+            f"job {self.job_ids[i]}: outputs {_show(rows)} differ from the earlier inputs' {_show(have)}, "
+            "so they cannot be stacked: send such inputs in separate calls"
         )
         return False
 

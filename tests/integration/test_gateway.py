@@ -334,7 +334,7 @@ def test_infer_past_the_timeout_is_504(http: httpx.Client):
     t0 = time.monotonic()
     r = http.post("/v2/models/digits/versions/fp16/infer", json=json_body(images(1)))  # no worker
     assert r.status_code == 504, r.text
-    assert "timeout" in error_of(r)
+    assert "timeout" in error_of(r) and "digits:fp16" in error_of(r)  # names what nobody serves
     assert time.monotonic() - t0 < INFER_TIMEOUT_S + 2
 
 

@@ -127,6 +127,9 @@ def test_redis_hung_is_503_within_the_bound_while_liveness_answers_at_once(
         r = httpx.post(f"{gateway.url}/v2/models/digits/infer", json=infer_body(), timeout=30)
         answer.update(status=r.status_code, took=time.monotonic() - t0, body=r.json())
 
+    # The model's metadata read first, so the infer below reaches the sending, not only
+    # the catalogue read (each message is bounded by the client's bound, not the infer's).
+    assert httpx.get(f"{gateway.url}/v2/models/digits", timeout=10).status_code == 200
     os.kill(server.proc.pid, signal.SIGSTOP)
     try:
         t = threading.Thread(target=infer)

@@ -11,7 +11,7 @@ import pytest
 from producers.bulk import Gather
 from producers.heard import Row
 from producers.submission import JobSpec
-from tasks.errors import BadInput, InferqError
+from tasks.errors import BadInput
 from tasks.schema import Timing
 from tasks.wire import ReplyBlock, Result, StatusRecord
 
@@ -105,6 +105,6 @@ def test_a_row_whose_outputs_differ_from_the_first_ones_is_refused_naming_both()
     g.report(2)
     assert told == [2]  # the refused row counted once, as answered
     got = g.result()
-    assert list(got.errors) == [1] and type(got.errors[1]) is InferqError
+    assert list(got.errors) == [1] and type(got.errors[1]) is BadInput
     assert "outputs probs float32[12] differ from the earlier inputs' probs float32[10]" in str(got.errors[1])
     assert got.versions == ("1",)

@@ -20,7 +20,6 @@ from gateway.protocol import (
 from gateway.response_reader import decode_response
 from tasks.errors import BadInput
 from tasks.schema import ModelInfo, TensorSpec
-from tasks.wire import Result
 
 INFO = ModelInfo(
     name="m",
@@ -193,12 +192,12 @@ def _request(x: np.ndarray, k: np.ndarray, *, x_type: str = "FP32", k_type: str 
     )
 
 
-def test_a_batch_of_n_splits_into_n_jobs_and_dynamic_dims_pass():
+def test_a_batch_of_n_is_n_rows_per_input_and_dynamic_dims_pass():
     x = np.arange(3 * 2 * 5, dtype=np.float32).reshape(3, 2, 5)
-    items = matching.split_inputs(_request(x, np.array([1, 2, 3])), INFO)
-    assert len(items) == 3
-    np.testing.assert_array_equal(items[1]["x"], x[1])
-    assert items[2]["k"] == 3 and items[2]["k"].dtype == np.int32
+    columns = matching.request_columns(_request(x, np.array([1, 2, 3])), INFO)
+    assert set(columns) == {"x", "k"} and len(columns["x"]) == len(columns["k"]) == 3
+    np.testing.assert_array_equal(columns["x"][1], x[1])
+    assert columns["k"][2] == 3 and columns["k"].dtype == np.int32
 
 
 @pytest.mark.parametrize(
@@ -217,7 +216,7 @@ def test_a_batch_of_n_splits_into_n_jobs_and_dynamic_dims_pass():
 )
 def test_inputs_that_do_not_fit_the_model_name_the_expected_form(x, k, kw, named):
     with pytest.raises(BadInput) as err:
-        matching.split_inputs(_request(x, k, **kw), INFO)
+        matching.request_columns(_request(x, k, **kw), INFO)
     assert named in str(err.value)
 
 
@@ -228,7 +227,7 @@ def test_missing_or_unknown_inputs_and_outputs_are_named():
     with pytest.raises(
         BadInput, match=r"expected inputs 'x' \(datatype FP32, shape \[-1, 2, -1\]\); 'k'.*got 'q'"
     ):
-        matching.split_inputs(req, INFO)
+        matching.request_columns(req, INFO)
     req = decode_request(
         json_request(
             inputs=[{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], outputs=[{"name": "w"}]
@@ -237,12 +236,3 @@ def test_missing_or_unknown_inputs_and_outputs_are_named():
     )
     with pytest.raises(BadInput, match="outputs among 'y', 'z'; got 'w'"):
         matching.output_names(req, INFO)
-
-
-def test_outputs_of_n_results_stack_along_the_batch_axis():
-    def result(i: int) -> Result:
-        return Result(f"j{i}", "m", "fp32", "1", {"y": np.full(3, i, np.float32), "z": np.int64(i)}, None)  # type: ignore[arg-type]
-
-    (y, ya), (z, za) = matching.stack_outputs([result(0), result(1)], ["y", "z"])
-    assert (y, ya.shape, z, za.shape) == ("y", (2, 3), "z", (2,))
-    np.testing.assert_array_equal(za, [0, 1])
