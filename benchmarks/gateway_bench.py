@@ -1,7 +1,7 @@
 """The HTTP gateway against the direct client, in one run, on one Redis and one worker.
 
     .venv/bin/python benchmarks/gateway_bench.py [--model digits:fp32] [--duration 8] [--rounds 2]
-        [--gateway-workers 1]
+        [--gateway-workers 1] [--batch 256] [--batch-requests 40] [--only batch]
 
 Starts a private redis-server, one worker for the model and ``inferq gateway``, then
 measures, alternating direct and HTTP so drift shows in both (issue 15's goals):
@@ -13,7 +13,11 @@ measures, alternating direct and HTTP so drift shows in both (issue 15's goals):
    is stored (one request at a time);
 3. the async-jobs path: ``POST .../jobs`` then ``GET /v2/jobs/{id}`` (``Prefer: wait``),
    one job at a time with fresh inputs, against the direct client's ``submit`` +
-   ``wait``: the p50 overhead in ms.
+   ``wait``: the p50 overhead in ms;
+4. batched requests: ``POST .../infer`` of ``--batch`` fresh inputs each (binary tensors),
+   one request at a time, against the direct ``Client.infer_many`` of the same number:
+   inputs/s and the gateway's CPU per input (its process tree, from /proc). ``--only
+   batch`` runs this part alone.
 
 The load generator, the gateway, the worker and Redis share this machine's cores.
 """
@@ -32,8 +36,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
+import orjson  # noqa: E402
 
+from benchmarks.client_cpu import cpu_s  # noqa: E402
+from benchmarks.redis_commands import process_tree  # noqa: E402
 from ops.bench.http_target import HttpTarget  # noqa: E402
 from ops.bench.run import BenchConfig, run_bench  # noqa: E402
 from ops.local.redis_server import LocalRedis, free_port  # noqa: E402
@@ -77,6 +85,67 @@ def pct(v: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(v), p))
 
 
+def binary_infer(model: str, variant: str, name: str, x: np.ndarray) -> tuple[str, bytes, dict[str, str]]:
+    """A ``POST .../infer`` of the batch ``x`` as binary tensor data: path, body, headers."""
+    raw = np.ascontiguousarray(x, dtype="<f4").tobytes()
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    )
+    headers = {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
+    return f"/v2/models/{model}/versions/{variant}/infer", header + raw, headers
+
+
+def batched(
+    client: Client,
+    url: str,
+    gateway_pid: int,
+    model: str,
+    variant: str,
+    name: str,
+    make: Any,
+    batch: int,
+    requests: int,
+) -> None:
+    """Part 4: requests of ``batch`` fresh inputs, one at a time, HTTP then direct."""
+    with httpx.Client(base_url=url, timeout=120) as http:
+        gw = process_tree(gateway_pid)
+        xs = np.stack([make() for _ in range(batch * requests)])
+        c0, t0 = cpu_s(gw), time.perf_counter()
+        for i in range(requests):
+            path, body, headers = binary_infer(model, variant, name, xs[i * batch : (i + 1) * batch])
+            r = http.post(path, content=body, headers=headers)
+            if r.status_code != 200:
+                raise SystemExit(f"POST {path}: {r.status_code} {r.text[:300]}")
+        wall, gw_cpu = time.perf_counter() - t0, cpu_s(gw) - c0
+        n = batch * requests
+        ys = np.stack([make() for _ in range(n)])
+        t1 = time.perf_counter()
+        for i in range(requests):
+            client.infer_many(
+                model, ys[i * batch : (i + 1) * batch], variant=variant, timeout=120
+            ).raise_for_errors()
+        direct = time.perf_counter() - t1
+        print(
+            f"batched, {requests} requests of {batch} fresh inputs one at a time: HTTP infer "
+            f"{n / wall:,.0f} inputs/s, the gateway's CPU {gw_cpu / n * 1e6:.1f} µs per input; "
+            f"direct infer_many {n / direct:,.0f} inputs/s; HTTP / direct {direct / wall:.2f}",
+            flush=True,
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="digits:fp32")
@@ -84,6 +153,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--calls", type=int, default=400, help="requests per one-at-a-time figure")
     ap.add_argument("--gateway-workers", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=256, help="inputs per request in the batched part")
+    ap.add_argument("--batch-requests", type=int, default=40, help="requests in the batched part, per round")
+    ap.add_argument("--only", choices=["batch"], help="run one part alone")
     args = ap.parse_args()
     model, _, variant = args.model.partition(":")
     variant = variant or "fp32"
@@ -147,6 +219,24 @@ def main() -> int:
                 # warm both paths (catalogue, connections, the worker's first batches)
                 closed(client, model, variant, pool, 8, 1.0)
                 closed(http, model, variant, pool, 8, 1.0)
+
+                def part4() -> None:
+                    for _ in range(args.rounds):
+                        batched(
+                            client,
+                            f"http://127.0.0.1:{port}",
+                            procs[1].pid,
+                            model,
+                            variant,
+                            info.inputs[0].name,
+                            fresh,
+                            args.batch,
+                            args.batch_requests,
+                        )
+
+                if args.only == "batch":
+                    part4()
+                    return 0
                 ratios = []
                 for r in range(args.rounds):
                     d = closed(client, model, variant, pool, 64, args.duration)
@@ -190,6 +280,7 @@ def main() -> int:
                         f"{pct(via, 50) - pct(direct, 50):+.2f} ms",
                         flush=True,
                     )
+                part4()
         finally:
             for p in procs:
                 p.send_signal(signal.SIGINT)
