@@ -160,7 +160,8 @@ class Monitor:
         while not self._stop:
             try:
                 ev = self._monitor.next_command()
-            except (redis.RedisError, OSError, ValueError):
+            except (redis.RedisError, OSError, ValueError, AttributeError):
+                # AttributeError: redis-py 8 reading a MONITOR connection that close() released
                 return
             if self.counting:
                 self._count(ev)

@@ -150,7 +150,7 @@ class DataPlane:
         bound = self.settings.gateway_infer_timeout_s
         try:
             got = await self.client.infer_many(
-                info.name, columns, variant=info.variant, timeout=bound, **options
+                info.name, columns, variant=info.variant, timeout=bound, outputs=names, **options
             )
         except Timeout as exc:
             raise Timeout(f"no result within the gateway's infer timeout of {bound:g} s ({exc})") from None

@@ -27,7 +27,7 @@ import numpy as np
 
 from producers.async_listener import AsyncResultListener
 from producers.bounded import AsyncCallBound
-from producers.bulk import BulkResult, Gather
+from producers.bulk import BulkResult, Gather, check_outputs
 from producers.cache_hits import RecentHits
 from producers.catalog import AsyncModelCatalog
 from producers.claims import AsyncClaims
@@ -182,22 +182,17 @@ class AsyncClient:
         timeout: float | None = None,
     ) -> AsyncJob:
         """``Client.submit``, awaited: one input, returns at once with an ``AsyncJob``."""
-        jobs = await self.submit_many(
-            model,
-            [x],
-            variant=variant,
-            no_cache=no_cache,
-            validate=validate,
-            deadline_ms=deadline_ms,
-            priority=priority,
-            timeout=timeout,
+        # One message: its bound is the call's (``Client.submit``: why).
+        deadline, _, _, plans = await self._bulk_plans(
+            model, [x], variant, 1, no_cache, validate, deadline_ms, priority, timeout, one_call=True
         )
-        return jobs[0]
+        (plan,) = plans
+        return (await self._submit_chunk(plan, deadline or self.bound.deadline(None)))[0]
 
     async def submit_many(
         self,
         model: str,
-        xs: Iterable[Any] | np.ndarray,
+        xs: Iterable[Any] | np.ndarray | Mapping[str, Any],
         *,
         variant: str | None = None,
         chunk_size: int = 64,
@@ -222,7 +217,7 @@ class AsyncClient:
     async def infer_many(
         self,
         model: str,
-        xs: Iterable[Any] | np.ndarray,
+        xs: Iterable[Any] | np.ndarray | Mapping[str, Any],
         *,
         variant: str | None = None,
         chunk_size: int = 256,
@@ -232,12 +227,13 @@ class AsyncClient:
         deadline_ms: float | None = None,
         priority: str = C.DEFAULT_PRIORITY,
         timeout: float | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> BulkResult:
         """``Client.infer_many``, awaited: one array per output back, row ``i`` input ``i``'s."""
         deadline, info, n, plans = await self._bulk_plans(
             model, xs, variant, chunk_size, no_cache, validate, deadline_ms, priority, timeout
         )
-        gather = Gather(info.name, info.variant, n, progress)
+        gather = Gather(info.name, info.variant, n, progress, check_outputs(info, outputs))
         for plan in plans:
             gather.add_plan(await self._send_chunk(plan, self.bound.step(deadline)))
         wait = self._wait_bound(None) if deadline is None else max(0.0, deadline - time.monotonic())
@@ -255,7 +251,7 @@ class AsyncClient:
     async def _bulk_plans(
         self,
         model: str,
-        xs: Iterable[Any] | np.ndarray,
+        xs: Iterable[Any] | np.ndarray | Mapping[str, Any],
         variant: str | None,
         chunk_size: int,
         no_cache: bool,
@@ -263,11 +259,13 @@ class AsyncClient:
         deadline_ms: float | None,
         priority: str,
         timeout: float | None,
+        one_call: bool = False,
     ) -> tuple[float | None, ModelInfo, int, Iterator[ChunkPlan]]:
         """``Client._bulk_plans``, awaited."""
         check_options(chunk_size, priority, deadline_ms)
         deadline = None if timeout is None else self.bound.deadline(timeout)
-        info = await self._model_info(model, variant, self.bound.step(deadline))
+        first = (deadline or self.bound.deadline(None)) if one_call else self.bound.step(deadline)
+        info = await self._model_info(model, variant, first)
         self.served_warnings.check(info.key, self.catalog.served)
         prepared = await self._prepare(info, xs, validate)
         plans = chunk_plans(
@@ -282,7 +280,7 @@ class AsyncClient:
         return deadline, info, len(prepared), plans
 
     async def _prepare(
-        self, info: ModelInfo, xs: Iterable[Any] | np.ndarray, validate: bool
+        self, info: ModelInfo, xs: Iterable[Any] | np.ndarray | Mapping[str, Any], validate: bool
     ) -> Sequence[Prepared]:
         """Every input checked and encoded before any is sent, ``SLICE`` per turn of the
         loop: checking a thousand inputs in one step would hold every other request back.

@@ -12,7 +12,7 @@ job id and cache entry, exactly as ``submit_many`` sends it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,8 @@ import numpy as np
 
 from producers.heard import Heard, HeardArrival, Row, result_from
 from producers.submission import ChunkPlan
-from tasks.errors import BadInput, InferqError
+from tasks.errors import BadInput, IncompatibleVersion, InferqError
+from tasks.schema import ModelInfo
 from tasks.wire import Result
 
 #: The per-input timing ``BulkResult.timing`` holds, as ``Timing``'s fields of the same names.
@@ -72,11 +73,18 @@ class Gather:
     is one id for several rows."""
 
     def __init__(
-        self, model: str, variant: str, n: int, progress: Callable[[int], None] | None = None
+        self,
+        model: str,
+        variant: str,
+        n: int,
+        progress: Callable[[int], None] | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> None:
         self.model = model
         self.variant = variant
         self.n = n
+        #: The outputs kept (None: all); the others are neither copied nor compared.
+        self.wanted = None if outputs is None else frozenset(outputs)
         self.job_ids: list[str] = []
         #: id -> its row; an id given more than once in the call (the same input twice)
         #: keeps its further rows in ``more``.
@@ -127,12 +135,13 @@ class Gather:
             # A current worker's success in a reply block: its rows copied, no Result.
             block, k = heard.block, heard.index
             if block is not self._fitted:  # a block's rows share their shapes: checked once
-                if not self._fits(i, {n: (c.shape[1:], c.dtype) for n, c in block.outputs.items()}):
+                kept = self._kept(block.outputs)
+                if not self._fits(i, {n: (c.shape[1:], c.dtype) for n, c in kept.items()}, block.version):
                     return
                 self._fitted = block
                 self.versions.setdefault(block.version, None)
-            for name, column in block.outputs.items():
-                self.outputs[name][i] = column[k]
+            for name in self.outputs:
+                self.outputs[name][i] = block.outputs[name][k]
             for name in _FROM_WORKER:
                 self.timing[name][i] = block.timing[name]
         else:
@@ -156,8 +165,8 @@ class Gather:
             self._progress(done)
 
     def _put_result(self, i: int, result: Result) -> bool:
-        arrays = {name: np.asarray(v) for name, v in result.outputs.items()}
-        if not self._fits(i, {name: (a.shape, a.dtype) for name, a in arrays.items()}):
+        arrays = {name: np.asarray(v) for name, v in self._kept(result.outputs).items()}
+        if not self._fits(i, {name: (a.shape, a.dtype) for name, a in arrays.items()}, result.version):
             return False
         for name, a in arrays.items():
             self.outputs[name][i] = a
@@ -167,20 +176,32 @@ class Gather:
         self.versions.setdefault(result.version, None)
         return True
 
-    def _fits(self, i: int, rows: dict[str, tuple[tuple[int, ...], np.dtype[Any]]]) -> bool:
+    def _kept(self, outputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self.wanted is None:
+            return outputs
+        return {name: v for name, v in outputs.items() if name in self.wanted}
+
+    def _fits(self, i: int, rows: dict[str, tuple[tuple[int, ...], np.dtype[Any]]], version: str) -> bool:
         """Make the output arrays from the first row settled (each output's row shape and
-        dtype); refuse a row that differs from them (a model whose version changed during
-        the call, or one whose output shapes vary with the input)."""
+        dtype); refuse a row that differs from them: ``IncompatibleVersion`` when the
+        model's version changed during the call (sending again gives one version), else
+        ``BadInput`` (a model whose output shapes vary with the input)."""
         if not self.outputs:
             self.outputs = {name: np.zeros((self.n, *shape), dtype) for name, (shape, dtype) in rows.items()}
             return True
         have = {name: (a.shape[1:], a.dtype) for name, a in self.outputs.items()}
         if rows == have:
             return True
-        self.errors[i] = BadInput(
-            f"job {self.job_ids[i]}: outputs {_show(rows)} differ from the earlier inputs' {_show(have)}, "
-            "so they cannot be stacked: send such inputs in separate calls"
-        )
+        differ = f"outputs {_show(rows)} differ from the earlier inputs' {_show(have)}"
+        if self.versions and version not in self.versions:
+            self.errors[i] = IncompatibleVersion(
+                f"job {self.job_ids[i]}: {self.model}:{self.variant} changed from version "
+                f"{next(iter(self.versions))} to {version} during the call: {differ}; send them again"
+            )
+        else:
+            self.errors[i] = BadInput(
+                f"job {self.job_ids[i]}: {differ}, so they cannot be stacked: send such inputs in separate calls"
+            )
         return False
 
     def result(self) -> BulkResult:
@@ -201,6 +222,19 @@ class Gather:
             errors=self.errors,
             versions=tuple(self.versions),
         )
+
+
+def check_outputs(info: ModelInfo, outputs: Sequence[str] | None) -> Sequence[str] | None:
+    """``infer_many``'s ``outputs``, checked against the model's (``BadInput`` naming them)."""
+    if outputs is None:
+        return None
+    if isinstance(outputs, str):
+        outputs = [outputs]
+    known = [s.name for s in info.outputs]
+    unknown = [name for name in outputs if name not in known]
+    if unknown or not outputs:
+        raise BadInput(f"outputs: expected some of {known} for {info.key}, got {list(outputs)}")
+    return outputs
 
 
 def _show(rows: dict[str, tuple[tuple[int, ...], np.dtype[Any]]]) -> str:

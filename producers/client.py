@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from celery import Celery
 
 from producers.bounded import CallBound, bounded_redis
-from producers.bulk import BulkResult, Gather
+from producers.bulk import BulkResult, Gather, check_outputs
 from producers.cache_hits import RecentHits
 from producers.catalog import ModelCatalog
 from producers.claims import Claims
@@ -187,21 +187,19 @@ class Client:
         Redis does not answer within it (or fails), ``BrokerUnavailable`` is raised, and
         the job may or may not be queued: submitting the same input again is safe.
         """
-        return self.submit_many(
-            model,
-            [x],
-            variant=variant,
-            no_cache=no_cache,
-            validate=validate,
-            deadline_ms=deadline_ms,
-            priority=priority,
-            timeout=timeout,
-        )[0]
+        # One message: its bound is the call's (``timeout`` overrides the default bound,
+        # where a bulk call's many messages each keep the default: ``CallBound.step``).
+        deadline, info, _, plans = self._bulk_plans(
+            model, [x], variant, 1, no_cache, validate, deadline_ms, priority, timeout, one_call=True
+        )
+        (plan,) = plans
+        bound = deadline or self.bound.deadline(None)
+        return self.bound.run(f"submitting 1 input to {info.key}", lambda: self._submit_chunk(plan), bound)[0]
 
     def submit_many(
         self,
         model: str,
-        xs: Iterable[Any] | np.ndarray,
+        xs: Iterable[Any] | np.ndarray | Mapping[str, Any],
         *,
         variant: str | None = None,
         chunk_size: int = 64,
@@ -241,7 +239,7 @@ class Client:
     def infer_many(
         self,
         model: str,
-        xs: Iterable[Any] | np.ndarray,
+        xs: Iterable[Any] | np.ndarray | Mapping[str, Any],
         *,
         variant: str | None = None,
         chunk_size: int = 256,
@@ -251,6 +249,7 @@ class Client:
         deadline_ms: float | None = None,
         priority: str = C.DEFAULT_PRIORITY,
         timeout: float | None = None,
+        outputs: Sequence[str] | None = None,
     ) -> BulkResult:
         """Send many inputs and wait for them all: one array per output back, row ``i``
         input ``i``'s (``producers/bulk.py``).
@@ -262,12 +261,13 @@ class Client:
         ``n`` more inputs are answered (cache hits as their chunk is sent, the rest as
         their results arrive): ``len(xs)`` in all. ``timeout`` bounds the whole call
         (sending and waiting; without it, the wait gets the settings' ``wait_timeout_s``);
-        each message is bounded besides by the client's default bound.
+        each message is bounded besides by the client's default bound. ``outputs`` names
+        the outputs to keep (all by default): the others are neither copied nor compared.
         """
         deadline, info, n, plans = self._bulk_plans(
             model, xs, variant, chunk_size, no_cache, validate, deadline_ms, priority, timeout
         )
-        gather = Gather(info.name, info.variant, n, progress)
+        gather = Gather(info.name, info.variant, n, progress, check_outputs(info, outputs))
         for plan in plans:
             answer = self.bound.run(
                 f"submitting {len(plan.chunk)} input(s) to {info.key}",
@@ -301,7 +301,7 @@ class Client:
     def _bulk_plans(
         self,
         model: str,
-        xs: Iterable[Any] | np.ndarray,
+        xs: Iterable[Any] | np.ndarray | Mapping[str, Any],
         variant: str | None,
         chunk_size: int,
         no_cache: bool,
@@ -309,13 +309,16 @@ class Client:
         deadline_ms: float | None,
         priority: str,
         timeout: float | None,
+        one_call: bool = False,
     ) -> tuple[float | None, ModelInfo, int, Iterator[ChunkPlan]]:
         """A bulk call's options and inputs checked before anything is sent: its deadline
         (None: each message its own), its model, how many inputs, and its chunks to send
-        (each made as it is sent: ``submission.chunk_plans``)."""
+        (each made as it is sent: ``submission.chunk_plans``). ``one_call``: a single
+        input's ``submit``, each step bounded by its ``timeout`` alone."""
         check_options(chunk_size, priority, deadline_ms)
         deadline = None if timeout is None else self.bound.deadline(timeout)
-        info = self._model_info(model, variant, self.bound.step(deadline))
+        first = (deadline or self.bound.deadline(None)) if one_call else self.bound.step(deadline)
+        info = self._model_info(model, variant, first)
         self.served_warnings.check(info.key, self.catalog.served)
         prepared = prepare(self.settings, info, xs, validate=validate)
         plans = chunk_plans(

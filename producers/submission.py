@@ -70,7 +70,9 @@ class Stacked(Sequence[Prepared]):
         return {k: v[i] for k, v in self.arrays.items()}
 
 
-def _stack(info: ModelInfo, xs: Iterable[Any] | np.ndarray) -> dict[str, np.ndarray] | list[Any]:
+def _stack(
+    info: ModelInfo, xs: Iterable[Any] | np.ndarray | Mapping[str, Any]
+) -> dict[str, np.ndarray] | list[Any]:
     """Inputs as one array per input name when they can be (an array with a leading axis
     over inputs, a mapping of name -> such an array, or inputs that share names, shapes
     and dtypes); else the inputs as a list."""
@@ -107,6 +109,8 @@ def input_columns(xs: Mapping[Any, Any]) -> dict[str, np.ndarray]:
     for name, v in columns.items():
         if v.ndim < 1:
             raise BadInput(f"input {name!r}: expected an array with one row per input, got a scalar")
+        if v.dtype.kind not in "biuf":
+            raise BadInput(f"input {name!r}: expected an array of numbers, got dtype {v.dtype}")
         if len(v) != len(a):
             raise BadInput(
                 f"input {name!r}: {len(v)} rows, but input {first!r} has {len(a)}: one row per input"

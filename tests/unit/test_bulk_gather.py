@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from producers.bulk import Gather
+from producers.bulk import Gather, check_outputs
 from producers.heard import Row
 from producers.submission import JobSpec
-from tasks.errors import BadInput
-from tasks.schema import Timing
+from tasks.errors import BadInput, IncompatibleVersion
+from tasks.schema import ModelInfo, TensorSpec, Timing
 from tasks.wire import ReplyBlock, Result, StatusRecord
 
 TIMING = {
@@ -101,10 +101,69 @@ def test_a_row_whose_outputs_differ_from_the_first_ones_is_refused_naming_both()
     g = Gather("digits", "fp32", 2, told.append)
     g.add_plan(plan(1.0, JobSpec("p"), JobSpec("q")))
     g.settle("p", (Row(block(["p"], np.ones((1, 10), np.float32)), 0), 2.0))
-    g.settle("q", (Row(block(["q"], np.ones((1, 12), np.float32), version="2"), 0), 2.0))
+    g.settle("q", (Row(block(["q"], np.ones((1, 12), np.float32)), 0), 2.0))  # shapes vary with the input
     g.report(2)
     assert told == [2]  # the refused row counted once, as answered
     got = g.result()
     assert list(got.errors) == [1] and type(got.errors[1]) is BadInput
     assert "outputs probs float32[12] differ from the earlier inputs' probs float32[10]" in str(got.errors[1])
     assert got.versions == ("1",)
+
+
+def test_outputs_that_differ_because_the_model_changed_version_are_incompatible_version() -> None:
+    g = Gather("digits", "fp32", 3)
+    g.add_plan(plan(1.0, JobSpec("p"), JobSpec("q"), JobSpec("r")))
+    g.settle("p", (Row(block(["p"], np.ones((1, 10), np.float32)), 0), 2.0))
+    g.settle("q", (Row(block(["q"], np.ones((1, 12), np.float32), version="2"), 0), 2.0))
+    g.settle("r", (Row(block(["r"], np.ones((1, 10), np.float32), version="2"), 0), 2.0))  # same shape: kept
+    got = g.result()
+    assert list(got.errors) == [1] and type(got.errors[1]) is IncompatibleVersion
+    assert "digits:fp32 changed from version 1 to 2 during the call" in str(got.errors[1])
+    assert got.versions == ("1", "2")
+
+
+def two_outputs(ids: list[str], probs: np.ndarray, extra: np.ndarray) -> ReplyBlock:
+    return ReplyBlock(
+        ids,
+        "digits",
+        "fp32",
+        "1",
+        dict(TIMING),
+        {"probs": probs, "extra": extra},
+        probs[0].nbytes + extra[0].nbytes,
+    )
+
+
+def test_only_the_outputs_asked_for_are_kept_and_compared() -> None:
+    g = Gather("digits", "fp32", 3, outputs=["probs"])
+    g.add_plan(plan(1.0, JobSpec("a"), JobSpec("b"), JobSpec("c")))
+    # "extra" varies in shape from block to block: not asked for, so not a refusal.
+    g.settle("a", (Row(two_outputs(["a"], np.full((1, 10), 1, np.float32), np.zeros((1, 3))), 0), 2.0))
+    g.settle("b", (Row(two_outputs(["b"], np.full((1, 10), 2, np.float32), np.zeros((1, 5))), 0), 2.0))
+    t = Timing.from_dict(TIMING)
+    record = StatusRecord.success(
+        "c",
+        Result(
+            "c", "digits", "fp32", "1", {"probs": np.full(10, 3, np.float32), "extra": np.zeros(7)}, t
+        ).to_wire(),
+    )
+    g.settle("c", (record.encode(), 2.0))  # a record read whole, not a reply block's row
+    got = g.result()
+    assert got.ok and set(got.outputs) == {"probs"}
+    np.testing.assert_array_equal(got.outputs["probs"][:, 0], [1, 2, 3])
+
+
+def test_outputs_not_among_the_models_are_refused_naming_them() -> None:
+    info = ModelInfo(
+        name="digits",
+        variant="fp32",
+        version="1",
+        runtime="fake",
+        inputs=(TensorSpec(name="image", shape=(28, 28, 1), dtype="float32", tensor_dtype="float32"),),
+        outputs=(TensorSpec(name="probs", shape=(10,), dtype="float32", tensor_dtype="float32"),),
+    )
+    assert check_outputs(info, None) is None and check_outputs(info, ["probs"]) == ["probs"]
+    with pytest.raises(
+        BadInput, match=r"outputs: expected some of \['probs'\] for digits:fp32, got \['logits'\]"
+    ):
+        check_outputs(info, ["logits"])

@@ -96,6 +96,10 @@ def test_a_mapping_of_input_columns_is_prepared_stacked_row_i_input_i():
         ({"x": xs(3), "k": np.arange(2)}, "input 'k': 2 rows, but input 'x' has 3: one row per input"),
         ({"x": xs(3), "k": np.int32(1)}, "input 'k': expected an array with one row per input, got a scalar"),
         ({}, "expected input name -> array of inputs (one row per input), got an empty mapping"),
+        (
+            {"x": np.array(["a", "b"]), "k": np.arange(2)},
+            "input 'x': expected an array of numbers, got dtype <U1",
+        ),
     ],
 )
 def test_input_columns_of_different_lengths_or_none_are_refused_naming_them(columns, named):
