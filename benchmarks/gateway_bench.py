@@ -1,14 +1,15 @@
 """The HTTP gateway against the direct client, in one run, on one Redis and one worker.
 
     .venv/bin/python benchmarks/gateway_bench.py [--model digits:fp32] [--duration 8] [--rounds 2]
-        [--gateway-workers 1] [--batch 256] [--batch-requests 40] [--only batch]
+        [--gateway-workers 1] [--batch 256] [--batch-requests 40] [--only load|batch]
 
 Starts a private redis-server, one worker for the model and ``inferq gateway``, then
 measures, alternating direct and HTTP so drift shows in both (issue 15's goals):
 
 1. throughput at 64 jobs in flight (closed loop, fresh inputs): the direct ``Client``
    from 64 threads, and ``POST .../infer`` from 64 threads (``inferq bench --target``'s
-   independent HTTP client, binary tensors): the ratio HTTP / direct;
+   independent HTTP client, binary tensors): the ratio HTTP / direct, and the gateway's
+   CPU per request (its process tree, from /proc);
 2. a cached result through HTTP: p50/p99 of ``POST .../infer`` for an input whose result
    is stored (one request at a time);
 3. the async-jobs path: ``POST .../jobs`` then ``GET /v2/jobs/{id}`` (``Prefer: wait``),
@@ -17,7 +18,7 @@ measures, alternating direct and HTTP so drift shows in both (issue 15's goals):
 4. batched requests: ``POST .../infer`` of ``--batch`` fresh inputs each (binary tensors),
    one request at a time, against the direct ``Client.infer_many`` of the same number:
    inputs/s and the gateway's CPU per input (its process tree, from /proc). ``--only
-   batch`` runs this part alone.
+   batch`` runs this part alone, ``--only load`` part 1.
 
 The load generator, the gateway, the worker and Redis share this machine's cores.
 """
@@ -155,7 +156,7 @@ def main() -> int:
     ap.add_argument("--gateway-workers", type=int, default=1)
     ap.add_argument("--batch", type=int, default=256, help="inputs per request in the batched part")
     ap.add_argument("--batch-requests", type=int, default=40, help="requests in the batched part, per round")
-    ap.add_argument("--only", choices=["batch"], help="run one part alone")
+    ap.add_argument("--only", choices=["load", "batch"], help="run one part alone: 1 (load) or 4 (batch)")
     args = ap.parse_args()
     model, _, variant = args.model.partition(":")
     variant = variant or "fp32"
@@ -240,7 +241,10 @@ def main() -> int:
                 ratios = []
                 for r in range(args.rounds):
                     d = closed(client, model, variant, pool, 64, args.duration)
+                    gw = process_tree(procs[1].pid)
+                    c0 = cpu_s(gw)
                     h = closed(http, model, variant, pool, 64, args.duration)
+                    h_cpu_ms = (cpu_s(gw) - c0) / max(1, h["completed"]) * 1e3
                     ratio = h["throughput"] / d["throughput"]
                     ratios.append(ratio)
                     for name, rep in (("direct Client", d), ("HTTP infer", h)):
@@ -250,8 +254,14 @@ def main() -> int:
                             f"p50 {e2e['p50']:6.1f}  p99 {e2e['p99']:6.1f} ms  errors {rep['errors']}",
                             flush=True,
                         )
-                    print(f"round {r + 1}  HTTP / direct throughput: {ratio:.2f}", flush=True)
+                    print(
+                        f"round {r + 1}  HTTP / direct throughput: {ratio:.2f}; the gateway's CPU "
+                        f"{h_cpu_ms:.2f} ms per request",
+                        flush=True,
+                    )
 
+                if args.only == "load":
+                    return 0
                 x = fresh()
                 http.submit(model, x, variant=variant).wait()
                 hits = one_at_a_time(lambda i: http.submit(model, x, variant=variant).wait(), args.calls)
