@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +10,7 @@ import numpy as np
 import pytest
 
 from tasks.errors import BadInput, ConfigError
-from tasks.schema import ModelInfo, TensorSpec
+from tests.helpers.two_inputs import build_two_inputs, two_inputs_info
 from workers.models.registry import ModelEntry, Registry
 from workers.models.runtimes import litert
 from workers.models.runtimes.batch_sizes import bucket_for, bucket_sizes, choose_compute_batch
@@ -175,44 +172,12 @@ def test_bucket_arithmetic():
 
 # -- a model with two inputs (built with TensorFlow in a subprocess) --------------------
 
-TWO_INPUTS = """
-import sys, numpy as np, tensorflow as tf
-class M(tf.Module):
-    def __init__(self):
-        self.w = tf.Variable(np.arange(15, dtype=np.float32).reshape(5, 3) / 7 - 1)
-    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="a"),
-                                  tf.TensorSpec([None, 2], tf.float32, name="b")])
-    def __call__(self, a, b):
-        return {"y": tf.nn.relu(tf.matmul(tf.concat([a, b], 1), self.w)),
-                "s": tf.reduce_sum(a, 1, keepdims=True)}
-m = M()
-conv = tf.lite.TFLiteConverter.from_concrete_functions([m.__call__.get_concrete_function()], m)
-open(sys.argv[1], "wb").write(conv.convert())
-"""
-
 
 @pytest.fixture(scope="module")
 def two_inputs(tmp_path_factory: pytest.TempPathFactory) -> ModelEntry:
     pytest.importorskip("tensorflow", reason="building the two-input model needs tensorflow")
-    path = tmp_path_factory.mktemp("two") / "model.tflite"
-    subprocess.run(
-        [sys.executable, "-c", TWO_INPUTS, str(path)],
-        check=True,
-        capture_output=True,
-        timeout=180,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    f32 = "float32"
-    info = ModelInfo(
-        name="two",
-        variant="fp32",
-        version="test",
-        runtime="litert",
-        inputs=(TensorSpec("a", (3,), f32, f32), TensorSpec("b", (2,), f32, f32)),
-        outputs=(TensorSpec("y", (3,), f32, f32), TensorSpec("s", (1,), f32, f32)),
-        max_batch_size=8,
-    )
-    return ModelEntry(info=info, path=path, sha256="")
+    path = build_two_inputs(tmp_path_factory.mktemp("two") / "model.tflite")
+    return ModelEntry(info=two_inputs_info(), path=path, sha256="")
 
 
 def test_multi_input_models_pad_every_input_along_the_shared_batch_axis(two_inputs):
