@@ -22,7 +22,7 @@ from producers.heard import Heard, HeardArrival, Row, result_from
 from producers.submission import ChunkPlan
 from tasks.errors import BadInput, IncompatibleVersion, InferqError
 from tasks.schema import ModelInfo
-from tasks.wire import Result
+from tasks.wire import ReplyBlock, Result
 
 #: The per-input timing ``BulkResult.timing`` holds, as ``Timing``'s fields of the same names.
 TIMING_FIELDS = ("queue_ms", "batch_wait_ms", "compute_ms", "processing_ms", "end_to_end_ms", "batch_size")
@@ -102,6 +102,16 @@ class Gather:
         self.cached = np.zeros(n, dtype=bool)
         self.errors: dict[int, InferqError] = {}
         self.versions: dict[str, None] = {}
+        #: 1 where a row is answered (a result or an error): a byte per row, not a NaN
+        #: test of a numpy scalar per arrival.
+        self._settled = bytearray(n)
+        #: Rows of ``_fitted`` (the reply block last checked) settled but not copied yet:
+        #: (row, the block's row, arrival time) each; copied as one fancy-indexed
+        #: assignment per output and timing field (``_flush``) when another block's row
+        #: comes or the result is asked for, not as seven numpy item assignments per row.
+        self._run_rows: list[int] = []
+        self._run_ks: list[int] = []
+        self._run_at: list[float] = []
 
     def add_plan(self, plan: ChunkPlan) -> None:
         """A sent chunk's inputs, in order: cache hits (and records already stored) settle
@@ -125,36 +135,38 @@ class Gather:
         heard, at = arrival
         first = self.rows[job_id]
         for i in (first, *self.more[job_id]) if job_id in self.more else (first,):
-            if np.isnan(self.arrived_at[i]) and i not in self.errors:
+            if not self._settled[i]:
                 self._settle_row(i, job_id, heard, at, False)
 
     def _settle_row(self, i: int, job_id: str, heard: Heard, at: float, cached: bool) -> None:
         """Row ``i`` answered: its result, or its error kept."""
         self._done += 1
+        self._settled[i] = 1
         if heard.__class__ is Row and not cached:
-            # A current worker's success in a reply block: its rows copied, no Result.
-            block, k = heard.block, heard.index
+            # A current worker's success in a reply block: its rows copied (a run of the
+            # block's rows at a time, ``_flush``), no Result.
+            block = heard.block
             if block is not self._fitted:  # a block's rows share their shapes: checked once
+                self._flush()
                 kept = self._kept(block.outputs)
                 if not self._fits(i, {n: (c.shape[1:], c.dtype) for n, c in kept.items()}, block.version):
                     return
                 self._fitted = block
                 self.versions.setdefault(block.version, None)
-            for name in self.outputs:
-                self.outputs[name][i] = block.outputs[name][k]
-            for name in _FROM_WORKER:
-                self.timing[name][i] = block.timing[name]
-        else:
-            try:
-                result = result_from(heard, job_id, cached, float(self.asked_at[i]), at)
-            except InferqError as exc:
-                self.errors[i] = exc
-                return
-            if not self._put_result(i, result):
-                return
-            if cached:
-                self.cached[i] = True
-                self.timing["end_to_end_ms"][i] = result.timing.end_to_end_ms
+            self._run_rows.append(i)
+            self._run_ks.append(heard.index)
+            self._run_at.append(at)
+            return
+        try:
+            result = result_from(heard, job_id, cached, float(self.asked_at[i]), at)
+        except InferqError as exc:
+            self.errors[i] = exc
+            return
+        if not self._put_result(i, result):
+            return
+        if cached:
+            self.cached[i] = True
+            self.timing["end_to_end_ms"][i] = result.timing.end_to_end_ms
         self.arrived_at[i] = at
 
     def report(self, _ids: int = 0) -> None:
@@ -204,8 +216,25 @@ class Gather:
             )
         return False
 
+    def _flush(self) -> None:
+        """Copy the run of ``_fitted``'s rows settled so far into the output and timing
+        arrays (the block's rows share one timing)."""
+        if not self._run_rows:
+            return
+        block = self._fitted
+        assert isinstance(block, ReplyBlock)
+        rows = np.array(self._run_rows, dtype=np.intp)
+        ks = np.array(self._run_ks, dtype=np.intp)
+        for name, out in self.outputs.items():
+            out[rows] = block.outputs[name][ks]
+        for name in _FROM_WORKER:
+            self.timing[name][rows] = block.timing[name]
+        self.arrived_at[rows] = self._run_at
+        self._run_rows, self._run_ks, self._run_at = [], [], []
+
     def result(self) -> BulkResult:
         """The call's answer, once every row is settled."""
+        self._flush()
         fresh = ~self.cached & ~np.isnan(self.arrived_at)
         e2e = self.timing["end_to_end_ms"]
         e2e[fresh] = np.maximum(0.0, (self.arrived_at[fresh] - self.asked_at[fresh]) * 1e3)

@@ -91,12 +91,17 @@ def final_raw(raw: Any) -> bytes | str | None:
 def batch_items(batch: ReplyBatch) -> Iterator[tuple[str, bytes | str | Row]]:
     """Each job of a readable reply batch with what was heard for it: its record
     (version 1) or its ``Row`` (version 2)."""
-    n = 0
     for block in batch.blocks:
         for i, jid in enumerate(block.ids):
             yield jid, Row(block, i)
-        n += len(block.ids)
-    yield from zip(batch.ids[n:] if n else batch.ids, batch.records, strict=True)
+    yield from batch_records(batch)
+
+
+def batch_records(batch: ReplyBatch) -> Iterator[tuple[str, bytes | str]]:
+    """The jobs of a readable reply batch answered by their records, not in a block (all
+    of a version 1 batch's)."""
+    n = sum(len(block.ids) for block in batch.blocks)
+    return zip(batch.ids[n:] if n else batch.ids, batch.records, strict=True)
 
 
 def record_of(heard: Heard, job_id: str) -> StatusRecord:
@@ -200,6 +205,21 @@ class ArrivalStore(dict[str, HeardArrival]):
     def clear(self) -> None:
         super().clear()
         self.nbytes = 0
+
+    def add_rows(self, rows: list[tuple[str, Row]], times: dict[str, float], now: float) -> None:
+        """Rows of reply blocks arrived ``now`` for ids not held (``Flags.arrive`` said
+        so), each with its arrival time kept in ``times`` if any (taken from it), else
+        ``now``: ``[jid] = (row, at)`` each, without a method call and a size lookup per
+        row (a bulk client hands over tens of thousands)."""
+        put = super().__setitem__
+        nbytes = 0
+        for jid, row in rows:
+            old = self.get(jid)
+            if old is not None:  # (not arrived, yet held: a read of its key came first)
+                self.nbytes -= size_of(old[0])
+            put(jid, (row, times.pop(jid, 0.0) or now) if times else (row, now))
+            nbytes += ROW_SIZE + row.block.row_bytes
+        self.nbytes += nbytes
 
     def over(self, max_count: int, max_bytes: int) -> bool:
         return len(self) > max_count or self.nbytes > max_bytes

@@ -51,7 +51,7 @@ from typing import Any
 import redis
 
 from producers.flags import Flags
-from producers.heard import ArrivalStore, Heard, HeardArrival, Row, batch_items, final_raw, record_of
+from producers.heard import ArrivalStore, Heard, HeardArrival, Row, batch_records, final_raw, record_of
 from producers.latch import Latch
 from producers.sender import Outgoing
 from tasks.celery_message import with_reply_to
@@ -598,16 +598,17 @@ class ResultListener:
             return
         events = self._events
         parse = StatusRecord.parse
+        # A version 2 batch's blocks: a ``Row`` per awaited id (as cheap to take as to
+        # keep), handed over apart from the records (``ArrivalStore.add_rows``).
+        rows: list[tuple[str, Row]] = [
+            (jid, Row(block, k)) for block in batch.blocks for k, jid in enumerate(block.ids) if jid in events
+        ]
         ready: list[tuple[str, Heard]] = []
-        for jid, raw in batch_items(batch):
+        for jid, raw in batch_records(batch):
             if jid in events:  # else nobody here awaits it (any longer)
                 # One nobody is blocked on yet (a bulk submission's) is kept as it came and
                 # read when taken (``heard.py``); a blocked waiter gets it parsed, here, as
-                # before: 64 threads that each parse their own wake-up cost more. A
-                # ``Row`` (a version 2 batch's) is as cheap to take as to keep.
-                if isinstance(raw, Row):
-                    ready.append((jid, raw))
-                    continue
+                # before: 64 threads that each parse their own wake-up cost more.
                 heard: Heard | None = None if events.awaited(jid) else final_raw(raw)
                 if heard is not None:
                     ready.append((jid, heard))
@@ -615,11 +616,15 @@ class ResultListener:
                 record = parse(raw, jid)
                 if record is not None and record.ready:
                     ready.append((jid, record))
-        if not ready:
+        if not ready and not rows:
             return
         now = time.time()
         times, arrived, via_reply = self._times, self._arrived, self._via_reply
         with self._lock:
+            if rows:
+                new = [(jid, row) for jid, row in rows if events.arrive(jid)]
+                via_reply.difference_update([jid for jid, _ in rows])
+                arrived.add_rows(new, times, now)
             for jid, heard in ready:
                 via_reply.discard(jid)
                 if events.arrive(jid):

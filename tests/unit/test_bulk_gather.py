@@ -167,3 +167,49 @@ def test_outputs_not_among_the_models_are_refused_naming_them() -> None:
         BadInput, match=r"outputs: expected some of \['probs'\] for digits:fp32, got \['logits'\]"
     ):
         check_outputs(info, ["logits"])
+
+
+def test_rows_of_blocks_that_interleave_keep_each_blocks_rows_timing_and_arrival() -> None:
+    """Rows are copied a run of one block at a time: a run is cut where another block's
+    row comes, so rows of two blocks taken in turns (and a row heard twice, the second
+    time from another block) must each end with their own block's values."""
+    g = Gather("digits", "fp32", 6)
+    ids = ["a", "b", "c", "d", "e", "f"]
+    g.add_plan(plan(10.0, *(JobSpec(j) for j in ids)))
+    first = block(["a", "c", "e"], np.arange(30, dtype=np.float32).reshape(3, 10))
+    later = ReplyBlock(
+        ["b", "d", "f"],
+        "digits",
+        "fp32",
+        "1",
+        {**TIMING, "queue_ms": 7.0, "batch_size": 9},
+        {"probs": -np.arange(30, dtype=np.float32).reshape(3, 10)},
+        40,
+    )
+    for k in range(3):
+        g.settle(first.ids[k], (Row(first, k), 11.0 + k))
+        g.settle(later.ids[k], (Row(later, k), 21.0 + k))
+    g.settle("a", (Row(later, 0), 99.0))  # heard again: the first answer stays
+    got = g.result()
+    np.testing.assert_array_equal(got.outputs["probs"][[0, 2, 4]], first.outputs["probs"])
+    np.testing.assert_array_equal(got.outputs["probs"][[1, 3, 5]], later.outputs["probs"])
+    assert got.timing["queue_ms"].tolist() == [500.0, 7.0] * 3
+    assert got.timing["batch_size"].tolist() == [3, 9] * 3
+    np.testing.assert_allclose(got.timing["end_to_end_ms"], [1000, 11000, 2000, 12000, 3000, 13000])
+    assert got.ok
+
+
+def test_a_run_settled_before_a_refused_block_is_kept() -> None:
+    """A block whose outputs do not fit ends the run of the block before it: the rows
+    already settled keep their values; only the refused block's row fails."""
+    g = Gather("digits", "fp32", 3)
+    g.add_plan(plan(1.0, JobSpec("a"), JobSpec("b"), JobSpec("c")))
+    good = block(["a", "b"], np.ones((2, 10), np.float32))
+    wide = block(["c"], np.ones((1, 12), np.float32))
+    g.settle("a", (Row(good, 0), 2.0))
+    g.settle("b", (Row(good, 1), 2.0))
+    g.settle("c", (Row(wide, 0), 2.0))
+    got = g.result()
+    assert list(got.errors) == [2] and isinstance(got.errors[2], BadInput)
+    np.testing.assert_array_equal(got.outputs["probs"][:2], np.ones((2, 10)))
+    assert not np.isnan(got.timing["end_to_end_ms"][:2]).any() and np.isnan(got.timing["queue_ms"][2])

@@ -191,3 +191,33 @@ def test_a_held_row_is_counted_near_what_it_really_holds_and_bytes_bind_before_t
     assert 0.7 * per_row <= counted <= 1.3 * per_row, f"{per_row:.0f} B held per row, {counted:.0f} counted"
     rows_by_bytes = ResultListener.KEEP_ARRIVED_BYTES / counted
     assert rows_by_bytes < ResultListener.KEEP_ARRIVED_MAX, "the count, not the bytes, bounds small rows"
+
+
+def test_rows_added_together_count_their_bytes_and_take_kept_arrival_times() -> None:
+    """``ArrivalStore.add_rows`` (the listener's hand-over of a reply block's rows) must
+    leave the store as ``[jid] = (row, at)`` one by one would: the same bytes counted,
+    an arrival time kept for an id (its result evicted earlier) used and let go, and a
+    row replacing a held record counted once."""
+    from producers.heard import ROW_SIZE, ArrivalStore, Row, batch_items, size_of
+    from tasks.wire import encode_columns
+
+    timing = Timing.build(
+        enqueued_at=1.0, received_at=1.0, started_at=1.0, compute_done_at=1.0, finished_at=1.0, batch_size=3
+    )
+    outputs = {"probs": np.zeros((3, 10), np.float32)}
+    batch = ReplyBatch.decode(encode_columns("digits", "fp32", "1", [(["a", "b", "c"], outputs, timing)]))
+    rows = [(jid, row) for jid, row in batch_items(batch) if isinstance(row, Row)]
+
+    one_by_one = ArrivalStore()
+    one_by_one["c"] = (b'{"status":"SUCCESS"}', 5.0)
+    together = ArrivalStore()
+    together["c"] = (b'{"status":"SUCCESS"}', 5.0)
+    times = {"b": 4.0}
+    for jid, row in rows:
+        one_by_one[jid] = (row, {"b": 4.0}.get(jid, 9.0))
+    together.add_rows(rows, times, 9.0)
+
+    assert dict(together) == dict(one_by_one)
+    assert together["b"][1] == 4.0 and together["a"][1] == 9.0 and times == {}
+    assert together.nbytes == one_by_one.nbytes == sum(size_of(h) for h, _ in together.values())
+    assert together.nbytes == 3 * (ROW_SIZE + 40)
