@@ -2,7 +2,7 @@
 
 The same jobs, errors, statuses, timeouts, cache, claims and wire forms as the sync
 ``Client`` (``producers/client.py``), from the same code: what a submission decides
-(``producers/submission.py``), the message it sends (``producers/sender.py``), the
+(``producers/prepare.py``, ``producers/plans.py``), the message it sends (``producers/sender.py``), the
 claims (``producers/claims.py``), the catalogue, the limit and the status rules are
 shared; only the Redis calls differ, made on ``redis.asyncio`` and awaited. Nothing
 here blocks the event loop: no sync Redis or kombu call, no thread. Every call is
@@ -45,9 +45,10 @@ from producers.ownership import (
     hit_of,
     queue_handle,
 )
+from producers.plans import ChunkPlan, chunk_plans
+from producers.prepare import Prepared, check_options, prepare
 from producers.served import ServedWarnings, explain_timeout, served_by
 from producers.status import read_state, ready_record, run_steps_async
-from producers.submission import ChunkPlan, Prepared, check_options, chunk_plans, prepare
 from tasks import constants as C
 from tasks.connections import async_redis_client
 from tasks.errors import InferqError, Timeout

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from producers.heard import Heard, HeardArrival, Row, result_from
-from producers.submission import ChunkPlan
+from producers.plans import ChunkPlan
 from tasks.errors import BadInput, IncompatibleVersion, InferqError
 from tasks.schema import ModelInfo
 from tasks.wire import ReplyBlock, Result

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 from producers.job import result_of
 from producers.ownership import HandleRef
-from producers.submission import JobSpec
+from producers.plans import JobSpec
 from tasks.wire import Result, StatusRecord
 
 #: Hits remembered per client: enough for a burst of polls after a bulk submit, small

@@ -39,9 +39,10 @@ from producers.ownership import (
     hit_of,
     queue_handle,
 )
+from producers.plans import ChunkPlan, chunk_plans
+from producers.prepare import check_options, named_inputs, prepare
 from producers.served import ServedWarnings, explain_timeout, served_by
 from producers.status import read_state, ready_record, run_steps
-from producers.submission import ChunkPlan, check_options, chunk_plans, named_inputs, prepare
 from tasks import constants as C
 from tasks.app import create_app
 from tasks.errors import InferqError, Timeout
@@ -313,7 +314,7 @@ class Client:
     ) -> tuple[float | None, ModelInfo, int, Iterator[ChunkPlan]]:
         """A bulk call's options and inputs checked before anything is sent: its deadline
         (None: each message its own), its model, how many inputs, and its chunks to send
-        (each made as it is sent: ``submission.chunk_plans``). ``one_call``: a single
+        (each made as it is sent: ``plans.chunk_plans``). ``one_call``: a single
         input's ``submit``, each step bounded by its ``timeout`` alone."""
         check_options(chunk_size, priority, deadline_ms)
         deadline = None if timeout is None else self.bound.deadline(timeout)
@@ -349,7 +350,7 @@ class Client:
     def _send_plans(self, plans: list[ChunkPlan]) -> list[ChunkPlan | BaseException]:
         """Chunks of jobs with one claim call per model variant and one send pipeline for
         all; per chunk the plan as sent, or the error that refused it
-        (``producers/submission.py`` decides what each claim answer means)."""
+        (``producers/plans.py`` decides what each claim answer means)."""
         out: list[ChunkPlan | BaseException] = []
         live: list[ChunkPlan] = []
         for plan in plans:

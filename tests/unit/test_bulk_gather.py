@@ -10,7 +10,7 @@ import pytest
 
 from producers.bulk import Gather, check_outputs
 from producers.heard import Row
-from producers.submission import JobSpec
+from producers.plans import JobSpec
 from tasks.errors import BadInput, IncompatibleVersion
 from tasks.schema import ModelInfo, TensorSpec, Timing
 from tasks.wire import ReplyBlock, Result, StatusRecord

@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from producers.claims import CLAIMED
-from producers.submission import ChunkPlan, Stacked, prepare
+from producers.plans import ChunkPlan
+from producers.prepare import Stacked, prepare
 from tasks.codec import decode_stacked, encode_array
 from tasks.errors import BadInput, IncompatibleVersion, PayloadTooLarge
 from tasks.keys import job_id, job_ids

@@ -12,8 +12,8 @@ import pytest
 
 from ops.jobs_cmd import short_number, timing_lines
 from producers.cache_hits import RecentHits
+from producers.plans import JobSpec
 from producers.served import ServedWarnings, explain_timeout
-from producers.submission import JobSpec
 from tasks.errors import Timeout
 from tasks.schema import Timing
 from tasks.wire import StatusRecord
