@@ -219,7 +219,9 @@ class Client:
         inputs already cached (or in flight) are not sent again. ``progress(n)`` is
         called as inputs are checked and sent. ``timeout`` bounds the whole call; each
         message of ``chunk_size`` inputs is bounded besides by the client's default bound
-        (a hung Redis is reported then, not at the end of a long ``timeout``).
+        (a hung Redis is reported then, not at the end of a long ``timeout``). Big inputs
+        go fewer per message: at most half ``max_message_bytes`` (16 MB by default) of
+        them, past the first (``plans.chunk_bytes``).
         """
         deadline, info, _, plans = self._bulk_plans(
             model, xs, variant, chunk_size, no_cache, validate, deadline_ms, priority, timeout

@@ -118,3 +118,23 @@ def test_infer_many_is_bounded_by_its_timeout_and_names_a_model_no_worker_serves
     t0 = time.monotonic()
     asyncio.run(main())
     assert time.monotonic() - t0 < 6.0
+
+
+def test_big_inputs_go_fewer_per_message_and_every_row_still_comes(
+    digits_worker, settings: Settings, client: Client, models_dir: Path
+) -> None:
+    """A client whose messages may hold 32 KB (16 KB of inputs) sends digits inputs
+    (3,136 bytes each) five per chunk whatever ``chunk_size`` says, through a real
+    worker, and every row comes back as the default client computes it."""
+    xs = inputs(models_dir, 23)
+    sent: list[int] = []
+    with Client(settings.with_(max_message_bytes=32 * 1024)) as small:
+        jobs = small.submit_many("digits", xs, variant="fp32", chunk_size=64, progress=sent.append)
+        results = small.wait_all(jobs, timeout=60)
+        got = small.infer_many("digits", xs, variant="fp32", chunk_size=64, timeout=60)
+    assert sent == [5, 5, 5, 5, 3]
+    assert got.ok and got.cached.all()  # the submit_many's results, found by the same ids
+    wanted = client.infer_many("digits", xs, variant="fp32", timeout=60)
+    np.testing.assert_array_equal(got.outputs["probs"], wanted.outputs["probs"])
+    for i, r in enumerate(results):
+        np.testing.assert_allclose(r.outputs["probs"], wanted.outputs["probs"][i], rtol=1e-5)  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from producers.claims import CLAIMED
-from producers.plans import ChunkPlan
+from producers.plans import ChunkPlan, chunk_bytes, chunk_plans
 from producers.prepare import Stacked, prepare
 from tasks.codec import decode_stacked, encode_array
 from tasks.errors import BadInput, IncompatibleVersion, PayloadTooLarge
@@ -306,3 +306,43 @@ def test_the_batcher_fills_a_batch_by_rows():
         time.sleep(0.01)
     b.stop()
     assert ran == [[3, 3, 2], [4]]
+
+
+def _chunks(prepared, settings: Settings, chunk_size: int) -> list[int]:
+    plans = chunk_plans(
+        settings, INFO, prepared, chunk_size, no_cache=True, deadline_ms=None, priority="normal"
+    )
+    return [len(p.chunk) for p in plans]
+
+
+def test_a_chunk_of_big_inputs_holds_no_more_bytes_than_one_message_may():
+    """A chunk is one step under the client's bound: 256 inputs of 600 KB made one of
+    154 MB. Rows of 24 bytes under a 100-byte limit (half of 200): four per chunk, the
+    count asked for never exceeded, every input in one chunk, in order."""
+    settings = Settings(max_message_bytes=200)
+    assert chunk_bytes(settings) == 100
+    stacked = prepare(settings, INFO, xs(10), validate=True)
+    assert isinstance(stacked, Stacked)
+    assert _chunks(stacked, settings, 64) == [4, 4, 2]
+    assert _chunks(stacked, settings, 3) == [3, 3, 3, 1]
+    assert _chunks(stacked, Settings(), 64) == [10]  # small inputs: chunk_size alone decides
+    plans = list(chunk_plans(settings, INFO, stacked, 64, no_cache=True, deadline_ms=None, priority="normal"))
+    np.testing.assert_array_equal(np.concatenate([p.chunk.arrays["x"] for p in plans]), stacked.arrays["x"])
+
+
+def test_inputs_of_several_sizes_are_chunked_by_their_payloads_and_a_huge_one_goes_alone():
+    """Inputs that cannot be stacked (shapes differ) are chunked by their encoded
+    payloads; an input over the limit by itself still goes, alone."""
+    settings = Settings(max_message_bytes=2000)
+    small = [np.zeros((2, 3), np.float32)] * 3
+    huge = np.zeros((200, 3), np.float32)  # 2,400 bytes: over the 1,000-byte limit alone
+    prepared = prepare(settings, INFO, [*small, huge, *small], validate=False)
+    assert not isinstance(prepared, Stacked)
+    sizes = [len(payload) for _, payload in prepared]
+    chunks = _chunks(prepared, settings, 64)
+    assert sum(chunks) == 7 and 1 in chunks
+    at = 0
+    for n in chunks:
+        assert n == 1 or sum(sizes[at : at + n]) <= chunk_bytes(settings)
+        at += n
+    assert chunks[0] == 3 and chunks[1] == 1  # the small ones together, the huge one alone
