@@ -1,10 +1,13 @@
 -- Store a batch's status records in one command (workers/serving/store.py). Needs
--- revoked.lua and slices.lua. ARGV[1] the TTL, ARGV[2] the records: one msgpack array
--- (str form, the one cmsgpack reads), record i for job i; ARGV[3] the job ids, one
--- msgpack array;
--- ARGV[4] and ARGV[5] the prefixes of their result and in-flight keys. One argument,
--- not one per record or key: redis-py packs a command with a Python loop per argument,
--- ~1 us each on the worker. The keys are built here, so the script does not declare
+-- revoked.lua and slices.lua. ARGV[1] the TTL, ARGV[2] the job ids, one msgpack array;
+-- ARGV[3] and ARGV[4] the prefixes of their result and in-flight keys; then one
+-- argument per record, record i for job i (ARGV[4 + i]).
+-- The ids as one argument, not one key each: redis-py packed a command with a Python
+-- loop per argument (hiredis packs them in C now; ids stay one argument all the same).
+-- The records one argument each, not one msgpack array: Redis's Lua hashes every byte
+-- of every string it makes (redis/redis#9449: ~1.1 ns a byte here,
+-- benchmarks/lua_costs.py), and an array made each record's bytes twice, as the
+-- argument and again unpacked. The keys are built here, so the script does not declare
 -- them: fine on one Redis, not on a Redis Cluster (a batch's keys lie in many slots).
 -- Publishing lets waiting clients see a result within a round trip (Celery's Redis
 -- backend publishes the same way). (Publishing only where PUBSUB NUMSUB saw a
@@ -15,27 +18,28 @@
 -- keeps its cancelled record: one final state, and no result published after it.
 -- Returns how many records were stored.
 --
--- Reply channels (optional, after the prefixes): ARGV[6] the form, ARGV[7] a msgpack
--- array: per job the number of its client's reply channel (0: none). Each record stored
--- is also published under its own key as before; besides, each channel gets ONE message
--- for the batch (tasks/wire/replies.py, ReplyBatch):
---   form 1: ARGV[8..] the channels; each gets msgpack {v = 1, ids, records} of the
+-- Reply channels (optional, after the records; B = 4 + the number of jobs): ARGV[B + 1]
+-- the form, ARGV[B + 2] a msgpack array: per job the number of its client's reply
+-- channel (0: none). Each record stored is also published under its own key as before;
+-- besides, each channel gets ONE message for the batch (tasks/wire/replies.py,
+-- ReplyBatch):
+--   form 1: ARGV[B + 3 ..] the channels; each gets msgpack {v = 1, ids, records} of the
 --           records stored for that client, in order;
---   form 2: ARGV[8..] pairs (channel, columns): the columns (a version 2 ReplyBatch the
---           worker packed) are published as they are, unread here; a channel whose
+--   form 2: ARGV[B + 3 ..] pairs (channel, columns): the columns (a version 2 ReplyBatch
+--           the worker packed) are published as they are, unread here; a channel whose
 --           columns are empty (its client reads version 1 only), or one of whose jobs
 --           kept its cancelled record, gets the version 1 message instead.
 local ttl = ARGV[1]
-local records = cmsgpack.unpack(ARGV[2])
-local ids = cmsgpack.unpack(ARGV[3])
-local result_prefix, inflight_prefix = ARGV[4], ARGV[5]
-local replies = #ARGV > 5
-local columns = replies and ARGV[6] == '2'
+local ids = cmsgpack.unpack(ARGV[2])
+local result_prefix, inflight_prefix = ARGV[3], ARGV[4]
+local B = 4 + #ids  -- the last record's argument
+local replies = #ARGV > B
+local columns = replies and ARGV[B + 1] == '2'
 local numbers = nil
 local batches, order = {}, {}
 local kept = {}  -- form 2: per channel, true if one of its jobs kept a cancelled record
 if replies then
-  numbers = cmsgpack.unpack(ARGV[7])
+  numbers = cmsgpack.unpack(ARGV[B + 2])
 end
 
 local function add(c, id, record)
@@ -51,8 +55,8 @@ end
 
 -- Channel c's name: form 1 lists the channels, form 2 pairs each with its columns.
 local function channel(c)
-  if columns then return ARGV[6 + 2 * c] end
-  return ARGV[7 + c]
+  if columns then return ARGV[B + 1 + 2 * c] end
+  return ARGV[B + 2 + c]
 end
 
 -- Per job its SET and PUBLISH; the reads and the deletes take one command per slice of
@@ -67,11 +71,12 @@ local stored = 0
 local skipped = {}
 for i, id in ipairs(ids) do
   if not is_revoked(current[i]) then
-    redis.call('SET', keys[i], records[i], 'EX', ttl)
-    redis.call('PUBLISH', keys[i], records[i])
+    local record = ARGV[4 + i]
+    redis.call('SET', keys[i], record, 'EX', ttl)
+    redis.call('PUBLISH', keys[i], record)
     stored = stored + 1
     if replies and not columns and numbers[i] > 0 then
-      add(numbers[i], id, records[i])
+      add(numbers[i], id, record)
     end
   else
     skipped[i] = true
@@ -82,8 +87,8 @@ if columns then
   -- Channels that cannot take their columns get version 1, built here (rare: a client
   -- from before version 2, or a job cancelled while it ran).
   local fallback = {}
-  for c = 1, (#ARGV - 7) / 2 do
-    local blob = ARGV[7 + 2 * c]
+  for c = 1, (#ARGV - B - 2) / 2 do
+    local blob = ARGV[B + 2 + 2 * c]
     if blob ~= '' and not kept[c] then
       redis.call('PUBLISH', channel(c), blob)
     else
@@ -93,7 +98,7 @@ if columns then
   if next(fallback) then
     for i, id in ipairs(ids) do
       local c = numbers[i]
-      if fallback[c] and not skipped[i] then add(c, id, records[i]) end
+      if fallback[c] and not skipped[i] then add(c, id, ARGV[4 + i]) end
     end
   end
 end
