@@ -8,7 +8,7 @@ The status record is Celery's own result document (so ``AsyncResult`` reads it) 
 
 from __future__ import annotations
 
-import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,18 +120,25 @@ def encode_successes(
         head = before
         pieces.insert(0, after)
     # pieces: [after output 0, ..., after output n-1 (= before the id), after the id]
-    raws = [rows[k].tobytes() for k in names]
+    raws = [memoryview(rows[k].tobytes()) for k in names]
     sizes = [rows[k][0].nbytes if len(rows[k]) else 0 for k in names]
-    b64 = base64.b64encode
+    b64 = binascii.b2a_base64  # base64.b64encode's own call, without its wrapper
+    join = b"".join
+    if len(names) == 1:  # one output (most models): one tuple joined per job
+        (raw,), (size,), (after, tail) = raws, sizes, pieces
+        return [
+            join((head, b64(raw[i * size : (i + 1) * size], newline=False), after, jid.encode(), tail))
+            for i, jid in enumerate(job_ids)
+        ]
     out = []
     for i, jid in enumerate(job_ids):
         parts = [head]
         for raw, size, after in zip(raws, sizes, pieces, strict=False):
-            parts.append(b64(raw[i * size : (i + 1) * size]))
+            parts.append(b64(raw[i * size : (i + 1) * size], newline=False))
             parts.append(after)
         parts.append(jid.encode())
         parts.append(pieces[-1])
-        out.append(b"".join(parts))
+        out.append(join(parts))
     return out
 
 

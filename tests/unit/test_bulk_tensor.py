@@ -295,6 +295,26 @@ def test_batch_records_equal_status_record_encode_byte_for_byte():
             assert got.timing == Timing.from_dict(timing.to_dict())
 
 
+@pytest.mark.parametrize("names", [("probs",), ("probs", "logits")])
+def test_batch_records_of_one_output_or_several_equal_status_record_encode(names):
+    """``encode_successes`` joins one output's record in one step (most models have one)
+    and several outputs' piece by piece: both byte for byte ``StatusRecord.encode``."""
+    rng = np.random.default_rng(3)
+    outputs = {name: rng.random((5, 10), dtype=np.float32) for name in names}
+    t = time.time()
+    timing = Timing.build(
+        enqueued_at=t, received_at=t, started_at=t, compute_done_at=t, finished_at=t, batch_size=5
+    )
+    ids = [f"job-{i}" for i in range(5)]
+    docs = encode_successes(ids, "digits", "fp32", "7", outputs, timing)
+    for i, (jid, doc) in enumerate(zip(ids, docs, strict=True)):
+        result = Result(jid, "digits", "fp32", "7", {k: v[i] for k, v in outputs.items()}, timing)
+        ref = StatusRecord.success(jid, result.to_wire()).encode()
+        date = orjson.loads(doc)["date_done"]
+        assert doc == ref.replace(orjson.loads(ref)["date_done"].encode(), date.encode())
+    assert encode_successes([], "digits", "fp32", "7", {n: v[:0] for n, v in outputs.items()}, timing) == []
+
+
 def test_the_batcher_fills_a_batch_by_rows():
     ran: list[list[int]] = []
     b: Batcher[int] = Batcher(lambda items: ran.append(items))
