@@ -171,3 +171,23 @@ def test_celerys_event_receiver_reads_every_event_of_a_message_sent_without_komb
     mine = [(e["uuid"], e["type"], e["hostname"]) for e in got if e.get("uuid") != "probe"]
     assert mine == [(u, "task-succeeded", "receiver-test") for u in "abc"]
     assert sink._fanout is not None, "the events went through kombu's publish, not the direct one"
+
+
+def test_each_event_carries_its_own_id_and_the_fields_given_whatever_the_id_holds(
+    sink_and_channel: tuple[EventSink, Any],
+) -> None:
+    """``send_jobs`` splices each id into one encoded event: plain ids as they are, an
+    id holding what JSON must escape (a Celery producer may name its task anything)
+    through orjson. Each event must still read back with its own id and every field."""
+    sink, pubsub = sink_and_channel
+    plain = ["a1", "b-2", "c3"]
+    odd = ['say "hi"', "back\\slash", "tab\there", "é"]
+    sink.send_jobs("task-succeeded", plain, result="<outputs>", runtime=0.25)
+    sink.send_jobs("task-failed", ["x", *odd], exception="BadInput('no')", traceback=None)
+    sink.flush()
+    (sent,) = event_messages(pubsub, wait_s=0.5)
+    assert [e["uuid"] for e in sent] == [*plain, "x", *odd]
+    assert [e["type"] for e in sent] == ["task-succeeded"] * 3 + ["task-failed"] * 5
+    assert all(e["runtime"] == 0.25 and e["result"] == "<outputs>" for e in sent[:3])
+    assert all(e["exception"] == "BadInput('no')" and e["traceback"] is None for e in sent[3:])
+    assert all(e["hostname"] == "coalescing-test" and "clock" in e and "timestamp" in e for e in sent)

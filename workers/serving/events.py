@@ -8,10 +8,11 @@ timestamp, type), over its exchange and producer. They pile up here and go out a
 ``task.multi`` message per flush: a JSON list of events, the form Celery's worker uses
 for buffered events and Celery's ``EventReceiver._receive`` (hence Flower) reads.
 
-A batch's jobs share every field but their id, so ``send_jobs`` makes one event and
-copies it per job, under one clock tick, and the list is encoded with orjson: per job
-that is a dict copy, where the dispatcher's own buffering cost a clock tick, a time
-zone lookup and a kombu JSON encode each. A publish through kombu costs about as
+A batch's jobs share every field but their id, so ``send_jobs`` encodes one event
+(orjson) under one clock tick and splices each job's id into its bytes: per job that
+is one join, where the dispatcher's own buffering cost a clock tick, a time zone lookup
+and a kombu JSON encode each (a dict copy per job, encoded at the flush, cost 0.43 µs
+per event against 0.31 spliced; 0.68 against 0.56 with the envelope, a probe of 256). A publish through kombu costs about as
 much as a batch of 64 jobs' events themselves, so under load ``flush(older_than_s)``
 lets events gather for a few batches; the completer flushes whatever is left once it
 has a moment with nothing to do.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -48,6 +50,11 @@ FLUSH_AT = 2048
 _UNSET = object()
 #: The routing key of a list of events (Celery's buffered form).
 MULTI = "task.multi"
+#: What ``send_jobs`` puts where an event's id goes, then splices each job's id into.
+_ID_MARK = "@@inferq-event-uuid@@"
+_ID_MARK_JSON = orjson.dumps(_ID_MARK)
+#: Characters a JSON string must escape: an id holding any is encoded by orjson.
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 
 
 class EventSink:
@@ -56,7 +63,8 @@ class EventSink:
     def __init__(self, app: Celery, hostname: str, enabled: bool = True) -> None:
         self._lock = threading.Lock()
         self._dispatcher: Any = None
-        self._buffer: list[dict[str, Any]] = []
+        #: Encoded events (JSON objects), sent as one JSON list per flush.
+        self._buffer: list[bytes] = []
         self._oldest = 0.0  # monotonic time the oldest buffered event was added
         self._pid = os.getpid()
         self._hostname = hostname
@@ -87,8 +95,14 @@ class EventSink:
                 "timestamp": time.time(),
                 **fields,
                 "type": kind,
+                "uuid": _ID_MARK,
             }
-            events = [{**base, "uuid": jid} for jid in job_ids if jid]
+            head, tail = orjson.dumps(base).split(_ID_MARK_JSON)
+            ids = [jid for jid in job_ids if jid]
+            if _NEEDS_ESCAPE.search("".join(ids)) is None:  # ids as JSON strings, as they are
+                events = [b"".join((head, b'"', jid.encode(), b'"', tail)) for jid in ids]
+            else:
+                events = [b"".join((head, orjson.dumps(jid), tail)) for jid in ids]
         except Exception:
             log.debug("could not buffer %s events", kind, exc_info=True)
             return
@@ -114,11 +128,12 @@ class EventSink:
             try:
                 if self._fanout is _UNSET:
                     self._fanout = _redis_fanout(d.producer.channel)
+                body = b"[" + b",".join(events) + b"]"
                 if self._fanout is not None:
-                    self._publish_direct(self._fanout, orjson.dumps(events))
+                    self._publish_direct(self._fanout, body)
                     return
                 d.producer.publish(
-                    orjson.dumps(events),
+                    body,
                     routing_key=MULTI,
                     exchange=d.exchange.name,
                     declare=[d.exchange],
