@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/lua_costs.py [--calls 300] [--items 256] [--record-bytes 560]
 
 Every result a worker stores goes through ``store.lua`` (workers/serving/store.py): its
-record travels in the script's arguments (one msgpack array), is unpacked into a Lua
-string, and is written with ``SET ... EX`` and ``PUBLISH`` from inside the script (the
-script checks for a cancel first, atomically). In a bulk run Redis's scripts use more
+record travels in the script's arguments, becomes a Lua string, and is written with
+``SET ... EX`` and ``PUBLISH`` from inside the script (the script checks for a cancel
+first, atomically). Until the eleventh session the records came as one msgpack array,
+unpacked in the script: each record's bytes were made a Lua string twice. In a bulk run Redis's scripts use more
 of its CPU than the commands they call (``INFO commandstats``: ~12 µs per input under
 ``evalsha``, ~5 of them in the commands). This prints, on a private ``redis-server``,
 Redis's own time per call (``INFO commandstats``, so no client cost is counted):
@@ -13,9 +14,10 @@ Redis's own time per call (``INFO commandstats``, so no client cost is counted):
 - an ``EVALSHA`` of ``return 1`` given one argument of N bytes, per byte: what moving
   bytes into a script costs, against a plain ``SET`` of the same bytes;
 - scripts that do one step more each over ``--items`` records of ``--record-bytes``
-  (a digits result's record is ~560): unpack the ids, unpack the records, build the
-  keys, ``SET ... EX`` each, ``PUBLISH`` each; per item, so each step's cost is the
-  difference from the line above it.
+  (a digits result's record is ~560), given as one msgpack array (the old form): unpack
+  the ids, unpack the records, build the keys, ``SET ... EX`` each, ``PUBLISH`` each;
+  per item, so each step's cost is the difference from the line above it;
+- the last script again with the records one argument each (``store.lua``'s form now).
 """
 
 from __future__ import annotations
@@ -60,6 +62,14 @@ STEPS = (
         "for i, id in ipairs(ids) do local k = 'celery-task-meta-' .. id "
         "redis.call('SET', k, recs[i], 'EX', 600) redis.call('PUBLISH', k, recs[i]) end return #ids",
     ),
+)
+
+#: ``STEPS``' last script with each record its own argument (``ARGV[1 + i]``), as
+#: ``store.lua`` takes them: each record's bytes made a Lua string once, not twice.
+PER_ARGUMENT = (
+    "local ids = cmsgpack.unpack(ARGV[1]) "
+    "for i, id in ipairs(ids) do local k = 'celery-task-meta-' .. id local rec = ARGV[1 + i] "
+    "redis.call('SET', k, rec, 'EX', 600) redis.call('PUBLISH', k, rec) end return #ids"
 )
 
 
@@ -110,6 +120,14 @@ def main() -> int:
             per_item = server_us(r, "evalsha") / args.items
             print(f"| {name} | {per_item:.2f} | {per_item - before:+.2f} |")
             before = per_item
+        script = r.register_script(PER_ARGUMENT)
+        r.config_resetstat()
+        for _ in range(args.calls):
+            script(keys=[], args=[packed[0], *([record] * args.items)])
+        per_item = server_us(r, "evalsha") / args.items
+        print(
+            f"| the same, each record its own argument (store.lua's form) | {per_item:.2f} | {per_item - before:+.2f} |"
+        )
         r.close()
     return 0
 

@@ -4,10 +4,10 @@ Why besides ``submit_many`` + ``wait_all``: a caller holding one array of inputs
 wants one array of outputs back, and a ``Job``, a ``Result`` and a ``Timing`` per input,
 only to be stacked again, cost the client their making and the full garbage collections
 that walk them while the caller holds them. Here a reply block's rows are copied
-straight into the output arrays as they arrive, and each input's timing is a row of a
-few float arrays (30,000 digits inputs: the client's CPU per input 10-21% lower, its
-collector's time about halved; docs/benchmarks.md "Ninth session"). Every input keeps its own
-job id and cache entry, exactly as ``submit_many`` sends it.
+straight into the output arrays, a run of one block's rows at a time, and each input's
+timing is a row of a few float arrays (30,000 digits inputs: the client's CPU per input
+10-21% lower, its collector's time about halved; docs/benchmarks.md "Ninth session").
+Every input keeps its own job id and cache entry, exactly as ``submit_many`` sends it.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class Gather:
     """Fills a ``BulkResult`` as each input's record arrives.
 
     Plans are added as they are sent (their cache hits settled at once); ``settle`` takes
-    each arrival the listener hands over, on the waiting thread or loop. ``progress(k)``
+    each arrival the listener hands over, on the waiting thread or loop (a reply block's
+    rows are copied a run at a time: ``_flush``, at the latest by ``result``). ``progress(k)``
     is told of rows answered (``report``): the listener counts ids, and a repeated input
     is one id for several rows."""
 
@@ -197,7 +198,16 @@ class Gather:
         """Make the output arrays from the first row settled (each output's row shape and
         dtype); refuse a row that differs from them: ``IncompatibleVersion`` when the
         model's version changed during the call (sending again gives one version), else
-        ``BadInput`` (a model whose output shapes vary with the input)."""
+        ``BadInput`` (a model whose output shapes vary with the input). A row without an
+        output asked for (``outputs=``, checked against the model's metadata when the call
+        began) came from another version of the model: ``IncompatibleVersion``."""
+        missing = sorted(self.wanted - rows.keys()) if self.wanted is not None else []
+        if missing or not rows:
+            self.errors[i] = IncompatibleVersion(
+                f"job {self.job_ids[i]}: {self.model}:{self.variant} version {version} answered "
+                f"without the output(s) {missing or 'asked for'}; send it again"
+            )
+            return False
         if not self.outputs:
             self.outputs = {name: np.zeros((self.n, *shape), dtype) for name, (shape, dtype) in rows.items()}
             return True

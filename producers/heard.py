@@ -177,8 +177,8 @@ def result_from(heard: Heard, job_id: str, cached: bool, asked_at: float, answer
 class ArrivalStore(dict[str, HeardArrival]):
     """Arrivals by job id, oldest first, with the bytes they hold (``nbytes``).
 
-    Only ``[jid] = ...``, ``del``, ``pop`` and ``clear`` change it (the listener uses no
-    other way), and each keeps ``nbytes`` right.
+    Only ``[jid] = ...``, ``add_rows``, ``del``, ``pop`` and ``clear`` change it (the
+    listener uses no other way), and each keeps ``nbytes`` right.
     """
 
     def __init__(self) -> None:

@@ -1,5 +1,5 @@
-"""``ResultWriter.store_encoded`` (``tasks/lua/store.lua``): a batch's records, passed as one
-msgpack argument, land under each job's own key, published there and in one
+"""``ResultWriter.store_encoded`` (``tasks/lua/store.lua``): a batch's records, passed one
+argument each, land under each job's own key, published there and in one
 ``ReplyBatch`` per reply channel, in order; a job cancelled meanwhile keeps its
 cancelled record and is in no reply. Real redis-server."""
 

@@ -213,3 +213,20 @@ def test_a_run_settled_before_a_refused_block_is_kept() -> None:
     assert list(got.errors) == [2] and isinstance(got.errors[2], BadInput)
     np.testing.assert_array_equal(got.outputs["probs"][:2], np.ones((2, 10)))
     assert not np.isnan(got.timing["end_to_end_ms"][:2]).any() and np.isnan(got.timing["queue_ms"][2])
+
+
+def test_a_row_without_an_output_asked_for_is_incompatible_version_and_the_rest_still_come() -> None:
+    """``outputs=["probs"]`` was checked against the model's metadata; a block from a
+    version without ``probs`` must fail its row, not make empty output arrays that a
+    later row then fills while the first row's copy looks for ``probs`` (a KeyError)."""
+    g = Gather("digits", "fp32", 2, outputs=["probs"])
+    g.add_plan(plan(1.0, JobSpec("a"), JobSpec("b")))
+    other = ReplyBlock(
+        ["a"], "digits", "fp32", "2", dict(TIMING), {"logits": np.ones((1, 10), np.float32)}, 40
+    )
+    g.settle("a", (Row(other, 0), 2.0))
+    g.settle("b", (stored("b", np.full(10, 0.5, np.float32)), 2.0))
+    got = g.result()
+    assert list(got.errors) == [0] and isinstance(got.errors[0], IncompatibleVersion)
+    assert "probs" in str(got.errors[0])
+    np.testing.assert_array_equal(got.outputs["probs"][1], np.full(10, 0.5, np.float32))

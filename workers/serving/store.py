@@ -118,6 +118,10 @@ class ResultWriter:
         ``columns[channel]`` (a version 2 batch, ``encode_columns``) where given."""
         if not job_ids:
             return
+        if len(records) != len(job_ids):
+            # store.lua finds the reply arguments after the records by the ids' count: a
+            # record too many or too few would be read as one of them, silently.
+            raise ValueError(f"{len(records)} records for {len(job_ids)} job ids")
         # Ids and channel numbers as one argument each, the records one argument per
         # record (store.lua says why).
         args: list[int | str | bytes] = [
