@@ -22,7 +22,7 @@ from tasks import constants as C
 from tasks.settings import Settings
 from tasks.wire import Result
 from tests.conftest import WorkerProcess
-from tests.integration.test_reply_channel import Monitor, fresh
+from tests.integration.test_reply_channel import Monitor, fresh, local_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -40,7 +40,8 @@ def seen(settings: Settings) -> Iterator[Monitor]:
 
 
 def reads_of_results(commands: list[str]) -> list[str]:
-    """The client's reads of result keys (``Monitor.sent``: the scripts read them too)."""
+    """Reads of result keys among ``commands`` (give it the client's: ``Monitor.sent_by``;
+    the scripts read them too, and the worker reads its jobs' keys for cancels)."""
     return [c for c in commands if c.upper().startswith("MGET") and C.RESULT_KEY_PREFIX in c]
 
 
@@ -66,9 +67,12 @@ def test_bulk_results_heard_before_the_wait_are_kept_not_read_again_sync(
         time.sleep(0.05)
     assert len(client.listener._arrived) == N, "every result heard before the wait"
     results = client.wait_all(jobs, timeout=60)
+    mine = local_ports(client.backend.connection_pool)
     seen.close()
     check_results(xs, results, jobs)  # type: ignore[arg-type]
-    assert not reads_of_results(seen.sent) and not subscribes_to_results(seen.sent)
+    assert not reads_of_results(seen.sent_by(mine)) and not subscribes_to_results(seen.sent)
+    assert reads_of_results(seen.sent), "the worker's check for cancels reads them: seen"
+    assert any(c.upper().startswith("EVALSHA") for c in seen.sent_by(mine)), "the client's claims: its ports"
     assert not client.listener._arrived and not client.listener._events, "taken by the wait: nothing left"
     assert client.listener._arrived.nbytes == 0
 
@@ -91,10 +95,12 @@ def test_bulk_results_heard_before_the_wait_are_kept_not_read_again_async(
             # evicted, and a bulk wait's filled the bound with what it could not evict).
             assert not c.listener._futures and not c.listener._done_order
             assert c.listener._done_bytes == 0
+            mine.update(local_ports(c.backend.connection_pool))
 
+    mine: set[int] = set()
     asyncio.run(run())
     seen.close()
-    assert not reads_of_results(seen.sent) and not subscribes_to_results(seen.sent)
+    assert mine and not reads_of_results(seen.sent_by(mine)) and not subscribes_to_results(seen.sent)
 
 
 def test_bulk_results_past_the_byte_bound_are_read_again_sync(
@@ -109,9 +115,10 @@ def test_bulk_results_past_the_byte_bound_are_read_again_sync(
         time.sleep(0.05)
     assert client.listener._arrived.nbytes <= 20_000
     results = client.wait_all(jobs, timeout=60)
+    mine = local_ports(client.backend.connection_pool)
     seen.close()
     check_results(xs, results, jobs)  # type: ignore[arg-type]
-    assert reads_of_results(seen.sent) and not subscribes_to_results(seen.sent)
+    assert reads_of_results(seen.sent_by(mine)) and not subscribes_to_results(seen.sent)
 
 
 def test_bulk_results_past_the_byte_bound_are_read_again_async(
@@ -129,7 +136,9 @@ def test_bulk_results_past_the_byte_bound_are_read_again_async(
             assert c.listener._done_bytes <= 20_000
             results = await c.wait_all(jobs, timeout=60)
             check_results(xs, results, jobs)  # type: ignore[arg-type]
+            mine.update(local_ports(c.backend.connection_pool))
 
+    mine: set[int] = set()
     asyncio.run(run())
     seen.close()
-    assert reads_of_results(seen.sent) and not subscribes_to_results(seen.sent)
+    assert reads_of_results(seen.sent_by(mine)) and not subscribes_to_results(seen.sent)

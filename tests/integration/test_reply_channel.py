@@ -42,6 +42,8 @@ class Monitor:
         self.commands: list[str] = []
         #: Those a client sent (not run inside a Lua script).
         self.sent: list[str] = []
+        #: The same, each with the local port of the connection that sent it.
+        self.sent_from: list[tuple[int, str]] = []
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -57,9 +59,15 @@ class Monitor:
                     self.commands.append(c["command"])
                     if c.get("client_type") != "lua":
                         self.sent.append(c["command"])
+                        self.sent_from.append((int(c.get("client_port") or 0), c["command"]))
         except Exception:
             if not self._stop.is_set():
                 raise
+
+    def sent_by(self, ports: set[int]) -> list[str]:
+        """The commands sent by the connections with these local ports (one process's:
+        ``local_ports``), not the worker's or anyone else's."""
+        return [command for port, command in self.sent_from if port in ports]
 
     def close(self) -> list[str]:
         time.sleep(0.3)  # the last commands reach the monitor
@@ -68,6 +76,23 @@ class Monitor:
         self._thread.join(5)
         self._client.close()
         return self.commands
+
+
+def local_ports(pool: Any) -> set[int]:
+    """The local ports of a redis-py connection pool's connections, sync or asyncio."""
+    ports: set[int] = set()
+    if hasattr(pool, "_connections"):  # a blocking pool keeps every connection it made here
+        conns = list(pool._connections)
+    else:
+        conns = [*pool._available_connections, *pool._in_use_connections]
+    for conn in conns:
+        sock = getattr(conn, "_sock", None)
+        writer = getattr(conn, "_writer", None)
+        if sock is not None:
+            ports.add(sock.getsockname()[1])
+        elif writer is not None:
+            ports.add(writer.get_extra_info("sockname")[1])
+    return ports
 
 
 @pytest.fixture()
@@ -200,6 +225,8 @@ def test_bulk_results_not_kept_while_sending_are_read_again_not_subscribed(
     assert len(client.listener._times) >= 150 if times_kept else len(client.listener._times) <= 10
     results = client.wait_all(jobs, timeout=60)
     assert all(not isinstance(r, Exception) for r in results)
+    sync_ports = local_ports(client.backend.connection_pool)
+    async_ports: set[int] = set()
 
     async def run() -> None:
         async with AsyncClient(settings) as c:
@@ -211,9 +238,14 @@ def test_bulk_results_not_kept_while_sending_are_read_again_not_subscribed(
             await asyncio.sleep(0.2)
             out = await c.wait_all(ajobs, timeout=60)
             assert all(not isinstance(r, Exception) for r in out)
+            async_ports.update(local_ports(c.backend.connection_pool))
 
     asyncio.run(run())
     monitor.close()
     assert not [c for c in monitor.sent if c.upper().startswith("SUBSCRIBE") and C.RESULT_KEY_PREFIX in c]
-    # the client's reads (the scripts read result keys with MGET too)
-    assert [c for c in monitor.sent if c.upper().startswith("MGET") and C.RESULT_KEY_PREFIX in c]
+    # each client's own reads (the scripts read result keys too, and the worker its jobs'
+    # for cancels: only the clients' connections count)
+    for ports in (sync_ports, async_ports):
+        assert [
+            c for c in monitor.sent_by(ports) if c.upper().startswith("MGET") and C.RESULT_KEY_PREFIX in c
+        ]
