@@ -37,40 +37,21 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.system_bench import cpu_name  # noqa: E402
 from ops.local.redis_server import LocalRedis  # noqa: E402
 
-#: Each script does what the one before it does, and one thing more.
+#: The scripts, one ``.lua`` file each (``lua_costs/``): each step does what the one
+#: before it does, and one thing more.
+SCRIPTS = Path(__file__).with_name("lua_costs")
 STEPS = (
-    ("script called, both arguments passed", "return 1"),
-    ("+ ids unpacked", "local ids = cmsgpack.unpack(ARGV[1]) return #ids"),
-    (
-        "+ records unpacked",
-        "local ids = cmsgpack.unpack(ARGV[1]) local recs = cmsgpack.unpack(ARGV[2]) return #recs",
-    ),
-    (
-        "+ a key built per item",
-        "local ids = cmsgpack.unpack(ARGV[1]) local recs = cmsgpack.unpack(ARGV[2]) "
-        "local keys = {} for i, id in ipairs(ids) do keys[i] = 'celery-task-meta-' .. id end return #keys",
-    ),
-    (
-        "+ SET ... EX per item",
-        "local ids = cmsgpack.unpack(ARGV[1]) local recs = cmsgpack.unpack(ARGV[2]) "
-        "for i, id in ipairs(ids) do redis.call('SET', 'celery-task-meta-' .. id, recs[i], 'EX', 600) end "
-        "return #ids",
-    ),
-    (
-        "+ PUBLISH per item",
-        "local ids = cmsgpack.unpack(ARGV[1]) local recs = cmsgpack.unpack(ARGV[2]) "
-        "for i, id in ipairs(ids) do local k = 'celery-task-meta-' .. id "
-        "redis.call('SET', k, recs[i], 'EX', 600) redis.call('PUBLISH', k, recs[i]) end return #ids",
-    ),
+    ("script called, both arguments passed", "1_called"),
+    ("+ ids unpacked", "2_ids"),
+    ("+ records unpacked", "3_records"),
+    ("+ a key built per item", "4_keys"),
+    ("+ SET ... EX per item", "5_set"),
+    ("+ PUBLISH per item", "6_publish"),
 )
 
-#: ``STEPS``' last script with each record its own argument (``ARGV[1 + i]``), as
-#: ``store.lua`` takes them: each record's bytes made a Lua string once, not twice.
-PER_ARGUMENT = (
-    "local ids = cmsgpack.unpack(ARGV[1]) "
-    "for i, id in ipairs(ids) do local k = 'celery-task-meta-' .. id local rec = ARGV[1 + i] "
-    "redis.call('SET', k, rec, 'EX', 600) redis.call('PUBLISH', k, rec) end return #ids"
-)
+
+def script_text(name: str) -> str:
+    return (SCRIPTS / f"{name}.lua").read_text(encoding="utf-8")
 
 
 def server_us(r: redis.Redis[bytes], command: str) -> float:
@@ -112,15 +93,15 @@ def main() -> int:
         )
         print("|---|---|---|")
         before = 0.0
-        for name, src in STEPS:
-            script = r.register_script(src)
+        for name, file in STEPS:
+            script = r.register_script(script_text(file))
             r.config_resetstat()
             for _ in range(args.calls):
                 script(keys=[], args=packed)
             per_item = server_us(r, "evalsha") / args.items
             print(f"| {name} | {per_item:.2f} | {per_item - before:+.2f} |")
             before = per_item
-        script = r.register_script(PER_ARGUMENT)
+        script = r.register_script(script_text("per_argument"))
         r.config_resetstat()
         for _ in range(args.calls):
             script(keys=[], args=[packed[0], *([record] * args.items)])

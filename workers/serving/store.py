@@ -78,7 +78,7 @@ class ResultWriter:
         """
         if not job_ids:
             return set()
-        keys = [RESULT_KEY_PREFIX + j for j in job_ids]
+        keys = [result_key(j) for j in job_ids]
         if len(keys) <= CANCEL_READ:
             raws: list[bytes | None] = self.client.mget(keys)
         else:

@@ -1,0 +1,3 @@
+-- Step 2: + the ids unpacked.
+local ids = cmsgpack.unpack(ARGV[1])
+return #ids
